@@ -1,0 +1,271 @@
+//! # AllFrame CQRS: the in-memory backend
+//!
+//! [`InMemoryBackend`] keeps every event in process memory. It is the default backend of
+//! [`EventStore`], needs no configuration, keeps the whole contract of
+//! [`EventStoreBackend`], and is the reference model the other backends are tested against.
+//! Nothing survives the process ([`Durability::Volatile`]).
+//!
+//! ```
+//! use allframe_backend_memory::{EventStore, InMemoryEventStore};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+//! # struct Pinged;
+//! # impl allframe_cqrs_core::Event for Pinged { fn event_type(&self) -> &'static str { "Pinged" } }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let store = EventStore::new();
+//! store.append("ping-1", vec![Pinged]).await?;
+//! assert_eq!(store.get_events("ping-1").await?, vec![Pinged]);
+//! # Ok::<(), allframe_cqrs_core::Error>(()) }).unwrap();
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use allframe_cqrs_core::{
+    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
+    ExpectedVersion, Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
+};
+
+/// The backend's name in logs, errors and stats.
+pub const BACKEND_NAME: &str = "memory";
+
+/// The typed store, with the in-memory backend as the default type parameter.
+///
+/// `EventStore<MyEvent>` names a memory-backed store in type position; in expressions,
+/// `EventStore::new()` needs [`InMemoryEventStore`] in scope.
+pub type EventStore<E, B = InMemoryBackend> = allframe_cqrs_core::EventStore<E, B>;
+
+/// `EventStore::new()` for the in-memory backend (the seed's zero-configuration start).
+///
+/// A trait, because the typed store lives in the core crate, which does not know this
+/// backend; with exactly one implementation, `EventStore::new()` infers the backend.
+pub trait InMemoryEventStore {
+    /// A store over a new, empty [`InMemoryBackend`].
+    fn new() -> Self;
+}
+
+impl<E: allframe_cqrs_core::Event> InMemoryEventStore for allframe_cqrs_core::EventStore<E, InMemoryBackend> {
+    fn new() -> Self {
+        allframe_cqrs_core::EventStore::with_backend(InMemoryBackend::new())
+    }
+}
+
+/// An event store held in process memory.
+#[derive(Debug, Default)]
+pub struct InMemoryBackend {
+    state: RwLock<State>,
+    signal: CommitSignal,
+    limits: Limits,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Every event; the event at position p is at index p - 1.
+    log: Vec<RecordedEvent>,
+    /// Per stream, the log index of each version (version v at index v - 1).
+    streams: HashMap<StreamId, Vec<usize>>,
+    /// Stream ids in order, for `list_streams`.
+    stream_order: BTreeSet<StreamId>,
+    /// Where each event id is stored (log index).
+    ids: HashMap<EventId, usize>,
+    snapshots: HashMap<StreamId, Snapshot>,
+}
+
+impl InMemoryBackend {
+    /// An empty store with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store with the given limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        InMemoryBackend { limits, ..Self::default() }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// If every event id of the append is stored, contiguously and in order, in `stream`,
+    /// the result of the original append; if none is stored, `None`; otherwise an error.
+    fn find_retry(&self, stream: &str, events: &[NewEvent]) -> Result<Option<AppendResult>> {
+        let mut found = events.iter().map(|e| (e.metadata.event_id, self.ids.get(&e.metadata.event_id)));
+        let Some((first_id, first)) = found.next() else { return Ok(None) };
+        let Some(&first_index) = first else {
+            return match found.find_map(|(id, index)| index.map(|i| (id, i))) {
+                Some((id, &index)) => Err(self.duplicate(id, index)),
+                None => Ok(None),
+            };
+        };
+        let first_event = &self.log[first_index];
+        if first_event.stream_id != *stream {
+            return Err(self.duplicate(first_id, first_index));
+        }
+        for (offset, (id, index)) in found.enumerate() {
+            let expected_index = self.streams[stream].get(first_event.version as usize + offset).copied();
+            if index.copied() != expected_index || expected_index.is_none() {
+                return Err(match index {
+                    Some(&index) => self.duplicate(id, index),
+                    None => self.duplicate(first_id, first_index),
+                });
+            }
+        }
+        let last = &self.log[first_index + events.len() - 1];
+        Ok(Some(AppendResult {
+            stream_version: last.version,
+            first_position: first_event.position,
+            last_position: last.position,
+            deduplicated: true,
+        }))
+    }
+
+    fn duplicate(&self, event_id: EventId, index: usize) -> Error {
+        let stored = &self.log[index];
+        Error::DuplicateEventId { event_id, stored_stream: stored.stream_id.clone(), stored_version: stored.version }
+    }
+}
+
+#[async_trait]
+impl EventStoreBackend for InMemoryBackend {
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full(Durability::Volatile, false)
+    }
+
+    async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        self.limits.check_append(stream, &events)?;
+        let mut guard = self.write();
+        let state = &mut *guard;
+        if let Some(original) = state.find_retry(stream, &events)? {
+            return Ok(original);
+        }
+        let current = state.streams.get(stream).map_or(0, |versions| versions.len() as u64);
+        expected.check(stream, current)?;
+        if events.is_empty() {
+            return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
+        }
+        let stream_id = match state.streams.get_key_value(stream) {
+            Some((key, _)) => key.clone(),
+            None => {
+                let key = StreamId::from(stream);
+                state.streams.insert(key.clone(), Vec::new());
+                state.stream_order.insert(key.clone());
+                key
+            }
+        };
+        let first_index = state.log.len();
+        let versions = state.streams.get_mut(stream).expect("stream entry was just ensured");
+        for (offset, event) in events.into_iter().enumerate() {
+            let index = first_index + offset;
+            versions.push(index);
+            state.ids.insert(event.metadata.event_id, index);
+            state.log.push(RecordedEvent {
+                stream_id: stream_id.clone(),
+                version: current + offset as u64 + 1,
+                position: index as u64 + 1,
+                event_type: event.event_type,
+                payload: event.payload,
+                metadata: event.metadata,
+            });
+        }
+        let result = AppendResult {
+            stream_version: versions.len() as u64,
+            first_position: first_index as u64 + 1,
+            last_position: state.log.len() as u64,
+            deduplicated: false,
+        };
+        drop(guard);
+        self.signal.publish(result.last_position);
+        Ok(result)
+    }
+
+    async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let state = self.read();
+        let Some(versions) = state.streams.get(stream) else { return Ok(Vec::new()) };
+        let start = (after_version as usize).min(versions.len());
+        Ok(versions[start..].iter().take(limit).map(|&index| state.log[index].clone()).collect())
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let state = self.read();
+        let start = (after_position as usize).min(state.log.len());
+        let end = start.saturating_add(limit).min(state.log.len());
+        Ok(state.log[start..end].to_vec())
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64> {
+        Ok(self.read().streams.get(stream).map_or(0, |versions| versions.len() as u64))
+    }
+
+    async fn head_position(&self) -> Result<u64> {
+        Ok(self.read().log.len() as u64)
+    }
+
+    async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(StreamId, u64)>> {
+        use std::ops::Bound;
+        let state = self.read();
+        let lower = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        Ok(state
+            .stream_order
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|id| (id.clone(), state.streams[id].len() as u64))
+            .collect())
+    }
+
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<()> {
+        self.limits.check_stream_id(stream)?;
+        let mut state = self.write();
+        let current = state.streams.get(stream).map_or(0, |versions| versions.len() as u64);
+        snapshot.check_version(stream, current)?;
+        match state.snapshots.get_mut(stream) {
+            Some(stored) if stored.version > snapshot.version => {}
+            Some(stored) => *stored = snapshot,
+            None => {
+                state.snapshots.insert(StreamId::from(stream), snapshot);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        Ok(self.read().snapshots.get(stream).cloned())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<BackendStats> {
+        let state = self.read();
+        let mut stats = BackendStats::new(BACKEND_NAME, Durability::Volatile);
+        stats.events = state.log.len() as u64;
+        stats.streams = state.streams.len() as u64;
+        stats.snapshots = state.snapshots.len() as u64;
+        stats.head_position = state.log.len() as u64;
+        let payload_bytes: usize = state.log.iter().map(|e| e.payload.len()).sum();
+        stats.details.insert("payload_bytes".into(), payload_bytes.to_string());
+        Ok(stats)
+    }
+
+    async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
+        self.signal.wait_past(after_position, max_wait).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,47 @@
+//! # AllFrame CQRS core
+//!
+//! The contract of AllFrame CQRS: typed events and aggregates, the byte-level records every
+//! backend stores, one error type, the [`EventStoreBackend`] trait, and the typed
+//! [`EventStore`] that sits on top of any backend. No storage and no I/O live here.
+//!
+//! Third-party backends depend on this crate only and prove themselves with
+//! `allframe-cqrs-testkit`.
+//!
+//! Layering:
+//!
+//! * [`EventStore<E, B>`](EventStore) encodes typed events `E` with a [`Codec`] into
+//!   [`NewEvent`]s and decodes [`RecordedEvent`]s back into [`Envelope`]s;
+//! * [`EventStoreBackend`] stores bytes: streams with contiguous versions, a global
+//!   position, snapshots, and a commit signal for subscriptions;
+//! * [`RawSubscription`] and [`read`] give catch-up subscriptions and paged or streamed reads
+//!   on top of any backend.
+//!
+//! The contract every backend keeps is stated on [`EventStoreBackend`].
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod backend;
+mod codec;
+mod error;
+mod event;
+pub mod read;
+mod store;
+mod subscription;
+mod types;
+
+pub use backend::{CommitSignal, DEFAULT_PAGE_SIZE, DynBackend, EventStoreBackend};
+pub use codec::Codec;
+pub use error::{BoxError, Error, Result};
+pub use event::{Aggregate, Envelope, Event, EventData, Projection};
+pub use store::{CommandError, EventStore, LoadedAggregate, SnapshotPolicy, SubscriptionHandle};
+pub use subscription::{RawSubscription, StartFrom, Subscription, SubscriptionOptions};
+pub use types::{
+    AppendResult, BackendStats, Capabilities, Durability, EventId, ExpectedVersion, Limits, Metadata,
+    MetadataDecodeError, NewEvent, ParseEventIdError, RecordedEvent, Snapshot, StreamId, Timestamp,
+};
+
+/// Re-exported so backends implement [`EventStoreBackend`] with the same macro version.
+pub use async_trait::async_trait;
+/// Re-exported for backends and callers that build payloads.
+pub use bytes::Bytes;
