@@ -71,6 +71,14 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A payload is not in the form the backend stores (for example not JSON for a `jsonb` store).
+    #[error("invalid payload for event type `{event_type}`: {reason}")]
+    InvalidPayload {
+        /// The event's type name.
+        event_type: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A snapshot was refused (for example: newer than the stream, or for a missing stream).
     #[error("invalid snapshot for stream `{stream}`: {reason}")]
     InvalidSnapshot {

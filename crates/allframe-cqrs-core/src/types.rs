@@ -677,12 +677,23 @@ pub struct Capabilities {
     pub live_notifications: bool,
     /// Data outlives the process (the store can be reopened).
     pub persistent: bool,
+    /// Payloads must be JSON documents and are stored as such (PostgreSQL `jsonb`): they come
+    /// back equal as JSON, possibly re-formatted, and non-JSON payloads are refused.
+    /// When false, payloads come back byte for byte.
+    pub json_payloads: bool,
 }
 
 impl Capabilities {
     /// Capabilities with the given durability and everything else supported.
     pub const fn full(durability: Durability, persistent: bool) -> Self {
-        Capabilities { durability, snapshots: true, idempotent_appends: true, live_notifications: true, persistent }
+        Capabilities {
+            durability,
+            snapshots: true,
+            idempotent_appends: true,
+            live_notifications: true,
+            persistent,
+            json_payloads: false,
+        }
     }
 }
 
