@@ -17,6 +17,27 @@ pub mod memory {
 #[doc(inline)]
 pub use allframe_backend_memory::{EventStore, InMemoryBackend, InMemoryEventStore};
 
+/// The embedded durable AllSource backend (feature `cqrs-allsource`).
+#[cfg(feature = "cqrs-allsource")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs-allsource")))]
+pub mod allsource {
+    pub use allframe_backend_allsource::*;
+}
+
+/// The PostgreSQL backend (feature `cqrs-postgres`).
+#[cfg(feature = "cqrs-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs-postgres")))]
+pub mod postgres {
+    pub use allframe_backend_postgres::*;
+}
+
+/// The RocksDB backend (feature `cqrs-rocksdb`).
+#[cfg(feature = "cqrs-rocksdb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs-rocksdb")))]
+pub mod rocksdb {
+    pub use allframe_backend_rocksdb::*;
+}
+
 /// Everything an application usually needs, in one import: `use allframe::prelude::*;`.
 pub mod prelude {
     pub use allframe_cqrs_core::{

@@ -1,0 +1,1 @@
+//! The allsource backend of AllFrame CQRS (in progress).

@@ -1,0 +1,1 @@
+//! The postgres backend of AllFrame CQRS (in progress).

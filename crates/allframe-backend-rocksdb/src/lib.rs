@@ -1,0 +1,1 @@
+//! The rocksdb backend of AllFrame CQRS (in progress).
