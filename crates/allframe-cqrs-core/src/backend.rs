@@ -7,7 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::types::{AppendResult, BackendStats, Capabilities, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StreamId};
+use crate::types::{
+    AppendResult, BackendStats, Capabilities, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StreamId,
+};
 
 /// Page size used by the default implementations of the whole-stream reads.
 pub const DEFAULT_PAGE_SIZE: usize = 1024;

@@ -208,9 +208,7 @@ impl Error {
             Error::Timeout { .. } => true,
             Error::Io { source, .. } => matches!(
                 source.kind(),
-                std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::WouldBlock
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ),
             _ => false,
         }
@@ -222,24 +220,12 @@ impl Error {
     }
 
     /// Wraps a backend's error.
-    pub fn backend(
-        backend: &'static str,
-        transient: bool,
-        source: impl Into<BoxError>,
-    ) -> Self {
-        Error::Backend {
-            backend,
-            transient,
-            source: source.into(),
-        }
+    pub fn backend(backend: &'static str, transient: bool, source: impl Into<BoxError>) -> Self {
+        Error::Backend { backend, transient, source: source.into() }
     }
 
     /// Wraps an I/O error, with the file when known.
     pub fn io(backend: &'static str, path: Option<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            backend,
-            path,
-            source,
-        }
+        Error::Io { backend, path, source }
     }
 }

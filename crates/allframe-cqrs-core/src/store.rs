@@ -202,8 +202,14 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     }
 
     /// Appends events if the stream is at `expected`; otherwise fails with [`Error::Conflict`].
-    pub async fn append_expected(&self, stream: &str, expected: ExpectedVersion, events: Vec<E>) -> Result<AppendResult> {
-        let records = events.iter().map(|event| self.encode(event, crate::types::Metadata::new())).collect::<Result<Vec<_>>>()?;
+    pub async fn append_expected(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<E>,
+    ) -> Result<AppendResult> {
+        let records =
+            events.iter().map(|event| self.encode(event, crate::types::Metadata::new())).collect::<Result<Vec<_>>>()?;
         self.append_raw(stream, expected, records).await
     }
 
@@ -214,21 +220,26 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         expected: ExpectedVersion,
         events: Vec<EventData<E>>,
     ) -> Result<AppendResult> {
-        let records = events.into_iter().map(|data| self.encode(&data.event, data.metadata)).collect::<Result<Vec<_>>>()?;
+        let records =
+            events.into_iter().map(|data| self.encode(&data.event, data.metadata)).collect::<Result<Vec<_>>>()?;
         self.append_raw(stream, expected, records).await
     }
 
-    async fn append_raw(&self, stream: &str, expected: ExpectedVersion, records: Vec<NewEvent>) -> Result<AppendResult> {
-        let span = tracing::debug_span!("allframe.append", backend = self.backend.name(), stream, events = records.len());
+    async fn append_raw(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        records: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let span =
+            tracing::debug_span!("allframe.append", backend = self.backend.name(), stream, events = records.len());
         self.backend.append(stream, expected, records).instrument(span).await
     }
 
     fn encode(&self, event: &E, metadata: crate::types::Metadata) -> Result<NewEvent> {
         let event_type = event.event_type();
-        let payload = self
-            .codec
-            .encode(event)
-            .map_err(|source| Error::Encode { event_type: event_type.to_owned(), source })?;
+        let payload =
+            self.codec.encode(event).map_err(|source| Error::Encode { event_type: event_type.to_owned(), source })?;
         Ok(NewEvent { event_type: event_type.into(), payload: Bytes::from(payload), metadata })
     }
 
@@ -254,13 +265,23 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
 
     /// One page of a stream's events with their versions, positions and metadata.
     pub async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<Envelope<E>>> {
-        let span = tracing::debug_span!("allframe.read_stream", backend = self.backend.name(), stream, after = after_version, limit);
+        let span = tracing::debug_span!(
+            "allframe.read_stream",
+            backend = self.backend.name(),
+            stream,
+            after = after_version,
+            limit
+        );
         let records = self.backend.read_stream(stream, after_version, limit).instrument(span).await?;
         records.into_iter().map(|r| decode_envelope(self.codec, r)).collect()
     }
 
     /// A stream's events after `after_version`, streamed page by page.
-    pub fn stream_events<'a>(&'a self, stream: &'a str, after_version: u64) -> impl Stream<Item = Result<Envelope<E>>> + Send + 'a {
+    pub fn stream_events<'a>(
+        &'a self,
+        stream: &'a str,
+        after_version: u64,
+    ) -> impl Stream<Item = Result<Envelope<E>>> + Send + 'a {
         let codec = self.codec;
         read::stream_events(&*self.backend, stream, after_version, crate::backend::DEFAULT_PAGE_SIZE)
             .map(move |r| r.and_then(|record| decode_envelope(codec, record)))
@@ -390,7 +411,8 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         loop {
             let loaded = self.load_aggregate::<A>(stream).await?;
             let events = decide(&loaded.state).map_err(CommandError::Rejected)?;
-            let new_state_events = if self.snapshot_policy == SnapshotPolicy::Never { Vec::new() } else { events.clone() };
+            let new_state_events =
+                if self.snapshot_policy == SnapshotPolicy::Never { Vec::new() } else { events.clone() };
             match self.append_expected(stream, ExpectedVersion::Exact(loaded.version), events).await {
                 Ok(result) => {
                     if self.snapshot_policy.is_due(loaded.version, result.stream_version) {

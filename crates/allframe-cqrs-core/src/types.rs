@@ -182,11 +182,7 @@ impl FromStr for EventId {
 
 impl serde::Serialize for EventId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.collect_str(self)
-        } else {
-            s.serialize_bytes(&self.0)
-        }
+        if s.is_human_readable() { s.collect_str(self) } else { s.serialize_bytes(&self.0) }
     }
 }
 
@@ -197,10 +193,8 @@ impl<'de> serde::Deserialize<'de> for EventId {
             text.parse().map_err(serde::de::Error::custom)
         } else {
             let bytes = <Cow<'de, [u8]>>::deserialize(d)?;
-            let array: [u8; 16] = bytes
-                .as_ref()
-                .try_into()
-                .map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"16 bytes"))?;
+            let array: [u8; 16] =
+                bytes.as_ref().try_into().map_err(|_| serde::de::Error::invalid_length(bytes.len(), &"16 bytes"))?;
             Ok(EventId(array))
         }
     }
@@ -619,7 +613,9 @@ fn check_unique_ids(stream: &str, events: &[NewEvent]) -> Result<()> {
         events.iter().map(|e| e.metadata.event_id).find(|id| !seen.insert(*id))
     };
     match duplicate {
-        Some(event_id) => Err(Error::DuplicateEventId { event_id, stored_stream: StreamId::from(stream), stored_version: 0 }),
+        Some(event_id) => {
+            Err(Error::DuplicateEventId { event_id, stored_stream: StreamId::from(stream), stored_version: 0 })
+        }
         None => Ok(()),
     }
 }

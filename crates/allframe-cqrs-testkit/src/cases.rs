@@ -118,7 +118,10 @@ pub async fn stream_exists_conflicts_on_missing_stream<B: EventStoreBackend>(bac
     expect_conflict(result, &stream, ExpectedVersion::StreamExists, 0);
     assert!(backend.read_stream(&stream, 0, 10).await.unwrap().is_empty(), "contract 2: nothing written");
     backend.append(&stream, ExpectedVersion::Any, events(1, 1)).await.expect("Any on a missing stream");
-    backend.append(&stream, ExpectedVersion::StreamExists, events(2, 1)).await.expect("StreamExists on an existing stream");
+    backend
+        .append(&stream, ExpectedVersion::StreamExists, events(2, 1))
+        .await
+        .expect("StreamExists on an existing stream");
     backend.append(&stream, ExpectedVersion::Any, events(3, 1)).await.expect("Any on an existing stream");
     assert_eq!(backend.stream_version(&stream).await.unwrap(), 3);
 }
@@ -172,7 +175,9 @@ pub async fn concurrent_appends_at_same_version_have_one_winner<B: EventStoreBac
                     winners += 1;
                     assert_eq!(result.stream_version, version + 2);
                 }
-                Err(Error::Conflict { actual, .. }) => assert_eq!(actual, version + 2, "loser sees the winner's version"),
+                Err(Error::Conflict { actual, .. }) => {
+                    assert_eq!(actual, version + 2, "loser sees the winner's version")
+                }
                 Err(other) => panic!("unexpected error: {other:?}"),
             }
         }
@@ -196,7 +201,11 @@ pub async fn failed_append_stores_nothing<B: EventStoreBackend>(backend: B) {
     let result = backend.append(&stream, ExpectedVersion::Exact(1), events(20, 50)).await;
     expect_conflict(result, &stream, ExpectedVersion::Exact(1), 2);
     assert_eq!(backend.stream_version(&stream).await.unwrap(), 2, "contract 3: all or nothing");
-    assert_eq!(backend.head_position().await.unwrap(), head, "contract 3: no position used by a failed append is visible");
+    assert_eq!(
+        backend.head_position().await.unwrap(),
+        head,
+        "contract 3: no position used by a failed append is visible"
+    );
     assert_eq!(whole_log(&backend).await.len(), 2);
 }
 
@@ -296,7 +305,10 @@ pub async fn read_stream_pages<B: EventStoreBackend>(backend: B) {
     assert_eq!(middle.iter().map(|e| e.version).collect::<Vec<_>>(), vec![121, 122, 123, 124, 125]);
     assert!(backend.read_stream(&stream, 250, 10).await.unwrap().is_empty());
     assert!(backend.read_stream(&stream, 1000, 10).await.unwrap().is_empty());
-    assert!(backend.read_stream(&unique_stream("missing"), 0, 10).await.unwrap().is_empty(), "a missing stream reads empty");
+    assert!(
+        backend.read_stream(&unique_stream("missing"), 0, 10).await.unwrap().is_empty(),
+        "a missing stream reads empty"
+    );
     assert_eq!(backend.get_events_after(&stream, 240).await.unwrap().len(), 10, "seed operation get_events_after");
     let streamed: Vec<_> = read::stream_events(&backend, &stream, 10, 33).try_collect().await.unwrap();
     assert_eq!(streamed.len(), 240, "contract 5: streamed read of a stream");
@@ -406,11 +418,16 @@ pub async fn idempotent_retries<B: EventStoreBackend>(backend: B) {
     let stream = unique_stream("idem");
     let batch = events(1, 3);
     let first = backend.append(&stream, ExpectedVersion::NoStream, batch.clone()).await.unwrap();
-    let retry = backend.append(&stream, ExpectedVersion::NoStream, batch.clone()).await.expect("contract 9: a retry succeeds");
+    let retry =
+        backend.append(&stream, ExpectedVersion::NoStream, batch.clone()).await.expect("contract 9: a retry succeeds");
     assert!(retry.deduplicated, "contract 9: the retry is reported as deduplicated");
-    assert_eq!((retry.stream_version, retry.first_position, retry.last_position), (first.stream_version, first.first_position, first.last_position));
+    assert_eq!(
+        (retry.stream_version, retry.first_position, retry.last_position),
+        (first.stream_version, first.first_position, first.last_position)
+    );
     backend.append(&stream, ExpectedVersion::Exact(3), events(10, 2)).await.unwrap();
-    let late_retry = backend.append(&stream, ExpectedVersion::Any, batch.clone()).await.expect("retry after later appends");
+    let late_retry =
+        backend.append(&stream, ExpectedVersion::Any, batch.clone()).await.expect("retry after later appends");
     assert!(late_retry.deduplicated);
     assert_eq!(late_retry.first_position, first.first_position);
     assert_eq!(backend.stream_version(&stream).await.unwrap(), 5, "contract 9: nothing stored twice");
@@ -428,7 +445,10 @@ pub async fn idempotent_retries<B: EventStoreBackend>(backend: B) {
     let repeated = event("Twice", 2).with_event_id(EventId::from_u128(42));
     let twice = vec![repeated.clone(), repeated];
     let result = backend.append(&other, ExpectedVersion::Any, twice).await;
-    assert!(matches!(result, Err(Error::DuplicateEventId { stored_version: 0, .. })), "one id twice in an append: {result:?}");
+    assert!(
+        matches!(result, Err(Error::DuplicateEventId { stored_version: 0, .. })),
+        "one id twice in an append: {result:?}"
+    );
     assert_eq!(backend.stream_version(&stream).await.unwrap(), 5, "refused repeats write nothing");
     assert_eq!(backend.stream_version(&other).await.unwrap(), 0);
 }
@@ -444,18 +464,32 @@ pub async fn bad_input_is_refused<B: EventStoreBackend>(backend: B) {
         (stream.clone(), vec![NewEvent::new("", "{}")], "empty event type"),
         (stream.clone(), vec![NewEvent::new("T\0", "{}")], "event type with NUL"),
         (stream.clone(), vec![NewEvent::new("t".repeat(300), "{}")], "event type over 256 bytes"),
-        (stream.clone(), vec![NewEvent::new("Big", format!(r#"{{"b":"{}"}}"#, "b".repeat(4 * 1024 * 1024)))], "event over 4 MiB"),
+        (
+            stream.clone(),
+            vec![NewEvent::new("Big", format!(r#"{{"b":"{}"}}"#, "b".repeat(4 * 1024 * 1024)))],
+            "event over 4 MiB",
+        ),
         (stream.clone(), events(0, 10_001), "more than 10,000 events"),
     ];
     for (id, batch, what) in cases {
         match backend.append(&id, ExpectedVersion::Any, batch).await {
-            Err(Error::InvalidStreamId { .. } | Error::InvalidEventType { .. } | Error::EventTooLarge { .. } | Error::TooManyEvents { .. }) => {}
+            Err(
+                Error::InvalidStreamId { .. }
+                | Error::InvalidEventType { .. }
+                | Error::EventTooLarge { .. }
+                | Error::TooManyEvents { .. },
+            ) => {}
             other => panic!("contract 10: {what} must be refused with a typed error, got {other:?}"),
         }
     }
     if backend.capabilities().json_payloads {
-        let result = backend.append(&stream, ExpectedVersion::Any, vec![NewEvent::new("Binary", vec![0u8, 159, 146, 150])]).await;
-        assert!(matches!(result, Err(Error::InvalidPayload { .. })), "contract 10: non-JSON payload in a JSON store: {result:?}");
+        let result = backend
+            .append(&stream, ExpectedVersion::Any, vec![NewEvent::new("Binary", vec![0u8, 159, 146, 150])])
+            .await;
+        assert!(
+            matches!(result, Err(Error::InvalidPayload { .. })),
+            "contract 10: non-JSON payload in a JSON store: {result:?}"
+        );
     }
     assert_eq!(backend.stream_version(&stream).await.unwrap(), 1, "contract 10: nothing stored changed");
     assert_eq!(whole_log(&backend).await.len(), 1);
@@ -491,11 +525,17 @@ pub async fn metadata_and_payloads_round_trip<B: EventStoreBackend>(backend: B) 
     assert_same_events(&backend, &from_log, &batch);
 }
 
-async fn collect<B: EventStoreBackend + ?Sized>(subscription: &mut RawSubscription<B>, count: usize) -> Vec<RecordedEvent> {
+async fn collect<B: EventStoreBackend + ?Sized>(
+    subscription: &mut RawSubscription<B>,
+    count: usize,
+) -> Vec<RecordedEvent> {
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let next = tokio::time::timeout(PATIENCE, subscription.next()).await;
-        out.push(next.unwrap_or_else(|_| panic!("subscription stalled after {} of {count} events", out.len())).expect("next"));
+        out.push(
+            next.unwrap_or_else(|_| panic!("subscription stalled after {} of {count} events", out.len()))
+                .expect("next"),
+        );
     }
     out
 }
@@ -512,13 +552,15 @@ pub async fn subscriptions_start_where_asked<B: EventStoreBackend>(backend: B) {
     let mut from_start = RawSubscription::start(Arc::clone(&backend), StartFrom::Beginning, options).await.unwrap();
     assert_eq!(collect(&mut from_start, 10).await, log, "from the beginning");
 
-    let mut from_middle = RawSubscription::start(Arc::clone(&backend), StartFrom::After(log[3].position), options).await.unwrap();
+    let mut from_middle =
+        RawSubscription::start(Arc::clone(&backend), StartFrom::After(log[3].position), options).await.unwrap();
     let middle = collect(&mut from_middle, 2).await;
     assert_eq!(middle, log[4..6].to_vec(), "from a checkpoint");
     let checkpoint = from_middle.checkpoint();
     assert_eq!(checkpoint, log[5].position);
     drop(from_middle);
-    let mut resumed = RawSubscription::start(Arc::clone(&backend), StartFrom::After(checkpoint), options).await.unwrap();
+    let mut resumed =
+        RawSubscription::start(Arc::clone(&backend), StartFrom::After(checkpoint), options).await.unwrap();
     assert_eq!(collect(&mut resumed, 4).await, log[6..].to_vec(), "resumed after the checkpoint: no gap, no repeat");
 
     let mut from_end = RawSubscription::start(Arc::clone(&backend), StartFrom::End, options).await.unwrap();
@@ -572,7 +614,9 @@ pub async fn subscription_switch_to_live_has_no_gap_or_duplicate<B: EventStoreBa
 pub async fn slow_subscriber_blocks_nothing<B: EventStoreBackend>(backend: B) {
     let backend = Arc::new(backend);
     let stream = unique_stream("slow");
-    let mut idle = RawSubscription::start(Arc::clone(&backend), StartFrom::Beginning, SubscriptionOptions::default()).await.unwrap();
+    let mut idle = RawSubscription::start(Arc::clone(&backend), StartFrom::Beginning, SubscriptionOptions::default())
+        .await
+        .unwrap();
     let appends = async {
         for i in 0..200u64 {
             backend.append(&stream, ExpectedVersion::Any, events(i, 5)).await.unwrap();

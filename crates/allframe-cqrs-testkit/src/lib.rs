@@ -32,7 +32,12 @@ pub mod __private {
 
     /// Runs a test body on a multi-threaded runtime (4 workers, so that races are real).
     pub fn block_on<F: std::future::Future<Output = ()>>(body: F) {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("runtime").block_on(body);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(body);
     }
 
     /// Turns a factory's output into `Option<Backend>`.

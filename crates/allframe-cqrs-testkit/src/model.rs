@@ -176,7 +176,12 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
                 match (model.predict(stream, expected, &events), result) {
                     (Expect::Stored, Ok(result)) if !events.is_empty() => {
                         let first_version = model.version(stream) + 1;
-                        prop_assert_eq!(result.stream_version, first_version + events.len() as u64 - 1, "step {}: version", step);
+                        prop_assert_eq!(
+                            result.stream_version,
+                            first_version + events.len() as u64 - 1,
+                            "step {}: version",
+                            step
+                        );
                         let stored = backend.read_stream(&name, first_version - 1, events.len()).await.map_err(fail)?;
                         prop_assert_eq!(stored.len(), events.len());
                         prop_assert_eq!(stored[0].position, result.first_position);
@@ -187,7 +192,12 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
                             let index = model.log.len();
                             model.ids.insert(event.metadata.event_id, index);
                             model.streams.entry(stream).or_default().push(index);
-                            model.log.push(ModelEvent { stream, version: first_version + offset as u64, position: record.position, event });
+                            model.log.push(ModelEvent {
+                                stream,
+                                version: first_version + offset as u64,
+                                position: record.position,
+                                event,
+                            });
                         }
                     }
                     (Expect::Stored, Ok(result)) => {
@@ -198,10 +208,14 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
                         prop_assert_eq!(result.first_position, model.log[first].position);
                         prop_assert_eq!(result.last_position, model.log[last].position);
                     }
-                    (Expect::Conflict { actual }, Err(Error::Conflict { actual: got, .. })) => prop_assert_eq!(actual, got),
+                    (Expect::Conflict { actual }, Err(Error::Conflict { actual: got, .. })) => {
+                        prop_assert_eq!(actual, got)
+                    }
                     (Expect::Duplicate, Err(Error::DuplicateEventId { .. })) => {}
                     (_, result) => {
-                        return Err(TestCaseError::fail(format!("step {step}: append to stream {stream} gave {result:?}; the model disagrees")));
+                        return Err(TestCaseError::fail(format!(
+                            "step {step}: append to stream {stream} gave {result:?}; the model disagrees"
+                        )));
                     }
                 }
             }
@@ -215,14 +229,16 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
                 compare(&caps, step, &got, &want)?;
             }
             Op::ReadAll { after, limit } => {
-                let after_position = if after == 0 { 0 } else { model.log.get(after - 1).map_or(u64::MAX - 1, |e| e.position) };
+                let after_position =
+                    if after == 0 { 0 } else { model.log.get(after - 1).map_or(u64::MAX - 1, |e| e.position) };
                 let got = backend.read_all(after_position, limit).await.map_err(fail)?;
                 let want: Vec<&ModelEvent> = model.log.iter().skip(after).take(limit).collect();
                 compare(&caps, step, &got, &want)?;
             }
             Op::SaveSnapshot { stream, version } if caps.snapshots => {
                 let payload = format!(r#"{{"at":{version},"step":{step}}}"#).into_bytes();
-                let result = backend.save_snapshot(&stream_name(&prefix, stream), Snapshot::new(version, payload.clone())).await;
+                let result =
+                    backend.save_snapshot(&stream_name(&prefix, stream), Snapshot::new(version, payload.clone())).await;
                 let valid = version >= 1 && version <= model.version(stream);
                 match result {
                     Ok(()) if valid => {
@@ -242,7 +258,9 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
                         prop_assert_eq!(got.version, *version, "step {}: snapshot version", step);
                         prop_assert!(same_payload(&caps, &got.payload, payload), "step {}: snapshot payload", step);
                     }
-                    (got, want) => return Err(TestCaseError::fail(format!("step {step}: snapshot {got:?}, model {want:?}"))),
+                    (got, want) => {
+                        return Err(TestCaseError::fail(format!("step {step}: snapshot {got:?}, model {want:?}")));
+                    }
                 }
             }
             Op::SaveSnapshot { .. } | Op::GetSnapshot { .. } => {}
@@ -253,7 +271,12 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
     Ok(())
 }
 
-fn compare(caps: &allframe_cqrs_core::Capabilities, step: usize, got: &[allframe_cqrs_core::RecordedEvent], want: &[&ModelEvent]) -> Result<(), TestCaseError> {
+fn compare(
+    caps: &allframe_cqrs_core::Capabilities,
+    step: usize,
+    got: &[allframe_cqrs_core::RecordedEvent],
+    want: &[&ModelEvent],
+) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.len(), want.len(), "step {}: number of events", step);
     for (g, w) in got.iter().zip(want) {
         prop_assert_eq!(g.version, w.version, "step {}: version", step);

@@ -41,8 +41,8 @@ pub mod rocksdb {
 /// Everything an application usually needs, in one import: `use allframe::prelude::*;`.
 pub mod prelude {
     pub use allframe_cqrs_core::{
-        Aggregate, AppendResult, Codec, CommandError, Envelope, Error, Event, EventData, EventId,
-        EventStoreBackend, ExpectedVersion, LoadedAggregate, Metadata, Projection, SnapshotPolicy, StartFrom,
+        Aggregate, AppendResult, Codec, CommandError, Envelope, Error, Event, EventData, EventId, EventStoreBackend,
+        ExpectedVersion, LoadedAggregate, Metadata, Projection, SnapshotPolicy, StartFrom,
     };
 
     #[cfg(feature = "cqrs")]
