@@ -1,1 +1,46 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! * `test`  — the whole test suite (the README's test command);
+//! * `ci`    — everything CI checks after the tests: format, lints, feature builds,
+//!             dependency guards, cargo-deny, the demo;
+//! * `size-report [--check]` — binary size per feature against the budgets;
+//! * `bench [--quick] [--compare FILE]` — one workload, every backend, side by side.
+//!
+//! Kept free of dependencies so that it builds in seconds.
+
+mod ci;
+mod util;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match command.as_str() {
+        "test" => ci::test(rest),
+        "ci" => ci::ci(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test                   run every test of the workspace (all backends; PostgreSQL tests skip
+                         with a notice when no server is reachable, except under CI=true)
+  ci                     format, clippy, feature builds, dependency guards, cargo-deny, demo
+  help                   this text";

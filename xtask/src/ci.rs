@@ -1,0 +1,89 @@
+//! `cargo xtask test` and `cargo xtask ci`.
+
+use std::time::Instant;
+
+use crate::util::{cargo, have, output, run};
+
+/// The whole test suite of the workspace, every backend included.
+pub fn test(args: &[String]) -> Result<(), String> {
+    let started = Instant::now();
+    let mut command = cargo();
+    command.args(["test", "--workspace", "--all-features"]).args(args);
+    run("cargo test --workspace --all-features", &mut command)?;
+    eprintln!("tests passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Heavy dependencies that a facade feature must not pull in unless it is its own.
+const GUARDS: &[(&str, &[&str])] = &[
+    ("cqrs", &["sqlx", "rocksdb", "librocksdb-sys", "arrow", "parquet"]),
+    ("cqrs-allsource", &["sqlx", "rocksdb", "librocksdb-sys", "arrow"]),
+    ("cqrs-postgres", &["rocksdb", "librocksdb-sys", "arrow", "parquet"]),
+    ("cqrs-rocksdb", &["sqlx", "arrow", "parquet"]),
+];
+
+/// Every check CI runs after the tests.
+pub fn ci(args: &[String]) -> Result<(), String> {
+    let started = Instant::now();
+    let skip_deny = args.iter().any(|a| a == "--no-deny");
+    run("cargo fmt --check", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "cargo clippy",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
+    )?;
+    run("allframe without features", cargo().args(["check", "-q", "-p", "allframe", "--no-default-features"]))?;
+    for (feature, _) in GUARDS {
+        run(
+            &format!("allframe with only `{feature}`"),
+            cargo().args(["check", "-q", "-p", "allframe", "--no-default-features", "--features", feature]),
+        )?;
+    }
+    dependency_guards()?;
+    if skip_deny {
+        eprintln!("==> cargo deny: skipped (--no-deny)");
+    } else {
+        deny()?;
+    }
+    run("bank demo", cargo().args(["run", "-q", "-p", "allframe", "--example", "bank", "--", "--backend", "memory"]))?;
+    eprintln!("ci checks passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Each facade feature pulls in only its own backend's heavy dependencies.
+fn dependency_guards() -> Result<(), String> {
+    for (feature, banned) in GUARDS {
+        let tree = output(
+            &format!("cargo tree (feature {feature})"),
+            cargo().args([
+                "tree",
+                "-p",
+                "allframe",
+                "--no-default-features",
+                "--features",
+                feature,
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+            ]),
+        )?;
+        let names: Vec<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
+        let found: Vec<&&str> = banned.iter().filter(|b| names.contains(b)).collect();
+        if !found.is_empty() {
+            return Err(format!("feature `{feature}` pulls in {found:?}, which belong to other backends"));
+        }
+        eprintln!("==> dependency guard `{feature}`: none of {banned:?}");
+    }
+    Ok(())
+}
+
+/// cargo-deny: bans, licenses and sources (advisories need the advisory database, which
+/// these machines cannot fetch; run `cargo deny check` with a network for them).
+fn deny() -> Result<(), String> {
+    if !have("cargo-deny") {
+        run("install cargo-deny", cargo().args(["install", "--locked", "cargo-deny"]))?;
+    }
+    run("cargo deny", cargo().args(["deny", "--all-features", "check", "bans", "licenses", "sources"]))
+}

@@ -1,0 +1,41 @@
+//! Small helpers: run commands, find the workspace root, time steps.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// The workspace root (the parent of this crate's directory).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// `cargo` as invoked by the user (respects `CARGO`).
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Runs a command, echoing it, failing with its exit status.
+pub fn run(step: &str, command: &mut Command) -> Result<(), String> {
+    let started = Instant::now();
+    eprintln!("==> {step}");
+    let status = command.status().map_err(|e| format!("{step}: could not start: {e}"))?;
+    eprintln!("    {step}: {:.1}s", started.elapsed().as_secs_f64());
+    if status.success() { Ok(()) } else { Err(format!("{step} failed ({status})")) }
+}
+
+/// Runs a command and returns its standard output.
+pub fn output(step: &str, command: &mut Command) -> Result<String, String> {
+    let out = command.stderr(Stdio::inherit()).output().map_err(|e| format!("{step}: could not start: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{step} failed ({})", out.status));
+    }
+    String::from_utf8(out.stdout).map_err(|_| format!("{step}: output is not UTF-8"))
+}
+
+/// Whether a program is on the PATH.
+pub fn have(program: &str) -> bool {
+    Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
