@@ -8,7 +8,9 @@
 //!
 //! Kept free of dependencies so that it builds in seconds.
 
+mod bench;
 mod ci;
+mod size_report;
 mod util;
 
 use std::process::ExitCode;
@@ -22,6 +24,8 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "test" => ci::test(rest),
         "ci" => ci::ci(rest),
+        "size-report" => size_report::size_report(rest),
+        "bench" => bench::bench(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -43,4 +47,9 @@ commands:
   test                   run every test of the workspace (all backends; PostgreSQL tests skip
                          with a notice when no server is reachable, except under CI=true)
   ci                     format, clippy, feature builds, dependency guards, cargo-deny, demo
+  size-report [--check]  binary size per feature against xtask/size-budgets.toml;
+                         writes target/size-report/{report.md,report.json,chart.svg}
+  bench [--quick] [--compare FILE] [--backend NAME]
+                         the same workloads on every backend, side by side; writes
+                         target/bench-report/{report.md,report.json,throughput.svg,latency.svg}
   help                   this text";

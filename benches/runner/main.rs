@@ -1,0 +1,169 @@
+//! `allframe-bench`: one workload, every backend, side by side (run it through
+//! `cargo xtask bench [--quick] [--compare FILE] [--backend NAME]`).
+//!
+//! The parent process describes the machine (cores, fdatasync latency, the raw write plus
+//! fdatasync ceiling), then runs each backend in a child process of its own (so that peak
+//! memory is per backend), collects their JSON results, and writes the report under
+//! `target/bench-report/`: `report.md`, `report.json`, `throughput.svg`, `latency.svg`.
+
+mod machine;
+mod report;
+mod targets;
+mod workloads;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+/// One measured workload on one backend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Backend and mode, such as `allsource-durable`.
+    pub target: String,
+    /// Workload name, such as `append_single`.
+    pub workload: String,
+    /// Events per second (median of the runs).
+    pub events_per_sec: f64,
+    /// Latency percentiles of one operation, in microseconds (p50, p99, p99.9), when measured.
+    pub latency_us: Option<[f64; 3]>,
+    /// What one operation is (an append of one event, a read of 1,000 events, ...).
+    pub unit: String,
+    /// Runs taken (the median is reported).
+    pub runs: u32,
+}
+
+/// What a child reports for its backend.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetResult {
+    /// Backend and mode.
+    pub target: String,
+    /// Why it was skipped, if it was.
+    pub skipped: Option<String>,
+    /// Its measurements.
+    pub measurements: Vec<Measurement>,
+    /// Peak resident memory of the child process, in bytes.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Sizes of one run.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Scale {
+    /// Seconds each time-bounded workload runs.
+    pub seconds: f64,
+    /// Events in the "large store" the read workloads use.
+    pub store_events: u64,
+    /// Events the catch-up subscription reads.
+    pub subscription_events: u64,
+    /// Runs per workload.
+    pub runs: u32,
+}
+
+impl Scale {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Scale { seconds: 0.5, store_events: 20_000, subscription_events: 20_000, runs: 1 }
+        } else {
+            Scale { seconds: 3.0, store_events: 1_000_000, subscription_events: 1_000_000, runs: 3 }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let scale = Scale::new(quick);
+    if let Some(target) = value(&args, "--child") {
+        child(&target, scale);
+        return;
+    }
+    if let Err(error) = parent(&args, quick, scale) {
+        eprintln!("allframe-bench: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn value(args: &[String], flag: &str) -> Option<String> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn child(target: &str, scale: Scale) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let result = runtime.block_on(workloads::run_target(target, scale));
+    let mut result = result;
+    result.peak_rss_bytes = machine::peak_rss();
+    println!("RESULT {}", serde_json::to_string(&result).expect("json"));
+}
+
+fn parent(args: &[String], quick: bool, scale: Scale) -> Result<(), String> {
+    let started = Instant::now();
+    let out_dir = value(args, "--out").map(PathBuf::from).unwrap_or_else(|| machine::target_dir().join("bench-report"));
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let only = value(args, "--backend");
+    eprintln!("measuring the machine (fdatasync latency, raw write + fdatasync ceiling)...");
+    let machine = machine::describe(quick)?;
+    let all = targets::names();
+    let chosen: Vec<&str> = all.iter().copied().filter(|t| only.as_deref().is_none_or(|o| t.starts_with(o))).collect();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut results = Vec::new();
+    for (index, target) in chosen.iter().enumerate() {
+        progress(index, chosen.len(), target, started);
+        let mut child = Command::new(&exe);
+        child.args(["--child", target]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        if quick {
+            child.arg("--quick");
+        }
+        let mut child = child.spawn().map_err(|e| format!("start child for {target}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no child stdout")?;
+        let mut result = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            if let Some(json) = line.strip_prefix("RESULT ") {
+                result = Some(serde_json::from_str::<TargetResult>(json).map_err(|e| e.to_string())?);
+            } else if let Some(step) = line.strip_prefix("STEP ") {
+                progress_step(index, chosen.len(), target, step, started);
+            }
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        results.push(result.unwrap_or_else(|| TargetResult {
+            target: target.to_string(),
+            skipped: Some(format!("the benchmark process failed ({status})")),
+            measurements: Vec::new(),
+            peak_rss_bytes: None,
+        }));
+    }
+    progress(chosen.len(), chosen.len(), "done", started);
+    eprintln!();
+    let report = report::Report { machine, quick, scale, results, seconds: started.elapsed().as_secs_f64() };
+    let compare = match value(args, "--compare") {
+        Some(path) => Some(report::load(&PathBuf::from(path))?),
+        None => None,
+    };
+    let text = report::write_all(&report, compare.as_ref(), &out_dir)?;
+    println!("{text}");
+    eprintln!("wrote {}/report.md, report.json, throughput.svg, latency.svg", out_dir.display());
+    Ok(())
+}
+
+fn progress(done: usize, total: usize, what: &str, started: Instant) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        eprintln!("[{done}/{total}] {what} ({:.0}s)", started.elapsed().as_secs_f64());
+        return;
+    }
+    let width = 30;
+    let filled = if total == 0 { width } else { done * width / total };
+    eprint!(
+        "\r[{}{}] {done}/{total} {what:<24} {:>5.0}s      ",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::io::stderr().flush();
+}
+
+fn progress_step(done: usize, total: usize, target: &str, step: &str, started: Instant) {
+    progress(done, total, &format!("{target}: {step}"), started);
+}

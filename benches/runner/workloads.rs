@@ -1,0 +1,212 @@
+//! The workloads, run in one child process per target.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allframe::read::all_events;
+use allframe::{
+    DynBackend, EventStore, EventStoreBackend, ExpectedVersion, RawSubscription, StartFrom, SubscriptionOptions,
+};
+use allframe_benches::{CustomerTotals, OrderPlaced, order_placed};
+use futures_util::TryStreamExt;
+
+use crate::{Measurement, Scale, TargetResult, targets};
+
+type Store = EventStore<OrderPlaced, DynBackend>;
+
+fn step(name: &str) {
+    println!("STEP {name}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Runs every workload on one target.
+pub async fn run_target(target: &str, scale: Scale) -> TargetResult {
+    let mut result =
+        TargetResult { target: target.to_owned(), skipped: None, measurements: Vec::new(), peak_rss_bytes: None };
+    let backend = match targets::open(target).await {
+        Ok(backend) => backend,
+        Err(reason) => {
+            result.skipped = Some(reason);
+            return result;
+        }
+    };
+    let store: Store = EventStore::with_backend(backend);
+    match run_all(target, &store, scale).await {
+        Ok(measurements) => result.measurements = measurements,
+        Err(error) => result.skipped = Some(format!("failed: {error}")),
+    }
+    result
+}
+
+async fn run_all(target: &str, store: &Store, scale: Scale) -> Result<Vec<Measurement>, allframe::Error> {
+    let mut out = Vec::new();
+    let duration = Duration::from_secs_f64(scale.seconds);
+    let measure = |workload: &str, unit: &str, runs: Vec<(f64, Vec<f64>)>| median(target, workload, unit, runs);
+
+    step("append_single");
+    let mut runs = Vec::new();
+    for run in 0..scale.runs {
+        runs.push(appenders(store, 1, 1, duration, &format!("single-{run}")).await?);
+    }
+    out.push(measure("append_single", "append of 1 event", runs));
+
+    for tasks in [1usize, 8, 64] {
+        step(&format!("concurrent_{tasks}"));
+        let mut runs = Vec::new();
+        for run in 0..scale.runs {
+            runs.push(appenders(store, tasks, 1, duration, &format!("conc{tasks}-{run}")).await?);
+        }
+        out.push(measure(&format!("concurrent_{tasks}"), "append of 1 event", runs));
+    }
+
+    step("append_batch100");
+    let mut runs = Vec::new();
+    for run in 0..scale.runs {
+        runs.push(appenders(store, 1, 100, duration, &format!("batch-{run}")).await?);
+    }
+    out.push(measure("append_batch100", "append of 100 events", runs));
+
+    step("fill the store");
+    let filled = store.backend().head_position().await?;
+    let mut n = filled;
+    while n < scale.store_events {
+        let batch: Vec<OrderPlaced> = (n..n + 1000).map(order_placed).collect();
+        store.append(&format!("fill-{}", n / 1000 % 997), batch).await?;
+        n += 1000;
+    }
+    store.append_expected("big-stream", ExpectedVersion::NoStream, (0..1000).map(order_placed).collect()).await?;
+
+    step("read_stream_1000");
+    let backend = store.shared_backend();
+    let mut runs = Vec::new();
+    for _ in 0..scale.runs {
+        runs.push(repeat(duration, 1000, || async { backend.get_events("big-stream").await.map(|_| ()) }).await?);
+    }
+    out.push(measure("read_stream_1000", "read of a 1,000-event stream (records)", runs));
+
+    step("aggregate_load");
+    for (workload, snapshot) in [("aggregate_load_no_snapshot", false), ("aggregate_load_snapshot", true)] {
+        let stream = format!("agg-{snapshot}");
+        store.append_expected(&stream, ExpectedVersion::NoStream, (0..1000).map(order_placed).collect()).await?;
+        if snapshot {
+            let state = store.load_aggregate::<CustomerTotals>(&stream).await?;
+            store.save_snapshot(&stream, &state.state, 990).await?;
+        }
+        let mut runs = Vec::new();
+        for _ in 0..scale.runs {
+            runs.push(
+                repeat(duration, 1, || async { store.load_aggregate::<CustomerTotals>(&stream).await.map(|_| ()) })
+                    .await?,
+            );
+        }
+        out.push(measure(
+            workload,
+            if snapshot { "load (snapshot at 990 + 10 events)" } else { "load (1,000 events decoded)" },
+            runs,
+        ));
+    }
+
+    step("full_log_read");
+    let mut runs = Vec::new();
+    for _ in 0..scale.runs {
+        let start = Instant::now();
+        let count = all_events(&*backend, 0, 1024).try_fold(0u64, |n, _| async move { Ok(n + 1) }).await?;
+        runs.push((count as f64 / start.elapsed().as_secs_f64(), Vec::new()));
+    }
+    out.push(measure("full_log_read", "event read, streamed (records)", runs));
+
+    step("catch_up_subscription");
+    let mut runs = Vec::new();
+    for _ in 0..scale.runs {
+        let head = backend.head_position().await?;
+        let options = SubscriptionOptions { page_size: 1024, ..SubscriptionOptions::default() };
+        let mut subscription = RawSubscription::start(Arc::clone(&backend), StartFrom::Beginning, options).await?;
+        let want = scale.subscription_events.min(backend.stats().await?.events);
+        let start = Instant::now();
+        let mut seen = 0;
+        while seen < want {
+            let event = subscription.next().await?;
+            seen += 1;
+            if event.position >= head {
+                break;
+            }
+        }
+        runs.push((seen as f64 / start.elapsed().as_secs_f64(), Vec::new()));
+    }
+    out.push(measure("catch_up_subscription", "event delivered (records)", runs));
+    Ok(out)
+}
+
+/// `tasks` tasks append batches of `batch` events to their own streams until `duration` ends.
+/// Returns events/s and per-append latencies in microseconds.
+async fn appenders(
+    store: &Store,
+    tasks: usize,
+    batch: usize,
+    duration: Duration,
+    prefix: &str,
+) -> Result<(f64, Vec<f64>), allframe::Error> {
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let store = store.clone();
+            let stream = format!("{prefix}-{task}");
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let events: Vec<OrderPlaced> = (n..n + batch as u64).map(order_placed).collect();
+                    let begin = Instant::now();
+                    store.append(&stream, events).await?;
+                    latencies.push(begin.elapsed().as_secs_f64() * 1e6);
+                    n += batch as u64;
+                }
+                Ok::<_, allframe::Error>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await.expect("appender task")?);
+    }
+    let events = latencies.len() as f64 * batch as f64;
+    Ok((events / start.elapsed().as_secs_f64(), latencies))
+}
+
+/// Repeats `operation` until `duration` ends; returns events/s (with `events` per operation)
+/// and latencies in microseconds.
+async fn repeat<F, Fut>(duration: Duration, events: u64, mut operation: F) -> Result<(f64, Vec<f64>), allframe::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), allframe::Error>>,
+{
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline || latencies.len() < 5 {
+        let begin = Instant::now();
+        operation().await?;
+        latencies.push(begin.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok((latencies.len() as f64 * events as f64 / start.elapsed().as_secs_f64(), latencies))
+}
+
+/// The run with the median throughput, with its latency percentiles.
+fn median(target: &str, workload: &str, unit: &str, mut runs: Vec<(f64, Vec<f64>)>) -> Measurement {
+    let count = runs.len() as u32;
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (events_per_sec, mut latencies) = runs.swap_remove(runs.len() / 2);
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let latency_us = (!latencies.is_empty()).then(|| [percentile(0.5), percentile(0.99), percentile(0.999)]);
+    Measurement {
+        target: target.to_owned(),
+        workload: workload.to_owned(),
+        events_per_sec,
+        latency_us,
+        unit: unit.to_owned(),
+        runs: count,
+    }
+}
