@@ -1,1 +1,649 @@
-//! The allsource backend of AllFrame CQRS (in progress).
+//! # AllSource: the embedded, crash-safe AllFrame CQRS backend
+//!
+//! [`AllSourceBackend`] stores events in a directory of the local file system, in one
+//! process, with no server: a segmented write-ahead log with one CRC-checked frame per
+//! append, written by a dedicated thread that commits concurrent appends together (group
+//! commit: one `write` and one `fdatasync` for all of them), and an in-memory index so reads
+//! go straight to the frames they need.
+//!
+//! ```no_run
+//! use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig, SyncMode};
+//! # fn main() -> allframe_cqrs_core::Result<()> {
+//! let in_memory = AllSourceBackend::new()?; // no files at all
+//! let durable = AllSourceBackend::production("./data")?; // fsync before acknowledge
+//! let tuned = AllSourceBackend::with_config(AllSourceConfig {
+//!     data_dir: Some("./other-data".into()),
+//!     sync: SyncMode::Interval(std::time::Duration::from_millis(10)),
+//!     ..AllSourceConfig::default()
+//! })?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Durability modes ([`SyncMode`])
+//!
+//! * `Synchronous` (the default of [`AllSourceBackend::production`]): an append is
+//!   acknowledged only after its frame is written and `fdatasync`ed. Concurrent appends
+//!   share one write and one sync.
+//! * `Interval(d)`: acknowledged once written to the OS (survives a process crash); synced
+//!   at least every `d`, so a power loss loses at most about `d` of appends.
+//! * `NoSync`: written to the OS, never synced by the store except on
+//!   [`flush`](allframe_cqrs_core::EventStoreBackend::flush) (survives a process crash only).
+//!
+//! The mode in force is reported by `capabilities()` and `stats()`.
+//!
+//! ## Files
+//!
+//! | file | what |
+//! |---|---|
+//! | `ALLSOURCE` | marker: `allframe-allsource store\nformat 1\n`; a non-empty directory without it is refused ([`Error::NotAStore`](allframe_cqrs_core::Error::NotAStore)) |
+//! | `LOCK` | held with an OS file lock (`flock`) while open; a second open fails with [`Error::Locked`](allframe_cqrs_core::Error::Locked) |
+//! | `wal-0000000001.log`, ... | log segments, numbered from 1, contiguous |
+//! | `snapshots.log` | snapshot records, append-only, compacted on open |
+//! | `*.tmp` | a file being created; removed on open |
+//!
+//! New files are written as `NAME.tmp`, synced, renamed into place, and the directory is synced.
+//!
+//! ## Byte layout (all integers little-endian, fixed width)
+//!
+//! Segment header, 32 bytes:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `AFSRCWAL` |
+//! | 8 | 2 | format version (1) |
+//! | 10 | 6 | zero |
+//! | 16 | 8 | segment number |
+//! | 24 | 4 | CRC32 of bytes 0..24 |
+//! | 28 | 4 | zero |
+//!
+//! Frames follow the header back to back; a segment is preallocated with zeros (in steps of
+//! 256 KiB up to 8 MiB, up to the segment size), and an all-zero frame header marks the end.
+//! Frame header, 40 bytes, then the payload:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | payload length `n` (> 0) |
+//! | 4 | 2 | format version (1) |
+//! | 6 | 1 | kind (1: append) |
+//! | 7 | 1 | flags (bit 0: last frame of its group-commit write) |
+//! | 8 | 4 | CRC32 (crc32fast) of the 40 header bytes with this field zero, then the payload |
+//! | 12 | 4 | number of events |
+//! | 16 | 8 | global position of the first event |
+//! | 24 | 8 | stream version of the first event |
+//! | 32 | 8 | group-commit write number (increasing) |
+//! | 40 | n | payload |
+//!
+//! Payload: `u32 len, stream id (UTF-8)`, then per event: `u32 len, event type (UTF-8)`,
+//! `u32 len, metadata` (the binary form of
+//! [`Metadata::encode_into`](allframe_cqrs_core::Metadata::encode_into)), `u32 len, payload`.
+//!
+//! Snapshot record: `u32 body length, u32 CRC32 (of the body, xor CRC32 of the length
+//! bytes)`, body: `u32 len, stream id, u64 version, i64 timestamp (µs), payload bytes`.
+//!
+//! ## Recovery
+//!
+//! On open every segment is read and every frame checked (CRC, positions contiguous from 1,
+//! each stream's versions contiguous). A frame that is cut short or fails its checksum is a
+//! **torn tail** when it is in the last segment and no frame of a later group-commit write
+//! follows it: the crash interrupted the last write, which was never acknowledged. It is cut
+//! off, logged with `tracing::warn!` and reported by `stats()` (`recovery_torn_tail`). Any
+//! other damage fails the open with [`Error::Corruption`](allframe_cqrs_core::Error::Corruption)
+//! naming the file and byte offset; nothing is skipped or rewritten.
+//!
+//! After an I/O error in the writer (a full disk, a failed `fdatasync`), the store accepts no
+//! more appends (they fail with the error, then [`Error::Closed`](allframe_cqrs_core::Error::Closed));
+//! reads keep working. Reopening replays what is durable.
+//!
+//! ## Memory
+//!
+//! Event payloads live only in the log (read back through the OS page cache) in durable
+//! stores. The index holds per event about 8 bytes (its position in its stream's version list)
+//! plus about 32 bytes (its event id, for idempotent retries), per append about 56 bytes
+//! (where its frame is), per stream its id twice plus about 100 bytes, and the latest snapshot of
+//! each stream. So memory grows with the number of events (about 40 bytes each plus 56 per
+//! append), not with their size. A store opened with [`AllSourceBackend::new`] keeps the frames
+//! themselves in memory too.
+//!
+//! ## Not yet here
+//!
+//! Sealed segments are not yet rewritten as Parquet files; see `docs/ALLSOURCE_INTEGRATION.md`.
+
+#![deny(missing_docs)]
+
+mod format;
+mod io;
+mod snapshots;
+mod state;
+mod wal;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use allframe_cqrs_core::{
+    AppendResult, BackendStats, Bytes, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
+    ExpectedVersion, Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
+};
+use tokio::sync::oneshot;
+
+pub use io::{IoHook, IoOp};
+
+use format::{FRAME_HEADER_LEN, FrameHeader, FrameRead};
+use io::Fs;
+use snapshots::SnapshotFile;
+use state::{Loc, MEMORY_SEGMENT, State};
+use wal::{Msg, RecoveryReport, Segments, WriterStats};
+
+/// The backend's name in logs, errors and stats.
+pub const BACKEND_NAME: &str = "allsource";
+
+/// When an acknowledged append is safe on disk.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum SyncMode {
+    /// `fdatasync` before acknowledging (group commit shares one sync among concurrent appends).
+    #[default]
+    Synchronous,
+    /// Acknowledge once written to the OS; sync at least this often.
+    Interval(Duration),
+    /// Acknowledge once written to the OS; sync only on `flush()`.
+    NoSync,
+}
+
+/// How to open an [`AllSourceBackend`].
+#[derive(Clone, Debug)]
+pub struct AllSourceConfig {
+    /// The store's directory; `None` keeps everything in memory (no files).
+    pub data_dir: Option<PathBuf>,
+    /// Durability mode of a directory store.
+    pub sync: SyncMode,
+    /// Size at which a log segment is sealed and the next one started, in bytes.
+    pub segment_size: u64,
+    /// Most bytes of frames written by one group commit.
+    pub max_batch_bytes: usize,
+    /// Input limits (stream id length, event size, events per append).
+    pub limits: Limits,
+    /// An I/O seam for tests: called before each file operation, may inject errors.
+    pub io_hook: Option<Arc<dyn IoHook>>,
+}
+
+impl Default for AllSourceConfig {
+    fn default() -> Self {
+        AllSourceConfig {
+            data_dir: None,
+            sync: SyncMode::Synchronous,
+            segment_size: 64 * 1024 * 1024,
+            max_batch_bytes: 8 * 1024 * 1024,
+            limits: Limits::default(),
+            io_hook: None,
+        }
+    }
+}
+
+impl AllSourceConfig {
+    /// A durable configuration for `data_dir` (synchronous mode).
+    pub fn durable(data_dir: impl Into<PathBuf>) -> Self {
+        AllSourceConfig { data_dir: Some(data_dir.into()), ..AllSourceConfig::default() }
+    }
+}
+
+/// State shared by the backend handle and its writer thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub state: RwLock<State>,
+    pub signal: CommitSignal,
+    pub segments: Segments,
+    pub writer_stats: WriterStats,
+}
+
+/// The AllSource event store: in memory, or durable in a directory.
+#[derive(Debug)]
+pub struct AllSourceBackend {
+    shared: Arc<Shared>,
+    config: AllSourceConfig,
+    fs: Fs,
+    tx: Option<Sender<Msg>>,
+    writer: Option<JoinHandle<()>>,
+    snapshots: Option<SnapshotFile>,
+    report: RecoveryReport,
+    _lock: Option<File>,
+}
+
+/// What an append does after the index lock.
+enum Step {
+    /// An idempotent retry: wait until the original is committed.
+    Retry(AppendResult),
+    /// Sent to the writer: wait for its acknowledgement.
+    Wait(AppendResult),
+}
+
+/// Where the bytes of one frame are, as found under the index lock.
+enum Source {
+    Memory(Bytes),
+    Disk(Loc),
+}
+
+impl AllSourceBackend {
+    /// An in-memory store: nothing is written to disk.
+    pub fn new() -> Result<Self> {
+        Self::with_config(AllSourceConfig::default())
+    }
+
+    /// A durable store in `data_dir` (created if needed), synced before each acknowledgement.
+    pub fn production(data_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::with_config(AllSourceConfig::durable(data_dir.as_ref()))
+    }
+
+    /// A store as configured; opening a directory replays its log (see the crate docs).
+    pub fn with_config(config: AllSourceConfig) -> Result<Self> {
+        let fs = Fs { hook: config.io_hook.clone() };
+        let segments = Segments::default();
+        let writer_stats = WriterStats::default();
+        let mut state = State::default();
+        let Some(dir) = config.data_dir.clone() else {
+            let shared =
+                Arc::new(Shared { state: RwLock::new(state), signal: CommitSignal::new(0), segments, writer_stats });
+            return Ok(AllSourceBackend {
+                shared,
+                config,
+                fs,
+                tx: None,
+                writer: None,
+                snapshots: None,
+                report: RecoveryReport::default(),
+                _lock: None,
+            });
+        };
+        let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats)?;
+        let snapshots = SnapshotFile::open(&dir, &fs, &mut state)?;
+        let head = state.committed;
+        let shared =
+            Arc::new(Shared { state: RwLock::new(state), signal: CommitSignal::new(head), segments, writer_stats });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = wal::Writer {
+            shared: shared.clone(),
+            rx,
+            fs: fs.clone(),
+            dir: dir.clone(),
+            active: opened.active,
+            next_batch: opened.next_batch,
+            mode: config.sync,
+            segment_size: config.segment_size.max(64 * 1024),
+            max_batch_bytes: config.max_batch_bytes.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("allsource-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io(BACKEND_NAME, Some(dir.clone()), e))?;
+        tracing::info!(
+            dir = %dir.display(),
+            events = head,
+            segments = opened.report.segments,
+            torn_tail = opened.report.torn_tail.is_some(),
+            "allsource: store opened"
+        );
+        Ok(AllSourceBackend {
+            shared,
+            config,
+            fs,
+            tx: Some(tx),
+            writer: Some(handle),
+            snapshots: Some(snapshots),
+            report: opened.report,
+            _lock: Some(opened.lock),
+        })
+    }
+
+    /// The store's directory (`None` for an in-memory store).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.config.data_dir.as_deref()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.shared.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.shared.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn durability(&self) -> Durability {
+        match (&self.config.data_dir, self.config.sync) {
+            (None, _) => Durability::Volatile,
+            (Some(_), SyncMode::Synchronous) => Durability::Synchronous,
+            (Some(_), SyncMode::Interval(d)) => Durability::Interval(d),
+            (Some(_), SyncMode::NoSync) => Durability::NoSync,
+        }
+    }
+
+    fn closed(reason: &str) -> Error {
+        Error::Closed { backend: BACKEND_NAME, reason: Some(reason.to_string()) }
+    }
+
+    /// Waits until `position` is committed (an idempotent retry of an append still in flight).
+    async fn wait_committed(&self, position: u64) -> Result<()> {
+        loop {
+            let (committed, failed) = {
+                let state = self.read();
+                (state.committed, state.failed.clone())
+            };
+            if committed >= position {
+                return Ok(());
+            }
+            if let Some(reason) = failed {
+                return Err(Self::closed(&reason));
+            }
+            self.shared.signal.wait_past(committed, Duration::from_millis(20)).await;
+        }
+    }
+
+    fn source(state: &State, index: usize) -> Result<Source> {
+        let frame = &state.frames[index];
+        match frame.loc {
+            Some(loc) if loc.segment == MEMORY_SEGMENT => {
+                Ok(Source::Memory(state.mem_frames[loc.offset as usize].clone()))
+            }
+            Some(loc) => Ok(Source::Disk(loc)),
+            None => Err(Self::closed("a committed frame has no location")),
+        }
+    }
+
+    /// Reads and decodes the frames, reading adjacent frames of a segment with one read.
+    fn load(&self, sources: Vec<Source>) -> Result<Vec<Vec<RecordedEvent>>> {
+        let dir = self.config.data_dir.as_deref().unwrap_or(Path::new(""));
+        let mut frames: Vec<(Bytes, Option<Loc>)> = Vec::with_capacity(sources.len());
+        let mut i = 0;
+        while i < sources.len() {
+            match &sources[i] {
+                Source::Memory(bytes) => {
+                    frames.push((bytes.clone(), None));
+                    i += 1;
+                }
+                Source::Disk(first) => {
+                    let mut end = i + 1;
+                    let mut span = first.len as u64;
+                    while let Some(Source::Disk(next)) = sources.get(end) {
+                        if next.segment != first.segment || next.offset != first.offset + span || span > 4 << 20 {
+                            break;
+                        }
+                        span += next.len as u64;
+                        end += 1;
+                    }
+                    let bytes = wal::read_span(dir, &self.shared.segments, first.segment, first.offset, span as usize)?;
+                    for source in &sources[i..end] {
+                        if let Source::Disk(loc) = source {
+                            let start = (loc.offset - first.offset) as usize;
+                            frames.push((bytes.slice(start..start + loc.len as usize), Some(*loc)));
+                        }
+                    }
+                    i = end;
+                }
+            }
+        }
+        frames
+            .into_iter()
+            .map(|(bytes, loc)| {
+                let bad = |reason: &str| match loc {
+                    Some(loc) => Error::Corruption {
+                        backend: BACKEND_NAME,
+                        file: dir.join(wal::segment_name(loc.segment)),
+                        offset: loc.offset,
+                        reason: reason.to_string(),
+                    },
+                    None => Error::Corruption {
+                        backend: BACKEND_NAME,
+                        file: PathBuf::from("(memory)"),
+                        offset: 0,
+                        reason: reason.to_string(),
+                    },
+                };
+                let FrameRead::Frame(header) = format::read_frame(&bytes) else { return Err(bad("bad frame")) };
+                format::decode_append(&header, &bytes.slice(FRAME_HEADER_LEN..header.frame_len())).map_err(bad)
+            })
+            .collect()
+    }
+}
+
+impl Drop for AllSourceBackend {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what it has, sync, and stop; joining it
+        // means the store's files and lock are released when `drop` returns.
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+#[async_trait]
+impl EventStoreBackend for AllSourceBackend {
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::full(self.durability(), self.config.data_dir.is_some())
+    }
+
+    async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        self.config.limits.check_append(stream, &events)?;
+        let payload = if events.is_empty() { Vec::new() } else { format::encode_append(stream, &events) };
+        let ids: Vec<EventId> = events.iter().map(|e| e.metadata.event_id).collect();
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let step = {
+            let mut guard = self.write();
+            let state = &mut *guard;
+            if let Some(reason) = &state.failed {
+                return Err(Self::closed(reason));
+            }
+            if let Some(original) = state.find_retry(stream, &events)? {
+                Step::Retry(original)
+            } else {
+                let current = state.assigned_version(stream);
+                expected.check(stream, current)?;
+                if events.is_empty() {
+                    return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
+                }
+                let header = FrameHeader {
+                    payload_len: payload.len() as u32,
+                    flags: 0,
+                    count: events.len() as u32,
+                    first_position: state.assigned + 1,
+                    first_version: current + 1,
+                    batch: 0,
+                };
+                let result = AppendResult {
+                    stream_version: current + events.len() as u64,
+                    first_position: header.first_position,
+                    last_position: header.first_position + events.len() as u64 - 1,
+                    deduplicated: false,
+                };
+                match &self.tx {
+                    None => {
+                        let mut frame = Vec::with_capacity(header.frame_len());
+                        format::write_frame(&mut frame, &header, &payload);
+                        let loc = Loc {
+                            segment: MEMORY_SEGMENT,
+                            offset: state.mem_frames.len() as u64,
+                            len: frame.len() as u32,
+                        };
+                        state.mem_frames.push(Bytes::from(frame));
+                        state.register(stream, header.first_position, header.first_version, &ids, Some(loc));
+                        state.committed = result.last_position;
+                        drop(guard);
+                        self.shared.signal.publish(result.last_position);
+                        return Ok(result);
+                    }
+                    Some(tx) => {
+                        state.register(stream, header.first_position, header.first_version, &ids, None);
+                        if tx.send(Msg::Append(wal::Job { header, payload, ack: ack_tx })).is_err() {
+                            state.failed = Some("the log writer stopped".into());
+                            return Err(Self::closed("the log writer stopped"));
+                        }
+                    }
+                }
+                Step::Wait(result)
+            }
+        };
+        let result = match step {
+            Step::Retry(original) => {
+                self.wait_committed(original.last_position).await?;
+                return Ok(original);
+            }
+            Step::Wait(result) => result,
+        };
+        match ack_rx.await {
+            Ok(Ok(())) => Ok(result),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(Self::closed("the log writer stopped")),
+        }
+    }
+
+    async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let (sources, last_version) = {
+            let state = self.read();
+            let Some(positions) = state.streams.get(stream) else { return Ok(Vec::new()) };
+            let visible = positions.partition_point(|&p| p <= state.committed);
+            let start = (after_version as usize).min(visible);
+            let end = start.saturating_add(limit).min(visible);
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let mut sources = Vec::new();
+            let mut last_frame = usize::MAX;
+            for &position in &positions[start..end] {
+                let index =
+                    state.frame_index(position).ok_or_else(|| Self::closed("index has no frame for a position"))?;
+                if index != last_frame {
+                    sources.push(Self::source(&state, index)?);
+                    last_frame = index;
+                }
+            }
+            (sources, end as u64)
+        };
+        let frames = self.load(sources)?;
+        Ok(frames.into_iter().flatten().filter(|e| e.version > after_version && e.version <= last_version).collect())
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let (sources, last) = {
+            let state = self.read();
+            let last = after_position.saturating_add(limit as u64).min(state.committed);
+            if after_position >= last {
+                return Ok(Vec::new());
+            }
+            let first = state.frame_index(after_position + 1).ok_or_else(|| Self::closed("index has no frame"))?;
+            let mut sources = Vec::new();
+            for index in first..state.frames.len() {
+                if state.frames[index].first_position > last {
+                    break;
+                }
+                sources.push(Self::source(&state, index)?);
+            }
+            (sources, last)
+        };
+        let frames = self.load(sources)?;
+        Ok(frames.into_iter().flatten().filter(|e| e.position > after_position && e.position <= last).collect())
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64> {
+        Ok(self.read().committed_version(stream))
+    }
+
+    async fn head_position(&self) -> Result<u64> {
+        Ok(self.read().committed)
+    }
+
+    async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(StreamId, u64)>> {
+        use std::ops::Bound;
+        let state = self.read();
+        let lower = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        Ok(state
+            .stream_order
+            .range::<str, _>((lower, Bound::Unbounded))
+            .map(|id| (id.clone(), state.committed_version(id)))
+            .filter(|(_, version)| *version > 0)
+            .take(limit)
+            .collect())
+    }
+
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<()> {
+        self.config.limits.check_stream_id(stream)?;
+        let current = self.read().committed_version(stream);
+        snapshot.check_version(stream, current)?;
+        if let Some(file) = &self.snapshots {
+            file.write(&self.fs, stream, &snapshot, self.config.sync == SyncMode::Synchronous)?;
+        }
+        self.write().keep_snapshot(stream, snapshot);
+        Ok(())
+    }
+
+    async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        Ok(self.read().snapshots.get(stream).cloned())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        let Some(tx) = &self.tx else { return Ok(()) };
+        let (ack_tx, ack_rx) = oneshot::channel();
+        tx.send(Msg::Flush(ack_tx)).map_err(|_| Self::closed("the log writer stopped"))?;
+        ack_rx.await.map_err(|_| Self::closed("the log writer stopped"))??;
+        if let Some(file) = &self.snapshots {
+            file.sync(&self.fs)?;
+        }
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<BackendStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut stats = BackendStats::new(BACKEND_NAME, self.durability());
+        {
+            let state = self.read();
+            stats.events = state.committed;
+            stats.head_position = state.committed;
+            stats.streams = state.committed_streams();
+            stats.snapshots = state.snapshots.len() as u64;
+            stats.details.insert("index_frames".into(), state.frames.len().to_string());
+            if let Some(reason) = &state.failed {
+                stats.details.insert("failed".into(), reason.clone());
+            }
+        }
+        let d = &mut stats.details;
+        d.insert("durability".into(), self.durability().to_string());
+        match &self.config.data_dir {
+            None => {
+                d.insert("storage".into(), "memory".into());
+            }
+            Some(dir) => {
+                let w = &self.shared.writer_stats;
+                d.insert("storage".into(), "write-ahead log".into());
+                d.insert("data_dir".into(), dir.display().to_string());
+                d.insert("wal_segments".into(), w.segments.load(Relaxed).to_string());
+                d.insert("wal_bytes".into(), w.wal_bytes.load(Relaxed).to_string());
+                d.insert("group_commits".into(), w.batches.load(Relaxed).to_string());
+                d.insert("frames_written".into(), w.frames.load(Relaxed).to_string());
+                d.insert("fsyncs".into(), w.syncs.load(Relaxed).to_string());
+                let r = &self.report;
+                d.insert("recovery_frames".into(), r.frames.to_string());
+                d.insert("recovery_bytes".into(), r.bytes.to_string());
+                d.insert("recovery_millis".into(), r.duration.as_millis().to_string());
+                d.insert("recovery_torn_tail".into(), r.torn_tail.is_some().to_string());
+                if let Some((file, offset, bytes)) = &r.torn_tail {
+                    d.insert("recovery_torn_file".into(), file.display().to_string());
+                    d.insert("recovery_torn_offset".into(), offset.to_string());
+                    d.insert("recovery_torn_bytes".into(), bytes.to_string());
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
+        self.shared.signal.wait_past(after_position, max_wait).await;
+        Ok(())
+    }
+}

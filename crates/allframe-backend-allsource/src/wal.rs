@@ -1,0 +1,538 @@
+//! The write-ahead log: the store directory, recovery on open, and the group-commit writer.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use allframe_cqrs_core::{Bytes, Error, Result};
+use tokio::sync::oneshot;
+
+use crate::format::{self, FLAG_LAST_IN_BATCH, FRAME_HEADER_LEN, FrameHeader, FrameRead, SEGMENT_HEADER_LEN};
+use crate::io::Fs;
+use crate::state::{Loc, State};
+use crate::{BACKEND_NAME, Shared, SyncMode};
+
+/// The marker file that makes a directory an AllSource store.
+pub(crate) const MARKER_FILE: &str = "ALLSOURCE";
+/// The lock file, locked with an OS lock while a process has the store open.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+/// The snapshot file.
+pub(crate) const SNAPSHOT_FILE: &str = "snapshots.log";
+const MARKER_CONTENTS: &[u8] = b"allframe-allsource store\nformat 1\n";
+/// Smallest preallocation step of a segment.
+const MIN_PREALLOC: u64 = 256 * 1024;
+/// Largest preallocation step of a segment.
+const MAX_PREALLOC: u64 = 8 * 1024 * 1024;
+
+pub(crate) fn io_err(path: &Path, source: io::Error) -> Error {
+    Error::io(BACKEND_NAME, Some(path.to_path_buf()), source)
+}
+
+fn corruption(file: &Path, offset: u64, reason: impl Into<String>) -> Error {
+    Error::Corruption { backend: BACKEND_NAME, file: file.to_path_buf(), offset, reason: reason.into() }
+}
+
+/// The name of log segment `seq`.
+pub(crate) fn segment_name(seq: u32) -> String {
+    format!("wal-{seq:010}.log")
+}
+
+fn parse_segment_name(name: &str) -> Option<u32> {
+    name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
+}
+
+/// Facts from recovery, reported by `stats()`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RecoveryReport {
+    pub segments: u32,
+    pub frames: u64,
+    pub bytes: u64,
+    /// `(file, offset, bytes removed)` of a repaired torn tail.
+    pub torn_tail: Option<(PathBuf, u64, u64)>,
+    pub duration: Duration,
+}
+
+/// Counters the writer keeps.
+#[derive(Debug, Default)]
+pub(crate) struct WriterStats {
+    pub batches: AtomicU64,
+    pub syncs: AtomicU64,
+    pub frames: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    pub segments: AtomicU64,
+}
+
+/// The open segment files, for reads.
+#[derive(Debug, Default)]
+pub(crate) struct Segments {
+    files: RwLock<HashMap<u32, Arc<File>>>,
+}
+
+impl Segments {
+    pub fn insert(&self, seq: u32, file: Arc<File>) {
+        self.files.write().unwrap_or_else(PoisonError::into_inner).insert(seq, file);
+    }
+
+    pub fn get(&self, seq: u32) -> Option<Arc<File>> {
+        self.files.read().unwrap_or_else(PoisonError::into_inner).get(&seq).cloned()
+    }
+}
+
+/// Reads `len` bytes at `offset` of segment `seq` and checks the frames in them.
+pub(crate) fn read_span(dir: &Path, segments: &Segments, seq: u32, offset: u64, len: usize) -> Result<Bytes> {
+    let path = dir.join(segment_name(seq));
+    let file = segments.get(seq).ok_or_else(|| corruption(&path, offset, "segment file is not open"))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset).map_err(|e| io_err(&path, e))?;
+    // Verify every frame of the span again: the disk may have changed under us.
+    let mut at = 0;
+    while at < len {
+        match format::read_frame(&buf[at..]) {
+            FrameRead::Frame(h) => at += h.frame_len(),
+            FrameRead::End => return Err(corruption(&path, offset + at as u64, "expected a frame, found zeros")),
+            FrameRead::Bad(reason) => return Err(corruption(&path, offset + at as u64, reason)),
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// An opened store directory: its lock and the active segment ready for the writer.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub lock: File,
+    pub active: ActiveSegment,
+    pub next_batch: u64,
+    pub report: RecoveryReport,
+}
+
+/// The segment the writer appends to.
+#[derive(Debug)]
+pub(crate) struct ActiveSegment {
+    pub seq: u32,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    /// Where the next frame goes.
+    pub offset: u64,
+    /// Bytes of the file already allocated (written with zeros or data).
+    pub allocated: u64,
+}
+
+/// Opens (or creates) the store at `dir`: checks it is ours, locks it, replays the log into `state`.
+pub(crate) fn open(dir: &Path, fs: &Fs, state: &mut State, segments: &Segments, stats: &WriterStats) -> Result<Opened> {
+    let started = Instant::now();
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    let ours = names.iter().any(|n| n == MARKER_FILE);
+    if ours {
+        let marker = dir.join(MARKER_FILE);
+        let contents = std::fs::read(&marker).map_err(|e| io_err(&marker, e))?;
+        if contents != MARKER_CONTENTS {
+            return Err(Error::NotAStore {
+                backend: BACKEND_NAME,
+                path: dir.to_path_buf(),
+                reason: "the ALLSOURCE marker has an unknown format".into(),
+            });
+        }
+    } else if let Some(foreign) = names.iter().find(|n| *n != LOCK_FILE && !n.ends_with(".tmp")) {
+        return Err(Error::NotAStore {
+            backend: BACKEND_NAME,
+            path: dir.to_path_buf(),
+            reason: format!("the directory is not empty and has no ALLSOURCE marker (found `{foreign}`)"),
+        });
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| io_err(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::Locked { path: dir.to_path_buf(), source: None });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::Locked { path: dir.to_path_buf(), source: Some(Box::new(e)) });
+        }
+    }
+    if !ours {
+        fs.write_file_atomic(dir, MARKER_FILE, MARKER_CONTENTS).map_err(|e| io_err(&dir.join(MARKER_FILE), e))?;
+    }
+    let mut seqs = Vec::new();
+    for name in &names {
+        if name.ends_with(".tmp") {
+            let path = dir.join(name);
+            std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+        } else if let Some(seq) = parse_segment_name(name) {
+            seqs.push(seq);
+        } else if name != MARKER_FILE && name != LOCK_FILE && name != SNAPSHOT_FILE {
+            tracing::warn!(file = %dir.join(name).display(), "allsource: ignoring an unknown file in the store");
+        }
+    }
+    seqs.sort_unstable();
+    for (i, &seq) in seqs.iter().enumerate() {
+        if seq != i as u32 + 1 {
+            let missing = dir.join(segment_name(i as u32 + 1));
+            return Err(corruption(&missing, 0, "log segment is missing"));
+        }
+    }
+    let mut report = RecoveryReport::default();
+    let mut next_batch = 1;
+    let mut last_flags = FLAG_LAST_IN_BATCH;
+    let mut active = None;
+    for (i, &seq) in seqs.iter().enumerate() {
+        let is_last = i + 1 == seqs.len();
+        let path = dir.join(segment_name(seq));
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| io_err(&path, e))?;
+        let buf = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        match format::decode_segment_header(&buf) {
+            Ok(found) if found == seq as u64 => {}
+            Ok(_) => return Err(corruption(&path, 0, "segment header names another segment")),
+            Err(reason) => return Err(corruption(&path, 0, reason)),
+        }
+        let mut at = SEGMENT_HEADER_LEN;
+        loop {
+            match format::read_frame(&buf[at..]) {
+                FrameRead::End => break,
+                FrameRead::Frame(h) => {
+                    let payload = &buf[at + FRAME_HEADER_LEN..at + h.frame_len()];
+                    replay_frame(state, &h, payload, &path, at as u64, seq)?;
+                    next_batch = h.batch + 1;
+                    last_flags = h.flags;
+                    report.frames += 1;
+                    at += h.frame_len();
+                }
+                FrameRead::Bad(reason) => {
+                    // A torn tail: the bad frame belongs to the last group-commit write of the
+                    // last segment, and no frame of a later write follows it.
+                    let torn_batch = if last_flags & FLAG_LAST_IN_BATCH != 0 { next_batch } else { next_batch - 1 };
+                    if !is_last || later_frame(&buf, at + 1, torn_batch).is_some() {
+                        return Err(corruption(&path, at as u64, reason));
+                    }
+                    let junk = buf[at..].iter().rposition(|&b| b != 0).map_or(0, |last| last + 1) as u64;
+                    tracing::warn!(
+                        file = %path.display(),
+                        offset = at,
+                        bytes = junk,
+                        reason,
+                        "allsource: truncating a torn final frame left by a crash"
+                    );
+                    file.set_len(at as u64).map_err(|e| io_err(&path, e))?;
+                    fs.sync_data(&file, &path).map_err(|e| io_err(&path, e))?;
+                    report.torn_tail = Some((path.clone(), at as u64, junk));
+                    break;
+                }
+            }
+        }
+        report.bytes += at as u64;
+        let file = Arc::new(file);
+        segments.insert(seq, file.clone());
+        if is_last {
+            let allocated = file.metadata().map_err(|e| io_err(&path, e))?.len();
+            active = Some(ActiveSegment { seq, path, file, offset: at as u64, allocated });
+        }
+    }
+    let active = match active {
+        Some(active) => active,
+        None => create_segment(dir, fs, 1, segments)?,
+    };
+    report.segments = seqs.len() as u32;
+    report.duration = started.elapsed();
+    stats.wal_bytes.store(report.bytes, Ordering::Relaxed);
+    stats.segments.store(seqs.len().max(1) as u64, Ordering::Relaxed);
+    state.committed = state.assigned;
+    Ok(Opened { lock, active, next_batch, report })
+}
+
+/// Replays one frame into the index, checking positions and versions are contiguous.
+fn replay_frame(state: &mut State, h: &FrameHeader, payload: &[u8], path: &Path, offset: u64, seq: u32) -> Result<()> {
+    if h.count == 0 {
+        return Err(corruption(path, offset, "frame holds no events"));
+    }
+    if h.first_position != state.assigned + 1 {
+        return Err(corruption(
+            path,
+            offset,
+            format!("frame starts at position {}, expected {}", h.first_position, state.assigned + 1),
+        ));
+    }
+    let (stream, ids) = format::decode_append_ids(h, payload).map_err(|reason| corruption(path, offset, reason))?;
+    let current = state.assigned_version(&stream);
+    if h.first_version != current + 1 {
+        return Err(corruption(
+            path,
+            offset,
+            format!("stream `{stream}` continues at version {}, expected {}", h.first_version, current + 1),
+        ));
+    }
+    let loc = Loc { segment: seq, offset, len: h.frame_len() as u32 };
+    state.register(&stream, h.first_position, h.first_version, &ids, Some(loc));
+    Ok(())
+}
+
+/// The first whole frame at or after `from` whose group-commit write is later than `batch`.
+fn later_frame(buf: &[u8], from: usize, batch: u64) -> Option<usize> {
+    let end = buf.len().checked_sub(FRAME_HEADER_LEN)?;
+    (from..=end).find(|&at| {
+        let h = &buf[at..];
+        format::u16_at(h, 4) == format::FORMAT_VERSION
+            && h[6] == format::KIND_APPEND
+            && matches!(format::read_frame(h), FrameRead::Frame(f) if f.batch > batch)
+    })
+}
+
+/// Creates segment `seq` (temporary file, header, preallocation, fsync, rename, directory fsync).
+pub(crate) fn create_segment(dir: &Path, fs: &Fs, seq: u32, segments: &Segments) -> Result<ActiveSegment> {
+    let path = dir.join(segment_name(seq));
+    let tmp = dir.join(format!("{}.tmp", segment_name(seq)));
+    let _ = std::fs::remove_file(&tmp);
+    let file = fs.create_new(&tmp).map_err(|e| io_err(&tmp, e))?;
+    let mut first = vec![0u8; MIN_PREALLOC as usize];
+    first[..SEGMENT_HEADER_LEN].copy_from_slice(&format::encode_segment_header(seq as u64));
+    fs.write_at(&file, &tmp, &first, 0).map_err(|e| io_err(&tmp, e))?;
+    fs.sync_data(&file, &tmp).map_err(|e| io_err(&tmp, e))?;
+    fs.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
+    let file = Arc::new(file);
+    segments.insert(seq, file.clone());
+    Ok(ActiveSegment { seq, path, file, offset: SEGMENT_HEADER_LEN as u64, allocated: MIN_PREALLOC })
+}
+
+/// One append waiting for the writer.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub header: FrameHeader,
+    pub payload: Vec<u8>,
+    pub ack: oneshot::Sender<Result<()>>,
+}
+
+/// A message to the writer thread.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Append(Job),
+    Flush(oneshot::Sender<Result<()>>),
+}
+
+/// The writer thread: group commit into the active segment.
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub rx: Receiver<Msg>,
+    pub fs: Fs,
+    pub dir: PathBuf,
+    pub active: ActiveSegment,
+    pub next_batch: u64,
+    pub mode: SyncMode,
+    pub segment_size: u64,
+    pub max_batch_bytes: usize,
+}
+
+impl Writer {
+    /// Runs until every sender is gone.
+    pub fn run(mut self) {
+        let mut dirty = false;
+        let mut last_sync = Instant::now();
+        let mut buf = Vec::with_capacity(1 << 20);
+        loop {
+            let first = match self.mode {
+                SyncMode::Interval(every) => match self.rx.recv_timeout(every.saturating_sub(last_sync.elapsed())) {
+                    Ok(msg) => Some(msg),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                _ => match self.rx.recv() {
+                    Ok(msg) => Some(msg),
+                    Err(_) => break,
+                },
+            };
+            let mut jobs = Vec::new();
+            let mut flushes = Vec::new();
+            let mut bytes = 0;
+            let mut next = first;
+            while let Some(msg) = next {
+                match msg {
+                    Msg::Append(job) => {
+                        bytes += job.header.frame_len();
+                        jobs.push(job);
+                    }
+                    Msg::Flush(ack) => flushes.push(ack),
+                }
+                if bytes >= self.max_batch_bytes {
+                    break;
+                }
+                next = match self.rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+                };
+            }
+            if !jobs.is_empty() {
+                let failed = self.shared.state.read().unwrap_or_else(PoisonError::into_inner).failed.clone();
+                let outcome = match failed {
+                    Some(reason) => Err(Error::Closed { backend: BACKEND_NAME, reason: Some(reason) }),
+                    None => self.write_batch(&mut buf, &jobs),
+                };
+                match outcome {
+                    Ok(locs) => {
+                        dirty = self.mode != SyncMode::Synchronous;
+                        self.commit(jobs, locs);
+                    }
+                    Err(error) => self.fail(jobs, error),
+                }
+            }
+            let interval_due = matches!(self.mode, SyncMode::Interval(every) if last_sync.elapsed() >= every);
+            if dirty && (interval_due || !flushes.is_empty()) {
+                let result = self.sync();
+                if result.is_ok() {
+                    dirty = false;
+                }
+                last_sync = Instant::now();
+                for ack in flushes {
+                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(clone_error));
+                }
+            } else {
+                if interval_due {
+                    last_sync = Instant::now();
+                }
+                for ack in flushes {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+        }
+        if dirty {
+            let _ = self.sync();
+        }
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.shared.writer_stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.fs.sync_data(&self.active.file, &self.active.path).map_err(|e| io_err(&self.active.path, e))
+    }
+
+    /// Writes one group of frames with one write (and one fdatasync in synchronous mode).
+    fn write_batch(&mut self, buf: &mut Vec<u8>, jobs: &[Job]) -> Result<Vec<Loc>> {
+        let batch = self.next_batch;
+        let total: u64 = jobs.iter().map(|j| j.header.frame_len() as u64).sum();
+        if self.active.offset + total > self.segment_size && self.active.offset > SEGMENT_HEADER_LEN as u64 {
+            self.roll()?;
+        }
+        buf.clear();
+        let mut locs = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter().enumerate() {
+            let mut header = job.header;
+            header.batch = batch;
+            header.flags = if i + 1 == jobs.len() { FLAG_LAST_IN_BATCH } else { 0 };
+            locs.push(Loc {
+                segment: self.active.seq,
+                offset: self.active.offset + buf.len() as u64,
+                len: header.frame_len() as u32,
+            });
+            format::write_frame(buf, &header, &job.payload);
+        }
+        let end = self.active.offset + buf.len() as u64;
+        if end > self.active.allocated {
+            self.preallocate(end)?;
+        }
+        let path = &self.active.path;
+        self.fs.write_at(&self.active.file, path, buf, self.active.offset).map_err(|e| io_err(path, e))?;
+        if self.mode == SyncMode::Synchronous {
+            self.sync()?;
+        }
+        self.next_batch += 1;
+        self.active.offset = end;
+        let stats = &self.shared.writer_stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.frames.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        stats.wal_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(locs)
+    }
+
+    /// Extends the active segment with zeros to cover `end`, so later syncs overwrite
+    /// allocated blocks instead of growing the file.
+    fn preallocate(&mut self, end: u64) -> Result<()> {
+        let step = self.active.allocated.clamp(MIN_PREALLOC, MAX_PREALLOC);
+        let target = (end + step).min(self.segment_size.max(end));
+        let zeros = vec![0u8; (target - self.active.allocated) as usize];
+        let path = &self.active.path;
+        self.fs.write_at(&self.active.file, path, &zeros, self.active.allocated).map_err(|e| io_err(path, e))?;
+        self.fs.sync_data(&self.active.file, path).map_err(|e| io_err(path, e))?;
+        self.active.allocated = target;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&mut self) -> Result<()> {
+        self.sync()?;
+        let next = create_segment(&self.dir, &self.fs, self.active.seq + 1, &self.shared.segments)?;
+        self.active = next;
+        self.shared.writer_stats.segments.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes a written group readable, then acknowledges it.
+    fn commit(&self, jobs: Vec<Job>, locs: Vec<Loc>) {
+        let last = {
+            let mut state = self.shared.state.write().unwrap_or_else(PoisonError::into_inner);
+            let Some(start) = state.frame_index(jobs[0].header.first_position) else {
+                drop(state);
+                return self.fail(jobs, Error::Closed { backend: BACKEND_NAME, reason: Some("index lost".into()) });
+            };
+            for (i, loc) in locs.into_iter().enumerate() {
+                if let Some(frame) = state.frames.get_mut(start + i) {
+                    frame.loc = Some(loc);
+                }
+            }
+            let last = jobs[jobs.len() - 1].header;
+            state.committed = last.first_position + last.count as u64 - 1;
+            state.committed
+        };
+        self.shared.signal.publish(last);
+        for job in jobs {
+            let _ = job.ack.send(Ok(()));
+        }
+    }
+
+    /// Stops accepting appends after an I/O error; the jobs fail, nothing later is written.
+    fn fail(&self, jobs: Vec<Job>, error: Error) {
+        let reason = error.to_string();
+        {
+            let mut state = self.shared.state.write().unwrap_or_else(PoisonError::into_inner);
+            if state.failed.is_none() {
+                tracing::error!(error = %reason, "allsource: log write failed; the store accepts no more appends until reopened");
+                state.failed = Some(format!("{reason}: {}", source_text(&error)));
+            }
+        }
+        let mut first = Some(error);
+        for job in jobs {
+            let e = match first.take() {
+                Some(e) => e,
+                None => Error::Closed { backend: BACKEND_NAME, reason: Some(reason.clone()) },
+            };
+            let _ = job.ack.send(Err(e));
+        }
+    }
+}
+
+fn source_text(error: &Error) -> String {
+    std::error::Error::source(error).map(|s| s.to_string()).unwrap_or_default()
+}
+
+/// A copy of an error for several waiters (I/O errors keep their kind and message).
+pub(crate) fn clone_error(error: &Error) -> Error {
+    match error {
+        Error::Io { backend, path, source } => {
+            Error::Io { backend, path: path.clone(), source: io::Error::new(source.kind(), source.to_string()) }
+        }
+        other => Error::Closed { backend: BACKEND_NAME, reason: Some(other.to_string()) },
+    }
+}
