@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::util::{cargo, have, output, run};
+use crate::util::{cargo, have_cargo_subcommand, output, run};
 
 /// The whole test suite of the workspace, every backend included.
 pub fn test(args: &[String]) -> Result<(), String> {
@@ -82,7 +82,7 @@ fn dependency_guards() -> Result<(), String> {
 /// cargo-deny: bans, licenses and sources (advisories need the advisory database, which
 /// these machines cannot fetch; run `cargo deny check` with a network for them).
 fn deny() -> Result<(), String> {
-    if !have("cargo-deny") {
+    if !have_cargo_subcommand("deny") {
         run("install cargo-deny", cargo().args(["install", "--locked", "cargo-deny"]))?;
     }
     run("cargo deny", cargo().args(["deny", "--all-features", "check", "bans", "licenses", "sources"]))

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{cargo, have, output, root, run, target_dir};
+use crate::util::{cargo, have_cargo_subcommand, output, root, run, target_dir};
 
 /// A probe: its package, the label and budget key used in the report.
 struct Probe {
@@ -109,12 +109,12 @@ fn build_and_strip(package: &str, out_dir: &Path) -> Result<u64, String> {
 
 /// The largest crates of a probe, from `cargo bloat --crates` (installed when missing).
 fn top_crates(package: &str) -> Result<Vec<(String, u64)>, String> {
-    if !have("cargo-bloat") {
+    if !have_cargo_subcommand("bloat") {
         run("install cargo-bloat", cargo().args(["install", "--locked", "cargo-bloat"]))?;
     }
     let table = output(
         &format!("cargo bloat {package}"),
-        cargo().args(["bloat", "-q", "--profile", "size-report", "-p", package, "--crates", "-n", "8"]),
+        cargo().args(["bloat", "--profile", "size-report", "-p", package, "--crates", "-n", "8"]),
     )?;
     // Rows look like: " 31.2%  68.9% 101.8KiB std".
     Ok(table
