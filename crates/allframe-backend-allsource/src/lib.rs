@@ -256,7 +256,8 @@ impl AllSourceBackend {
                 _lock: None,
             });
         };
-        let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats)?;
+        let segment_size = config.segment_size.max(64 * 1024);
+        let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats, segment_size)?;
         let snapshots = SnapshotFile::open(&dir, &fs, &mut state)?;
         let head = state.committed;
         let shared =
@@ -270,7 +271,7 @@ impl AllSourceBackend {
             active: opened.active,
             next_batch: opened.next_batch,
             mode: config.sync,
-            segment_size: config.segment_size.max(64 * 1024),
+            segment_size,
             max_batch_bytes: config.max_batch_bytes.max(1),
         };
         let handle = std::thread::Builder::new()

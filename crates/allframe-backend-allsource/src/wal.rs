@@ -124,7 +124,14 @@ pub(crate) struct ActiveSegment {
 }
 
 /// Opens (or creates) the store at `dir`: checks it is ours, locks it, replays the log into `state`.
-pub(crate) fn open(dir: &Path, fs: &Fs, state: &mut State, segments: &Segments, stats: &WriterStats) -> Result<Opened> {
+pub(crate) fn open(
+    dir: &Path,
+    fs: &Fs,
+    state: &mut State,
+    segments: &Segments,
+    stats: &WriterStats,
+    segment_size: u64,
+) -> Result<Opened> {
     let started = Instant::now();
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let mut names = Vec::new();
@@ -246,7 +253,7 @@ pub(crate) fn open(dir: &Path, fs: &Fs, state: &mut State, segments: &Segments, 
     }
     let active = match active {
         Some(active) => active,
-        None => create_segment(dir, fs, 1, segments)?,
+        None => create_segment(dir, fs, 1, segments, segment_size)?,
     };
     report.segments = seqs.len() as u32;
     report.duration = started.elapsed();
@@ -294,12 +301,19 @@ fn later_frame(buf: &[u8], from: usize, batch: u64) -> Option<usize> {
 }
 
 /// Creates segment `seq` (temporary file, header, preallocation, fsync, rename, directory fsync).
-pub(crate) fn create_segment(dir: &Path, fs: &Fs, seq: u32, segments: &Segments) -> Result<ActiveSegment> {
+pub(crate) fn create_segment(
+    dir: &Path,
+    fs: &Fs,
+    seq: u32,
+    segments: &Segments,
+    segment_size: u64,
+) -> Result<ActiveSegment> {
+    let initial = MIN_PREALLOC.min(segment_size).max(SEGMENT_HEADER_LEN as u64);
     let path = dir.join(segment_name(seq));
     let tmp = dir.join(format!("{}.tmp", segment_name(seq)));
     let _ = std::fs::remove_file(&tmp);
     let file = fs.create_new(&tmp).map_err(|e| io_err(&tmp, e))?;
-    let mut first = vec![0u8; MIN_PREALLOC as usize];
+    let mut first = vec![0u8; initial as usize];
     first[..SEGMENT_HEADER_LEN].copy_from_slice(&format::encode_segment_header(seq as u64));
     fs.write_at(&file, &tmp, &first, 0).map_err(|e| io_err(&tmp, e))?;
     fs.sync_data(&file, &tmp).map_err(|e| io_err(&tmp, e))?;
@@ -307,7 +321,7 @@ pub(crate) fn create_segment(dir: &Path, fs: &Fs, seq: u32, segments: &Segments)
     fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
     let file = Arc::new(file);
     segments.insert(seq, file.clone());
-    Ok(ActiveSegment { seq, path, file, offset: SEGMENT_HEADER_LEN as u64, allocated: MIN_PREALLOC })
+    Ok(ActiveSegment { seq, path, file, offset: SEGMENT_HEADER_LEN as u64, allocated: initial })
 }
 
 /// One append waiting for the writer.
@@ -473,7 +487,7 @@ impl Writer {
     /// Seals the active segment and starts the next one.
     fn roll(&mut self) -> Result<()> {
         self.sync()?;
-        let next = create_segment(&self.dir, &self.fs, self.active.seq + 1, &self.shared.segments)?;
+        let next = create_segment(&self.dir, &self.fs, self.active.seq + 1, &self.shared.segments, self.segment_size)?;
         self.active = next;
         self.shared.writer_stats.segments.fetch_add(1, Ordering::Relaxed);
         Ok(())
