@@ -1,1 +1,961 @@
-//! The postgres backend of AllFrame CQRS (in progress).
+//! # AllFrame CQRS: the PostgreSQL backend
+//!
+//! [`PostgresBackend`] stores events in PostgreSQL through sqlx: the path for applications
+//! that outgrow one process (replicas, backups, point-in-time recovery and managed services
+//! come with PostgreSQL). It keeps the whole contract of [`EventStoreBackend`].
+//!
+//! ```no_run
+//! use allframe_backend_postgres::PostgresBackend;
+//! use allframe_cqrs_core::EventStore;
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Clone, Debug, Serialize, Deserialize)]
+//! # struct Opened;
+//! # impl allframe_cqrs_core::Event for Opened { fn event_type(&self) -> &'static str { "Opened" } }
+//! # async fn run() -> allframe_cqrs_core::Result<()> {
+//! let backend = PostgresBackend::builder("postgres://postgres@127.0.0.1:5432/test")
+//!     .schema("billing")
+//!     .pool_size(16)
+//!     .connect()
+//!     .await?;
+//! let store: EventStore<Opened, _> = EventStore::with_backend(backend);
+//! store.append("account-1", vec![Opened]).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - **Schema.** Each application lives in its own PostgreSQL schema (default `allframe`),
+//!   created and upgraded by embedded migrations, run on connect unless turned off
+//!   ([`PostgresBuilder::run_migrations`]); [`PostgresBackend::migrate`] runs them alone.
+//! - **Appends** are one statement (one round trip): a PL/pgSQL function takes the events as
+//!   arrays, checks the expected version under the stream's row lock, assigns positions and
+//!   inserts them with one `INSERT ... SELECT FROM unnest(...)`.
+//! - **Global order.** Position assignment is serialised by the row lock on a one-row counter
+//!   table, held until commit, so commit order is position order and a reader tailing the log
+//!   by position never skips a late commit (`docs/decisions/0201-postgres-global-order.md`).
+//! - **Live subscriptions** are woken through LISTEN/NOTIFY by a background task that
+//!   reconnects when its connection drops; notifications are only hints.
+//! - **Payloads** are `jsonb` by default (queryable from SQL; payloads must be JSON), or
+//!   `bytea` for binary codecs ([`PayloadEncoding`]).
+//!
+//! See `docs/POSTGRES.md` for the table layout and the operations guide.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod errors;
+mod pgtypes;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use allframe_cqrs_core::{
+    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventStoreBackend,
+    ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, Result, Snapshot, StreamId, Timestamp, async_trait,
+};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr};
+
+pub use errors::ConfigError;
+use pgtypes::{PgTimestamp, PgUuid};
+
+/// The backend's name in logs, errors and stats.
+pub const BACKEND_NAME: &str = "postgres";
+
+/// The schema used when none is given.
+pub const DEFAULT_SCHEMA: &str = "allframe";
+
+/// Longest accepted schema name, in bytes (the notification channel adds a prefix and
+/// PostgreSQL identifiers stop at 63 bytes).
+pub const MAX_SCHEMA_LEN: usize = 48;
+
+/// The version of the newest embedded migration (the schema version this crate writes).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "event store", include_str!("../migrations/0001_event_store.sql"))];
+
+/// How event and snapshot payloads are stored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum PayloadEncoding {
+    /// `jsonb`: payloads must be JSON documents (refused with [`Error::InvalidPayload`]
+    /// otherwise) and can be queried from SQL; they come back equal as JSON, re-formatted
+    /// (key order and spacing are PostgreSQL's).
+    #[default]
+    Jsonb,
+    /// `bytea`: any bytes, returned byte for byte (for binary codecs such as postcard).
+    Bytea,
+}
+
+/// Settings for [`PostgresBackend`]; made by [`PostgresBackend::builder`].
+#[derive(Clone, Debug)]
+pub struct PostgresBuilder {
+    url: String,
+    schema: String,
+    pool_size: u32,
+    statement_timeout: Option<Duration>,
+    acquire_timeout: Duration,
+    payload: PayloadEncoding,
+    run_migrations: bool,
+    live_notifications: bool,
+    retries: u32,
+    application_name: Option<String>,
+    limits: Limits,
+}
+
+impl PostgresBuilder {
+    fn new(url: &str) -> Self {
+        PostgresBuilder {
+            url: url.to_owned(),
+            schema: DEFAULT_SCHEMA.to_owned(),
+            pool_size: 10,
+            statement_timeout: None,
+            acquire_timeout: Duration::from_secs(30),
+            payload: PayloadEncoding::Jsonb,
+            run_migrations: true,
+            live_notifications: true,
+            retries: 3,
+            application_name: None,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The PostgreSQL schema holding this application's tables (default `allframe`).
+    ///
+    /// Must be a plain lowercase identifier: `[a-z_][a-z0-9_]*`, at most [`MAX_SCHEMA_LEN`]
+    /// bytes, not starting with `pg_`; checked by [`connect`](Self::connect).
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Most connections the pool opens (default 10); the LISTEN task uses one more.
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// A server-side `statement_timeout` for every statement of this backend; a statement
+    /// that runs longer fails with [`Error::Timeout`] and changes nothing (default: the server's).
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// How long an operation waits for a free pooled connection before [`Error::Timeout`] (default 30 s).
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How payloads are stored (default [`PayloadEncoding::Jsonb`]). Fixed per store: a store
+    /// written with one encoding reads back either, but mixing them is not useful.
+    pub fn payload_encoding(mut self, encoding: PayloadEncoding) -> Self {
+        self.payload = encoding;
+        self
+    }
+
+    /// Whether [`connect`](Self::connect) runs the embedded migrations (default true). When
+    /// false, run them beforehand with [`PostgresBackend::migrate`].
+    pub fn run_migrations(mut self, run: bool) -> Self {
+        self.run_migrations = run;
+        self
+    }
+
+    /// Whether appends send NOTIFY and a background task LISTENs to wake subscribers
+    /// (default true). When false, subscribers of other processes poll.
+    pub fn live_notifications(mut self, enabled: bool) -> Self {
+        self.live_notifications = enabled;
+        self
+    }
+
+    /// How many times an operation is retried on another connection when its connection is
+    /// lost (default 3). Appends are retried too: event ids make the retry idempotent.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// The `application_name` the connections show in `pg_stat_activity`
+    /// (default `allframe:<schema>`).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// Input limits (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Connects, runs migrations unless turned off, and starts the LISTEN task.
+    ///
+    /// Fails with [`Error::NotAStore`] when migrations are off and the schema has no tables.
+    pub async fn connect(self) -> Result<PostgresBackend> {
+        validate_schema(&self.schema)?;
+        let mut options = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| errors::config(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name(self.application_name.as_deref().unwrap_or(&format!("allframe:{}", self.schema)));
+        if let Some(timeout) = self.statement_timeout {
+            options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
+        }
+        if self.run_migrations {
+            run_migrations(&options, &self.schema).await?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(self.pool_size)
+            .min_connections(0)
+            .acquire_timeout(self.acquire_timeout)
+            // A lost connection is detected by the failing operation, which is then retried;
+            // testing before each acquire would cost a round trip per operation.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| errors::map("connecting", e))?;
+        let sql = Queries::new(&self.schema);
+        let (head, synchronous_commit, fsync) = sqlx::query(sql.open.clone())
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| {
+                if errors::sqlstate(&e).as_deref() == Some("42P01") {
+                    Error::NotAStore {
+                        backend: BACKEND_NAME,
+                        path: self.schema.clone().into(),
+                        reason: "the schema has no AllFrame tables; run PostgresBackend::migrate first".into(),
+                    }
+                } else {
+                    errors::map("opening the store", e)
+                }
+            })
+            .and_then(|row| {
+                let read = || -> std::result::Result<_, sqlx::Error> {
+                    Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?))
+                };
+                read().map_err(|e| errors::map("opening the store", e))
+            })?;
+        let durability = if fsync == "off" {
+            Durability::NoSync
+        } else if synchronous_commit == "off" {
+            // The WAL writer flushes at most three `wal_writer_delay`s (default 200 ms) later.
+            Durability::Interval(Duration::from_millis(600))
+        } else {
+            Durability::Synchronous
+        };
+        let signal = Arc::new(CommitSignal::new(head.max(0) as u64));
+        let channel = format!("allframe_{}", self.schema);
+        let listener = self.live_notifications.then(|| {
+            tokio::spawn(listen(options.clone(), channel.clone(), sql.head.clone(), Arc::downgrade(&signal)))
+        });
+        Ok(PostgresBackend {
+            inner: Arc::new(Inner {
+                pool,
+                sql,
+                schema: self.schema,
+                payload: self.payload,
+                durability,
+                signal,
+                channel: self.live_notifications.then_some(channel),
+                listener,
+                retries: self.retries.max(self.pool_size.saturating_add(1)).min(64),
+                limits: self.limits,
+            }),
+        })
+    }
+}
+
+/// Checks a schema name: `[a-z_][a-z0-9_]*`, at most [`MAX_SCHEMA_LEN`] bytes, not `pg_*`.
+///
+/// The schema name is the only text put into SQL other than as a parameter, so it must be
+/// a plain identifier that needs no quoting.
+pub fn validate_schema(schema: &str) -> Result<()> {
+    let mut bytes = schema.bytes();
+    let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'));
+    let rest_ok = bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'));
+    if !first_ok || !rest_ok || schema.len() > MAX_SCHEMA_LEN || schema.starts_with("pg_") {
+        return Err(errors::config(format!(
+            "invalid schema name `{schema}`: use [a-z_][a-z0-9_]*, at most {MAX_SCHEMA_LEN} bytes, not starting with pg_"
+        )));
+    }
+    Ok(())
+}
+
+async fn run_migrations(options: &PgConnectOptions, schema: &str) -> Result<()> {
+    // The migrations name their tables without a schema: they run with the search path set
+    // to the application's schema only, and `append_events` pins that search path.
+    let options = options.clone().options([("search_path", schema)]);
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.map_err(|e| errors::map("connecting", e))?;
+    let mut migrator = Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    );
+    migrator.create_schema(schema.to_owned());
+    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    let result = migrator.run(&mut conn).await.map_err(errors::migrate);
+    let _ = conn.close().await;
+    result
+}
+
+/// SQL text, built once per backend with the schema name (validated) as the only interpolation.
+#[derive(Debug)]
+struct Queries {
+    open: Sql,
+    head: Sql,
+    append: Sql,
+    find_ids: Sql,
+    stream_version: Sql,
+    read_stream: Sql,
+    read_all: Sql,
+    list_streams_first: Sql,
+    list_streams_after: Sql,
+    save_snapshot: Sql,
+    get_snapshot: Sql,
+    stats: Sql,
+}
+
+/// One statement's text, cheap to clone.
+#[derive(Clone, Debug)]
+struct Sql(Arc<str>);
+
+impl SqlSafeStr for Sql {
+    fn into_sql_str(self) -> sqlx::SqlStr {
+        // The only interpolated text is the schema name, checked by `validate_schema`.
+        AssertSqlSafe(self.0).into_sql_str()
+    }
+}
+
+impl Queries {
+    fn new(schema: &str) -> Self {
+        let sql = |text: &str| Sql(text.replace("{s}", schema).into());
+        Queries {
+            open: sql(
+                "SELECT position, current_setting('synchronous_commit'), current_setting('fsync') FROM {s}.log_head",
+            ),
+            head: sql("SELECT position FROM {s}.log_head"),
+            append: sql(
+                "SELECT stream_version, first_position, last_position \
+                 FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            ),
+            find_ids: sql(
+                "SELECT t.n, e.stream_id, e.version, e.position \
+                 FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n) JOIN {s}.events e ON e.event_id = t.id",
+            ),
+            stream_version: sql("SELECT version FROM {s}.streams WHERE stream_id = $1"),
+            read_stream: sql(
+                "SELECT position, version, event_type, payload::text, payload_bytes, metadata FROM {s}.events \
+                 WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+            ),
+            read_all: sql(
+                "SELECT position, version, event_type, payload::text, payload_bytes, metadata, stream_id \
+                 FROM {s}.events WHERE position > $1 ORDER BY position LIMIT $2",
+            ),
+            list_streams_first: sql("SELECT stream_id, version FROM {s}.streams ORDER BY stream_id LIMIT $1"),
+            list_streams_after: sql(
+                "SELECT stream_id, version FROM {s}.streams WHERE stream_id > $1 ORDER BY stream_id LIMIT $2",
+            ),
+            save_snapshot: sql(
+                "INSERT INTO {s}.snapshots AS cur (stream_id, version, payload, payload_bytes, taken_at_us) \
+                 VALUES ($1, $2, $3::jsonb, $4, $5) \
+                 ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, payload = EXCLUDED.payload, \
+                 payload_bytes = EXCLUDED.payload_bytes, taken_at_us = EXCLUDED.taken_at_us \
+                 WHERE cur.version <= EXCLUDED.version",
+            ),
+            get_snapshot: sql(
+                "SELECT version, payload::text, payload_bytes, taken_at_us FROM {s}.snapshots WHERE stream_id = $1",
+            ),
+            stats: sql(
+                "SELECT h.position, (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
+                 pg_total_relation_size('{s}.events'::regclass), pg_database_size(current_database()), \
+                 current_setting('server_version') FROM {s}.log_head h",
+            ),
+        }
+    }
+}
+
+/// An event store in a PostgreSQL schema. Cheap to clone (clones share the pool).
+#[derive(Clone, Debug)]
+pub struct PostgresBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    sql: Queries,
+    schema: String,
+    payload: PayloadEncoding,
+    durability: Durability,
+    signal: Arc<CommitSignal>,
+    /// The NOTIFY channel, when live notifications are on.
+    channel: Option<String>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+    retries: u32,
+    limits: Limits,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
+    }
+}
+
+impl PostgresBackend {
+    /// Connects with the default settings: schema `allframe`, JSONB payloads, migrations on connect.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+
+    /// A builder for the other settings.
+    pub fn builder(url: &str) -> PostgresBuilder {
+        PostgresBuilder::new(url)
+    }
+
+    /// Creates `schema` if needed and runs the embedded migrations there, then returns: the
+    /// deployment step for applications that connect with
+    /// [`run_migrations(false)`](PostgresBuilder::run_migrations). Safe to run concurrently
+    /// and repeatedly (sqlx's migrator takes an advisory lock and skips applied versions).
+    pub async fn migrate(url: &str, schema: &str) -> Result<()> {
+        validate_schema(schema)?;
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| errors::config(format!("invalid PostgreSQL URL: {e}")))?;
+        run_migrations(&options, schema).await
+    }
+
+    /// The schema holding this store.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The payload encoding in use.
+    pub fn payload_encoding(&self) -> PayloadEncoding {
+        self.inner.payload
+    }
+
+    /// The connection pool, for applications that run their own SQL beside the store
+    /// (for example read models updated in the same database).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Closes the pool's connections and stops the LISTEN task.
+    pub async fn close(&self) {
+        if let Some(listener) = &self.inner.listener {
+            listener.abort();
+        }
+        self.inner.pool.close().await;
+    }
+
+    /// Runs `attempt` until it succeeds, fails with an error other than a lost connection, or
+    /// the retries are used up.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> std::result::Result<T, sqlx::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, sqlx::Error>>,
+    {
+        let mut tries = 0;
+        loop {
+            match attempt().await {
+                Err(error) if errors::connection_lost(&error) && tries < self.inner.retries => {
+                    tries += 1;
+                    tracing::debug!(%error, tries, "postgres: connection lost, retrying");
+                    // The first retry goes at once (another pooled connection is likely fine);
+                    // later ones back off while the server may be restarting.
+                    if tries > 1 {
+                        tokio::time::sleep(Duration::from_millis(20 << tries.min(6))).await;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn current_version(&self, stream: &str) -> Result<u64> {
+        let sql = &self.inner.sql.stream_version;
+        let version: Option<i64> = self
+            .retrying(|| sqlx::query_scalar(sql.clone()).bind(stream).fetch_optional(&self.inner.pool))
+            .await
+            .map_err(|e| errors::map("reading a stream version", e))?;
+        Ok(version.unwrap_or(0).max(0) as u64)
+    }
+
+    /// The memory backend's retry rule, over what the database stores for the append's ids:
+    /// the original result when every id is stored, contiguously and in order, in `stream`;
+    /// `None` when none is stored; otherwise [`Error::DuplicateEventId`].
+    async fn find_retry(&self, stream: &str, events: &[NewEvent]) -> Result<Option<AppendResult>> {
+        let ids: Vec<PgUuid> = events.iter().map(|e| PgUuid(e.metadata.event_id.0)).collect();
+        let sql = &self.inner.sql.find_ids;
+        let rows = self
+            .retrying(|| sqlx::query(sql.clone()).bind(&ids).fetch_all(&self.inner.pool))
+            .await
+            .map_err(|e| errors::map("looking up event ids", e))?;
+        let mut found: Vec<Option<(String, u64, u64)>> = vec![None; events.len()];
+        for row in rows {
+            let decode = || -> std::result::Result<_, sqlx::Error> {
+                Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?, row.try_get::<i64, _>(2)?, row.try_get::<i64, _>(3)?))
+            };
+            let (n, stored_stream, version, position) = decode().map_err(|e| errors::map("looking up event ids", e))?;
+            if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| found.get_mut(i)) {
+                *slot = Some((stored_stream, version as u64, position as u64));
+            }
+        }
+        let duplicate = |index: usize| {
+            let (stored_stream, stored_version, _) = found[index].clone().unwrap_or_default();
+            Error::DuplicateEventId {
+                event_id: events[index].metadata.event_id,
+                stored_stream: StreamId::from(stored_stream),
+                stored_version,
+            }
+        };
+        let Some((first_stream, first_version, first_position)) = found.first().cloned().flatten() else {
+            return match found.iter().position(Option::is_some) {
+                Some(index) => Err(duplicate(index)),
+                None => Ok(None),
+            };
+        };
+        if first_stream != stream {
+            return Err(duplicate(0));
+        }
+        for (index, slot) in found.iter().enumerate().skip(1) {
+            match slot {
+                Some((s, version, _)) if s == stream && *version == first_version + index as u64 => {}
+                Some(_) => return Err(duplicate(index)),
+                None => return Err(duplicate(0)),
+            }
+        }
+        let last = found.last().cloned().flatten().unwrap_or((first_stream, first_version, first_position));
+        Ok(Some(AppendResult {
+            stream_version: last.1,
+            first_position,
+            last_position: last.2,
+            deduplicated: true,
+        }))
+    }
+
+    fn check_payload<'a>(&self, what: &str, payload: &'a [u8]) -> Result<&'a str> {
+        let invalid = |reason: String| Error::InvalidPayload { event_type: what.to_owned(), reason };
+        let text = std::str::from_utf8(payload).map_err(|e| invalid(format!("not UTF-8 JSON: {e}")))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| invalid(format!("not a JSON document: {e}")))?;
+        if text.contains("\\u0000") {
+            return Err(invalid("PostgreSQL jsonb cannot store the NUL character (\\u0000)".into()));
+        }
+        Ok(text)
+    }
+
+    fn decode_event(&self, row: &PgRow, stream: Option<&StreamId>) -> Result<RecordedEvent> {
+        let decode = || -> std::result::Result<_, sqlx::Error> {
+            Ok((
+                row.try_get::<i64, _>(0)?,
+                row.try_get::<i64, _>(1)?,
+                row.try_get::<String, _>(2)?,
+                row.try_get::<Option<String>, _>(3)?,
+                row.try_get::<Option<Vec<u8>>, _>(4)?,
+                row.try_get::<&[u8], _>(5)?,
+            ))
+        };
+        let (position, version, event_type, json, binary, metadata) =
+            decode().map_err(|e| errors::map("decoding an event", e))?;
+        let metadata = Metadata::decode(metadata).map_err(|e| self.corruption(position, e.to_string()))?;
+        let stream_id = match stream {
+            Some(stream) => stream.clone(),
+            None => StreamId::from(row.try_get::<String, _>(6).map_err(|e| errors::map("decoding an event", e))?),
+        };
+        let payload = match (json, binary) {
+            (Some(json), _) => Bytes::from(json),
+            (None, Some(binary)) => Bytes::from(binary),
+            (None, None) => return Err(self.corruption(position, "event without a payload".into())),
+        };
+        Ok(RecordedEvent {
+            stream_id,
+            version: version as u64,
+            position: position as u64,
+            event_type: event_type.into(),
+            payload,
+            metadata,
+        })
+    }
+
+    fn corruption(&self, position: i64, reason: String) -> Error {
+        Error::Corruption {
+            backend: BACKEND_NAME,
+            file: format!("{}.events", self.inner.schema).into(),
+            offset: position.max(0) as u64,
+            reason,
+        }
+    }
+}
+
+/// The expected version as `append_events` takes it: -1 any, -2 the stream exists, n exact.
+fn expected_code(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::StreamExists => -2,
+        ExpectedVersion::NoStream => 0,
+        ExpectedVersion::Exact(n) => i64::try_from(n).unwrap_or(i64::MAX),
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventStoreBackend for PostgresBackend {
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut capabilities = Capabilities::full(self.inner.durability, true);
+        capabilities.json_payloads = self.inner.payload == PayloadEncoding::Jsonb;
+        capabilities.live_notifications = self.inner.channel.is_some();
+        capabilities
+    }
+
+    async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        self.inner.limits.check_append(stream, &events)?;
+        if events.is_empty() {
+            let current = self.current_version(stream).await?;
+            expected.check(stream, current)?;
+            return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
+        }
+        let ids: Vec<PgUuid> = events.iter().map(|e| PgUuid(e.metadata.event_id.0)).collect();
+        let types: Vec<&str> = events.iter().map(|e| &*e.event_type).collect();
+        let (json, binary): (Option<Vec<&str>>, Option<Vec<&[u8]>>) = match self.inner.payload {
+            PayloadEncoding::Jsonb => (
+                Some(events.iter().map(|e| self.check_payload(&e.event_type, &e.payload)).collect::<Result<_>>()?),
+                None,
+            ),
+            PayloadEncoding::Bytea => (None, Some(events.iter().map(|e| &*e.payload).collect())),
+        };
+        let metadata: Vec<Vec<u8>> = events.iter().map(|e| e.metadata.encode()).collect();
+        let created: Vec<PgTimestamp> =
+            events.iter().map(|e| PgTimestamp::from_unix_micros(e.metadata.timestamp.as_micros())).collect();
+        let expected_code = expected_code(expected);
+        let sql = &self.inner.sql.append;
+        let attempt = || {
+            sqlx::query_as::<_, (i64, i64, i64)>(sql.clone())
+                .bind(stream)
+                .bind(expected_code)
+                .bind(&ids)
+                .bind(&types)
+                .bind(&json)
+                .bind(&binary)
+                .bind(&metadata)
+                .bind(&created)
+                .bind(self.inner.channel.as_deref())
+                // `fetch_all` reads up to ReadyForQuery, which the server sends only after the
+                // implicit transaction has committed: an acknowledged append is committed.
+                .fetch_all(&self.inner.pool)
+        };
+        match self.retrying(attempt).await {
+            Ok(rows) => {
+                let Some(&(version, first, last)) = rows.first() else {
+                    return Err(Error::backend(BACKEND_NAME, false, errors::ConfigError("append returned no row".into())));
+                };
+                let result = AppendResult {
+                    stream_version: version as u64,
+                    first_position: first as u64,
+                    last_position: last as u64,
+                    deduplicated: false,
+                };
+                self.inner.signal.publish(result.last_position);
+                Ok(result)
+            }
+            Err(error) => {
+                let code = errors::sqlstate(&error);
+                if code.as_deref() == Some(errors::WRONG_EXPECTED_VERSION) {
+                    // A retry of a stored append is recognised before the version check.
+                    if let Some(original) = self.find_retry(stream, &events).await? {
+                        return Ok(original);
+                    }
+                    let actual = errors::detail(&error).and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+                    return Err(Error::Conflict { stream: StreamId::from(stream), expected, actual });
+                }
+                if code.as_deref() == Some(errors::UNIQUE_VIOLATION) {
+                    match errors::constraint(&error) {
+                        Some("events_event_id_key") => {
+                            if let Some(original) = self.find_retry(stream, &events).await? {
+                                return Ok(original);
+                            }
+                        }
+                        Some("events_stream_version_key") => {
+                            // Not expected (the stream's row lock orders appends), but typed anyway.
+                            let actual = self.current_version(stream).await?;
+                            return Err(Error::Conflict { stream: StreamId::from(stream), expected, actual });
+                        }
+                        _ => {}
+                    }
+                }
+                if matches!(code.as_deref(), Some("22P02" | "22P05")) {
+                    return Err(Error::InvalidPayload {
+                        event_type: events[0].event_type.to_string(),
+                        reason: format!("PostgreSQL refused a payload of this append: {error}"),
+                    });
+                }
+                Err(errors::map("append", error))
+            }
+        }
+    }
+
+    async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stream_id = StreamId::from(stream);
+        let sql = &self.inner.sql.read_stream;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = to_i64(after_version);
+        self.retrying(|| {
+            let stream_id = &stream_id;
+            async move {
+                let mut rows = sqlx::query(sql.clone()).bind(stream).bind(after).bind(limit).fetch(&self.inner.pool);
+                let mut out = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    out.push(self.decode_event(&row, Some(stream_id)));
+                }
+                Ok(out)
+            }
+        })
+        .await
+        .map_err(|e| errors::map("read_stream", e))?
+        .into_iter()
+        .collect()
+    }
+
+    async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = &self.inner.sql.read_all;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = to_i64(after_position);
+        self.retrying(|| async move {
+            let mut rows = sqlx::query(sql.clone()).bind(after).bind(limit).fetch(&self.inner.pool);
+            let mut out = Vec::new();
+            while let Some(row) = rows.try_next().await? {
+                out.push(self.decode_event(&row, None));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| errors::map("read_all", e))?
+        .into_iter()
+        .collect()
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64> {
+        self.current_version(stream).await
+    }
+
+    async fn head_position(&self) -> Result<u64> {
+        let sql = &self.inner.sql.head;
+        let head: i64 = self
+            .retrying(|| sqlx::query_scalar(sql.clone()).fetch_one(&self.inner.pool))
+            .await
+            .map_err(|e| errors::map("head_position", e))?;
+        Ok(head.max(0) as u64)
+    }
+
+    async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(StreamId, u64)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = &self.inner.sql;
+        let rows: Vec<(String, i64)> = self
+            .retrying(|| match after {
+                Some(after) => {
+                    sqlx::query_as(sql.list_streams_after.clone()).bind(after).bind(limit).fetch_all(&self.inner.pool)
+                }
+                None => sqlx::query_as(sql.list_streams_first.clone()).bind(limit).fetch_all(&self.inner.pool),
+            })
+            .await
+            .map_err(|e| errors::map("list_streams", e))?;
+        Ok(rows.into_iter().map(|(id, version)| (StreamId::from(id), version.max(0) as u64)).collect())
+    }
+
+    async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<()> {
+        self.inner.limits.check_stream_id(stream)?;
+        let (json, binary) = match self.inner.payload {
+            PayloadEncoding::Jsonb => (Some(self.check_payload("snapshot", &snapshot.payload)?), None),
+            PayloadEncoding::Bytea => (None, Some(&*snapshot.payload)),
+        };
+        let current = self.current_version(stream).await?;
+        snapshot.check_version(stream, current)?;
+        let sql = &self.inner.sql.save_snapshot;
+        let version = to_i64(snapshot.version);
+        let taken_at = snapshot.timestamp.as_micros();
+        self.retrying(|| {
+            sqlx::query(sql.clone())
+                .bind(stream)
+                .bind(version)
+                .bind(json)
+                .bind(binary)
+                .bind(taken_at)
+                .execute(&self.inner.pool)
+        })
+        .await
+        .map_err(|e| errors::map("save_snapshot", e))?;
+        Ok(())
+    }
+
+    async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        let sql = &self.inner.sql.get_snapshot;
+        let row: Option<(i64, Option<String>, Option<Vec<u8>>, i64)> = self
+            .retrying(|| sqlx::query_as(sql.clone()).bind(stream).fetch_optional(&self.inner.pool))
+            .await
+            .map_err(|e| errors::map("get_latest_snapshot", e))?;
+        let Some((version, json, binary, taken_at)) = row else { return Ok(None) };
+        let payload = match (json, binary) {
+            (Some(json), _) => Bytes::from(json),
+            (None, Some(binary)) => Bytes::from(binary),
+            (None, None) => {
+                return Err(Error::Corruption {
+                    backend: BACKEND_NAME,
+                    file: format!("{}.snapshots", self.inner.schema).into(),
+                    offset: version.max(0) as u64,
+                    reason: format!("snapshot of stream `{stream}` without a payload"),
+                });
+            }
+        };
+        Ok(Some(Snapshot { version: version.max(0) as u64, payload, timestamp: Timestamp::from_micros(taken_at) }))
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Appends are acknowledged after their commit, which with synchronous_commit on (the
+        // server's default) has reached the WAL on disk: nothing is buffered here.
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<BackendStats> {
+        let sql = &self.inner.sql.stats;
+        let (head, streams, snapshots, events_bytes, database_bytes, server_version): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            String,
+        ) = self
+            .retrying(|| sqlx::query_as(sql.clone()).fetch_one(&self.inner.pool))
+            .await
+            .map_err(|e| errors::map("stats", e))?;
+        let mut stats = BackendStats::new(BACKEND_NAME, self.inner.durability);
+        // Positions have no gaps (an aborted append rolls its positions back), so the head is
+        // also the number of events.
+        stats.events = head.max(0) as u64;
+        stats.head_position = head.max(0) as u64;
+        stats.streams = streams.max(0) as u64;
+        stats.snapshots = snapshots.max(0) as u64;
+        let details = &mut stats.details;
+        details.insert("schema".into(), self.inner.schema.clone());
+        details.insert("payload_encoding".into(), format!("{:?}", self.inner.payload).to_lowercase());
+        details.insert("events_table_bytes".into(), events_bytes.to_string());
+        details.insert("database_bytes".into(), database_bytes.to_string());
+        details.insert("server_version".into(), server_version);
+        details.insert("pool_connections".into(), self.inner.pool.size().to_string());
+        details.insert("pool_idle".into(), self.inner.pool.num_idle().to_string());
+        details.insert("schema_version".into(), SCHEMA_VERSION.to_string());
+        Ok(stats)
+    }
+
+    async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
+        // Without notifications, commits of other processes are only seen by polling.
+        let max_wait = if self.inner.channel.is_some() { max_wait } else { max_wait.min(Duration::from_millis(50)) };
+        self.inner.signal.wait_past(after_position, max_wait).await;
+        Ok(())
+    }
+}
+
+/// The LISTEN task: publishes the positions that appends NOTIFY (from any process) to the
+/// commit signal. On a lost connection it reconnects with backoff and re-reads the head, so a
+/// notification missed while disconnected only delays a waiter until then (or its timeout).
+async fn listen(options: PgConnectOptions, channel: String, head_sql: Sql, signal: Weak<CommitSignal>) {
+    let pool = PgPoolOptions::new().max_connections(1).min_connections(0).test_before_acquire(false).connect_lazy_with(options);
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let outcome = listen_once(&pool, &channel, &head_sql, &signal, &mut backoff).await;
+        if signal.strong_count() == 0 {
+            return;
+        }
+        if let Err(error) = outcome {
+            tracing::debug!(%error, "postgres: LISTEN connection lost; reconnecting");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn listen_once(
+    pool: &PgPool,
+    channel: &str,
+    head_sql: &Sql,
+    signal: &Weak<CommitSignal>,
+    backoff: &mut Duration,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.eager_reconnect(false);
+    listener.listen(channel).await?;
+    // Commits made while no connection listened were not notified: read the head once now.
+    let head: i64 = sqlx::query_scalar(head_sql.clone()).fetch_one(&mut listener).await?;
+    let Some(live) = signal.upgrade() else { return Ok(()) };
+    live.publish(head.max(0) as u64);
+    drop(live);
+    *backoff = Duration::from_millis(20);
+    while let Some(notification) = listener.try_recv().await? {
+        let Some(signal) = signal.upgrade() else { return Ok(()) };
+        match notification.payload().parse::<u64>() {
+            Ok(position) => signal.publish(position),
+            Err(_) => tracing::warn!(payload = notification.payload(), "postgres: unexpected NOTIFY payload"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["allframe", "app_1", "_x", &"a".repeat(MAX_SCHEMA_LEN)] {
+            assert!(validate_schema(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Billing",
+            "a-b",
+            "a b",
+            "x\"; DROP SCHEMA public; --",
+            "pg_catalog",
+            "café",
+            &"a".repeat(MAX_SCHEMA_LEN + 1),
+        ] {
+            assert!(matches!(validate_schema(bad), Err(Error::Backend { transient: false, .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expected_versions_encode_for_the_append_function() {
+        assert_eq!(expected_code(ExpectedVersion::Any), -1);
+        assert_eq!(expected_code(ExpectedVersion::StreamExists), -2);
+        assert_eq!(expected_code(ExpectedVersion::NoStream), 0);
+        assert_eq!(expected_code(ExpectedVersion::Exact(0)), 0);
+        assert_eq!(expected_code(ExpectedVersion::Exact(7)), 7);
+        assert_eq!(expected_code(ExpectedVersion::Exact(u64::MAX)), i64::MAX);
+    }
+
+    #[test]
+    fn queries_name_only_the_schema() {
+        let queries = Queries::new("app");
+        assert!(queries.append.0.contains("app.append_events("));
+        assert!(!format!("{queries:?}").contains("{s}"));
+    }
+}

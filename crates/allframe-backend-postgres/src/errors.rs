@@ -1,0 +1,91 @@
+//! Mapping sqlx errors to the core's [`Error`].
+
+use allframe_cqrs_core::Error;
+
+use crate::BACKEND_NAME;
+
+/// A configuration mistake (bad URL, bad schema name), kept as the source of [`Error::Backend`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub(crate) String);
+
+/// SQLSTATE raised by `append_events` when the expected-version check fails.
+pub(crate) const WRONG_EXPECTED_VERSION: &str = "AFC01";
+/// unique_violation.
+pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+
+pub(crate) fn config(message: impl Into<String>) -> Error {
+    Error::backend(BACKEND_NAME, false, ConfigError(message.into()))
+}
+
+/// The SQLSTATE of a database error.
+pub(crate) fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
+        _ => None,
+    }
+}
+
+/// The constraint a database error names.
+pub(crate) fn constraint(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
+
+/// The DETAIL field of a PostgreSQL error.
+pub(crate) fn detail(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|pg| pg.detail())
+        }
+        _ => None,
+    }
+}
+
+/// Whether the error means the connection is gone (or the server is going away), so the same
+/// operation on another connection may succeed.
+pub(crate) fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(_) => matches!(
+            sqlstate(error).as_deref(),
+            Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        ),
+        _ => false,
+    }
+}
+
+/// Whether retrying later may succeed.
+fn transient(error: &sqlx::Error) -> bool {
+    connection_lost(error)
+        || matches!(error, sqlx::Error::PoolTimedOut)
+        || matches!(sqlstate(error).as_deref(), Some("40001" | "40P01" | "53300" | "55P03" | "53400"))
+}
+
+/// Maps a sqlx error met during `operation`.
+pub(crate) fn map(operation: &'static str, error: sqlx::Error) -> Error {
+    match &error {
+        sqlx::Error::PoolTimedOut => {
+            return Error::Timeout { backend: BACKEND_NAME, operation: "acquiring a connection from the pool" };
+        }
+        sqlx::Error::PoolClosed => return Error::Closed { backend: BACKEND_NAME, reason: Some("pool closed".into()) },
+        _ => {}
+    }
+    if sqlstate(&error).as_deref() == Some("57014") {
+        return Error::Timeout { backend: BACKEND_NAME, operation };
+    }
+    let transient = transient(&error);
+    Error::backend(BACKEND_NAME, transient, error)
+}
+
+/// Maps a migration error.
+pub(crate) fn migrate(error: sqlx::migrate::MigrateError) -> Error {
+    match error {
+        sqlx::migrate::MigrateError::Execute(inner) | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => {
+            map("running migrations", inner)
+        }
+        other => Error::backend(BACKEND_NAME, false, other),
+    }
+}
