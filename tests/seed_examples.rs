@@ -53,7 +53,10 @@ async fn this_still_works() {
     // This still works!
     let store = EventStore::new();
     store.append("a", vec![AccountEvent::Opened { owner: "bo".into() }]).await.unwrap();
-    store.append("a", vec![AccountEvent::Deposited { amount: 1 }, AccountEvent::Deposited { amount: 2 }]).await.unwrap();
+    store
+        .append("a", vec![AccountEvent::Deposited { amount: 1 }, AccountEvent::Deposited { amount: 2 }])
+        .await
+        .unwrap();
     assert_eq!(store.get_events_after("a", 1).await.unwrap().len(), 2);
     assert_eq!(store.get_all_events().await.unwrap().len(), 3);
     store.flush().await.unwrap();

@@ -227,7 +227,9 @@ async fn unknown_types_and_undecodable_payloads_are_typed_errors() {
     backend.append("t", ExpectedVersion::Any, vec![NewEvent::new("MoneyDeposited", "not json")]).await.unwrap();
     let store: EventStore<Bank, InMemoryBackend> = allframe::EventStore::from_shared(Arc::clone(&backend));
     let error = store.get_events("s").await.unwrap_err();
-    assert!(matches!(error, Error::UnknownEventType { ref event_type, version: 1, .. } if event_type == "AccountClosed"));
+    assert!(
+        matches!(error, Error::UnknownEventType { ref event_type, version: 1, .. } if event_type == "AccountClosed")
+    );
     let error = store.get_events("t").await.unwrap_err();
     assert!(matches!(error, Error::Decode { ref event_type, version: 1, .. } if event_type == "MoneyDeposited"));
     assert_eq!(backend.get_events("t").await.unwrap().len(), 1, "bad payloads are reported, never dropped");
@@ -237,7 +239,10 @@ async fn unknown_types_and_undecodable_payloads_are_typed_errors() {
 async fn postcard_codec_round_trips() {
     let store: EventStore<Bank> = EventStore::new().with_codec(Codec::Postcard);
     store.append("p", vec![Bank::Opened { owner: "ed".into() }, Bank::Deposited { amount: 7 }]).await.unwrap();
-    assert_eq!(store.get_events("p").await.unwrap(), vec![Bank::Opened { owner: "ed".into() }, Bank::Deposited { amount: 7 }]);
+    assert_eq!(
+        store.get_events("p").await.unwrap(),
+        vec![Bank::Opened { owner: "ed".into() }, Bank::Deposited { amount: 7 }]
+    );
     let raw = store.backend().get_events("p").await.unwrap();
     assert!(raw[1].payload.len() < 5, "postcard is compact: {:?}", raw[1].payload);
 }

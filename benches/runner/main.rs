@@ -154,7 +154,7 @@ fn progress(done: usize, total: usize, what: &str, started: Instant) {
         return;
     }
     let width = 30;
-    let filled = if total == 0 { width } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     eprint!(
         "\r[{}{}] {done}/{total} {what:<24} {:>5.0}s      ",
         "#".repeat(filled),

@@ -132,18 +132,18 @@ fn markdown(report: &Report, compare: Option<&Report>) -> String {
     let _ = writeln!(out, "| workload | target | unit | p50 | p99 | p99.9 |\n|---|---|---|---:|---:|---:|");
     for workload in workloads(report) {
         for r in &results {
-            if let Some(x) = find(r, &workload) {
-                if let Some([p50, p99, p999]) = x.latency_us {
-                    let _ = writeln!(
-                        out,
-                        "| {workload} | {} | {} | {} | {} | {} |",
-                        r.target,
-                        x.unit,
-                        micros(p50),
-                        micros(p99),
-                        micros(p999)
-                    );
-                }
+            if let Some(x) = find(r, &workload)
+                && let Some([p50, p99, p999]) = x.latency_us
+            {
+                let _ = writeln!(
+                    out,
+                    "| {workload} | {} | {} | {} | {} | {} |",
+                    r.target,
+                    x.unit,
+                    micros(p50),
+                    micros(p99),
+                    micros(p999)
+                );
             }
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! * `test`  — the whole test suite (the README's test command);
 //! * `ci`    — everything CI checks after the tests: format, lints, feature builds,
-//!             dependency guards, cargo-deny, the demo;
+//!   dependency guards, cargo-deny, the demo;
 //! * `size-report [--check]` — binary size per feature against the budgets;
 //! * `bench [--quick] [--compare FILE]` — one workload, every backend, side by side.
 //!

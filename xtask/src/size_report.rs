@@ -215,9 +215,9 @@ fn json(baseline: u64, measured: &[Measured]) -> String {
             .collect::<Vec<_>>()
             .join(", ");
         let opt = |v: Option<u64>| v.map_or("null".to_owned(), |v| v.to_string());
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "    {{\"probe\": \"{}\", \"package\": \"{}\", \"bytes\": {}, \"growth\": {}, \"growth_budget\": {}, \"total_budget\": {}, \"top_crates\": [{top}]}}{}\n",
+            "    {{\"probe\": \"{}\", \"package\": \"{}\", \"bytes\": {}, \"growth\": {}, \"growth_budget\": {}, \"total_budget\": {}, \"top_crates\": [{top}]}}{}",
             m.probe.key,
             m.probe.package,
             m.bytes,

@@ -35,14 +35,9 @@ pub fn output(step: &str, command: &mut Command) -> Result<String, String> {
     String::from_utf8(out.stdout).map_err(|_| format!("{step}: output is not UTF-8"))
 }
 
-/// Whether a program is on the PATH.
-pub fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// Whether a cargo subcommand (`cargo <name> --version`) is installed.
+pub fn have_cargo_subcommand(name: &str) -> bool {
+    cargo().args([name, "--version"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// The cargo target directory in use (`CARGO_TARGET_DIR`, else `<root>/target`).

@@ -364,17 +364,20 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         let span = tracing::debug_span!("allframe.load_aggregate", backend = self.backend.name(), stream);
         async {
             let mut loaded = LoadedAggregate { state: A::default(), version: 0, snapshot_version: None };
-            if self.backend.capabilities().snapshots {
-                if let Some(snapshot) = self.backend.get_latest_snapshot(stream).await? {
-                    loaded.state = self.codec.decode(&snapshot.payload).map_err(|source| Error::Decode {
-                        stream: stream.into(),
-                        version: snapshot.version,
-                        event_type: format!("snapshot of {}", std::any::type_name::<A>()),
-                        source,
-                    })?;
-                    loaded.version = snapshot.version;
-                    loaded.snapshot_version = Some(snapshot.version);
-                }
+            let snapshot = if self.backend.capabilities().snapshots {
+                self.backend.get_latest_snapshot(stream).await?
+            } else {
+                None
+            };
+            if let Some(snapshot) = snapshot {
+                loaded.state = self.codec.decode(&snapshot.payload).map_err(|source| Error::Decode {
+                    stream: stream.into(),
+                    version: snapshot.version,
+                    event_type: format!("snapshot of {}", std::any::type_name::<A>()),
+                    source,
+                })?;
+                loaded.version = snapshot.version;
+                loaded.snapshot_version = Some(snapshot.version);
             }
             let events = read::stream_events(&*self.backend, stream, loaded.version, crate::backend::DEFAULT_PAGE_SIZE);
             futures_util::pin_mut!(events);

@@ -169,12 +169,18 @@ async fn run(choice: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("projection: {account} balance {:?} (log head at position {head})", balances.lock().unwrap().get(&account));
+    println!(
+        "projection: {account} balance {:?} (log head at position {head})",
+        balances.lock().unwrap().get(&account)
+    );
     projection.abort();
 
     store.flush().await?;
     let stats = store.stats().await?;
-    println!("store: {} events in {} streams, {} snapshots, durability: {}", stats.events, stats.streams, stats.snapshots, stats.durability);
+    println!(
+        "store: {} events in {} streams, {} snapshots, durability: {}",
+        stats.events, stats.streams, stats.snapshots, stats.durability
+    );
     Ok(())
 }
 
