@@ -25,6 +25,7 @@ mod backend;
 mod codec;
 mod error;
 mod event;
+pub mod migrate;
 pub mod read;
 mod store;
 mod subscription;

@@ -1,0 +1,288 @@
+//! Moving a store between backends: [`copy_store`] and [`verify_stores`].
+//!
+//! Both work on bytes, so they need no event type, and both page through the stores, so
+//! memory stays bounded by one page however large the store is.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::backend::EventStoreBackend;
+use crate::error::{Error, Result};
+use crate::types::{ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+
+/// Settings of [`copy_store`].
+#[derive(Clone, Copy, Debug)]
+pub struct CopyOptions {
+    /// Events read from the source per page (and the most written per append).
+    pub page_size: usize,
+    /// Whether to copy the latest snapshot of each stream too.
+    pub snapshots: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions { page_size: 1024, snapshots: true }
+    }
+}
+
+/// Progress of a copy, passed to the progress callback after every page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyProgress {
+    /// Source events read so far.
+    pub read: u64,
+    /// Events written to the destination so far.
+    pub written: u64,
+    /// Events found already in the destination (an earlier, interrupted copy) and skipped.
+    pub skipped: u64,
+    /// Events in the source when the copy started.
+    pub total: u64,
+    /// Snapshots copied.
+    pub snapshots: u64,
+}
+
+/// Copies every event of `from` into `to`, in global order, keeping stream ids, versions,
+/// event ids, types, payloads and metadata (timestamps included); then the latest snapshot
+/// of each stream.
+///
+/// Resumable: run again after an interruption, it skips what the destination already holds
+/// (by stream version, checked by event id through the destination's idempotent appends)
+/// and stores nothing twice. It fails with [`Error::Conflict`] or
+/// [`Error::DuplicateEventId`] when the destination holds other events for a stream.
+///
+/// Global positions are assigned by the destination; their order follows the source's.
+pub async fn copy_store<F, T>(
+    from: &F,
+    to: &T,
+    options: CopyOptions,
+    mut progress: impl FnMut(CopyProgress),
+) -> Result<CopyProgress>
+where
+    F: EventStoreBackend + ?Sized,
+    T: EventStoreBackend + ?Sized,
+{
+    let page_size = options.page_size.max(1);
+    let mut state = CopyProgress { total: from.stats().await?.events, ..CopyProgress::default() };
+    let mut after = 0;
+    loop {
+        let page = from.read_all(after, page_size).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        state.read += page.len() as u64;
+        // Destination versions of the streams in this page, fetched once per page.
+        let mut versions: HashMap<StreamId, u64> = HashMap::new();
+        let mut run: Vec<RecordedEvent> = Vec::new();
+        for event in page {
+            let version = match versions.get(&event.stream_id) {
+                Some(version) => *version,
+                None => {
+                    let version = to.stream_version(&event.stream_id).await?;
+                    versions.insert(event.stream_id.clone(), version);
+                    version
+                }
+            };
+            if event.version <= version {
+                state.skipped += 1;
+                continue;
+            }
+            if run.last().is_some_and(|previous| previous.stream_id != event.stream_id) {
+                state.written += flush_run(to, &mut run, &mut versions).await?;
+            }
+            run.push(event);
+        }
+        state.written += flush_run(to, &mut run, &mut versions).await?;
+        progress(state);
+    }
+    if options.snapshots && from.capabilities().snapshots && to.capabilities().snapshots {
+        let mut after_stream: Option<StreamId> = None;
+        loop {
+            let streams = from.list_streams(after_stream.as_deref(), page_size).await?;
+            let Some((last, _)) = streams.last() else { break };
+            after_stream = Some(last.clone());
+            for (stream, _) in streams {
+                if let Some(snapshot) = from.get_latest_snapshot(&stream).await? {
+                    to.save_snapshot(&stream, snapshot).await?;
+                    state.snapshots += 1;
+                }
+            }
+        }
+        progress(state);
+    }
+    Ok(state)
+}
+
+/// Appends a run of consecutive events of one stream, expecting the version before its first.
+async fn flush_run<T: EventStoreBackend + ?Sized>(
+    to: &T,
+    run: &mut Vec<RecordedEvent>,
+    versions: &mut HashMap<StreamId, u64>,
+) -> Result<u64> {
+    let Some(first) = run.first() else { return Ok(0) };
+    let stream = first.stream_id.clone();
+    let expected = ExpectedVersion::Exact(first.version - 1);
+    let last_version = run.last().map_or(0, |e| e.version);
+    let events: Vec<NewEvent> = run.drain(..).map(|e| e.to_new_event()).collect();
+    let count = events.len() as u64;
+    let result = to.append(&stream, expected, events).await?;
+    if result.stream_version != last_version {
+        return Err(Error::Conflict { stream, expected, actual: result.stream_version });
+    }
+    versions.insert(stream, last_version);
+    Ok(count)
+}
+
+/// The first difference [`verify_stores`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    /// The stream where the stores differ.
+    pub stream: StreamId,
+    /// The version, when the difference is in an event (0: the stream or its snapshot).
+    pub version: u64,
+    /// What differs.
+    pub what: String,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.version == 0 {
+            write!(f, "stream `{}`: {}", self.stream, self.what)
+        } else {
+            write!(f, "stream `{}` version {}: {}", self.stream, self.version, self.what)
+        }
+    }
+}
+
+/// What [`verify_stores`] compared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Streams compared.
+    pub streams: u64,
+    /// Events compared.
+    pub events: u64,
+    /// Snapshots compared.
+    pub snapshots: u64,
+    /// The first difference, if any.
+    pub difference: Option<Difference>,
+}
+
+/// Compares two stores stream by stream (ids, versions, event ids, types, payloads,
+/// metadata, latest snapshots) and reports the first difference. Positions are not
+/// compared: each backend assigns its own.
+///
+/// Payloads are compared as JSON when either store keeps JSON documents (PostgreSQL's
+/// `jsonb` re-formats them), byte for byte otherwise.
+pub async fn verify_stores<A, B>(a: &A, b: &B, page_size: usize) -> Result<VerifyReport>
+where
+    A: EventStoreBackend + ?Sized,
+    B: EventStoreBackend + ?Sized,
+{
+    let page_size = page_size.max(1);
+    let json = a.capabilities().json_payloads || b.capabilities().json_payloads;
+    let mut report = VerifyReport::default();
+    let mut after: Option<StreamId> = None;
+    loop {
+        let left = a.list_streams(after.as_deref(), page_size).await?;
+        let right = b.list_streams(after.as_deref(), page_size).await?;
+        for (index, entry) in left.iter().enumerate() {
+            let Some(other) = right.get(index) else {
+                report.difference = Some(missing(&entry.0, "is missing from the second store"));
+                return Ok(report);
+            };
+            if other.0 != entry.0 {
+                let (stream, side) = if other.0 < entry.0 { (&other.0, "first") } else { (&entry.0, "second") };
+                report.difference = Some(missing(stream, &format!("is missing from the {side} store")));
+                return Ok(report);
+            }
+            report.streams += 1;
+            if let Some(difference) = compare_stream(a, b, &entry.0, json, page_size, &mut report).await? {
+                report.difference = Some(difference);
+                return Ok(report);
+            }
+        }
+        if right.len() > left.len() {
+            report.difference = Some(missing(&right[left.len()].0, "is missing from the first store"));
+            return Ok(report);
+        }
+        let Some(last) = left.last() else { return Ok(report) };
+        if left.len() < page_size {
+            return Ok(report);
+        }
+        after = Some(last.0.clone());
+    }
+}
+
+fn missing(stream: &StreamId, what: &str) -> Difference {
+    Difference { stream: stream.clone(), version: 0, what: what.to_owned() }
+}
+
+fn same_payload(json: bool, left: &[u8], right: &[u8]) -> bool {
+    if left == right {
+        return true;
+    }
+    json && {
+        let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
+        matches!((parse(left), parse(right)), (Some(l), Some(r)) if l == r)
+    }
+}
+
+async fn compare_stream<A, B>(
+    a: &A,
+    b: &B,
+    stream: &str,
+    json: bool,
+    page_size: usize,
+    report: &mut VerifyReport,
+) -> Result<Option<Difference>>
+where
+    A: EventStoreBackend + ?Sized,
+    B: EventStoreBackend + ?Sized,
+{
+    let differ = |version: u64, what: String| Some(Difference { stream: StreamId::from(stream), version, what });
+    let mut after = 0;
+    loop {
+        let left = a.read_stream(stream, after, page_size).await?;
+        let right = b.read_stream(stream, after, page_size).await?;
+        for (l, r) in left.iter().zip(&right) {
+            report.events += 1;
+            let what = if l.version != r.version {
+                Some(format!("versions {} and {}", l.version, r.version))
+            } else if l.metadata.event_id != r.metadata.event_id {
+                Some(format!("event ids {} and {}", l.metadata.event_id, r.metadata.event_id))
+            } else if l.event_type != r.event_type {
+                Some(format!("event types `{}` and `{}`", l.event_type, r.event_type))
+            } else if !same_payload(json, &l.payload, &r.payload) {
+                Some("payloads differ".to_owned())
+            } else if l.metadata != r.metadata {
+                Some("metadata differs".to_owned())
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Ok(differ(l.version, what));
+            }
+        }
+        if left.len() != right.len() {
+            let (longer, side) = if left.len() > right.len() { (&left, "second") } else { (&right, "first") };
+            let version = longer[left.len().min(right.len())].version;
+            return Ok(differ(version, format!("event missing from the {side} store")));
+        }
+        let Some(last) = left.last() else { break };
+        after = last.version;
+        if left.len() < page_size {
+            break;
+        }
+    }
+    let (left, right) = (a.get_latest_snapshot(stream).await?, b.get_latest_snapshot(stream).await?);
+    match (&left, &right) {
+        (None, None) => {}
+        (Some(l), Some(r)) if l.version == r.version && same_payload(json, &l.payload, &r.payload) => {
+            report.snapshots += 1;
+        }
+        _ => {
+            let describe = |s: &Option<crate::types::Snapshot>| {
+                s.as_ref().map_or("none".to_owned(), |s| format!("version {}", s.version))
+            };
+            return Ok(differ(0, format!("latest snapshots differ: {} and {}", describe(&left), describe(&right))));
+        }
+    }
+    Ok(None)
+}
