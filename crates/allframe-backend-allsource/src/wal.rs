@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -385,10 +385,7 @@ impl Writer {
                 if bytes >= self.max_batch_bytes {
                     break;
                 }
-                next = match self.rx.try_recv() {
-                    Ok(msg) => Some(msg),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                };
+                next = self.rx.try_recv().ok();
             }
             if !jobs.is_empty() {
                 let failed = self.shared.state.read().unwrap_or_else(PoisonError::into_inner).failed.clone();

@@ -40,7 +40,7 @@ fn crash_child() {
                 loop {
                     seq += 1;
                     let count = (seq + task) % 4 + 1;
-                    let stream = if seq % 3 == 0 { "shared".to_string() } else { own.clone() };
+                    let stream = if seq.is_multiple_of(3) { "shared".to_string() } else { own.clone() };
                     let tag = format!("{round}.{task}.{seq}");
                     let events: Vec<_> = (0..count)
                         .map(|i| NewEvent::new("Crashed", format!("{tag}/{i}/{count}/{}", "p".repeat(100))))
@@ -60,10 +60,18 @@ fn crash_child() {
                 }
             }));
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        // The tasks never end: the parent kills this process.
+        let results = futures_join(tasks).await;
+        panic!("appender tasks ended: {results:?}");
     });
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) -> Vec<Result<(), tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
 }
 
 struct Ack {
@@ -175,6 +183,9 @@ fn crash_recovery_keeps_every_acknowledged_append() {
             }
         });
     }
-    eprintln!("crash test: {ROUNDS} rounds, {} acknowledged appends checked, {torn_rounds} torn tails repaired", acks.len());
+    eprintln!(
+        "crash test: {ROUNDS} rounds, {} acknowledged appends checked, {torn_rounds} torn tails repaired",
+        acks.len()
+    );
     assert!(acks.len() > ROUNDS, "the child made progress");
 }

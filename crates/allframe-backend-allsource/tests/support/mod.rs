@@ -44,7 +44,7 @@ impl Reopening {
     /// Counts a write and reopens the store when it is due.
     async fn after_write(&self) {
         let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
-        if n % self.every == 0 {
+        if n.is_multiple_of(self.every) {
             self.reopen().await;
         }
     }
