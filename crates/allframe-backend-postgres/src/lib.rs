@@ -50,14 +50,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use allframe_cqrs_core::{
-    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventStoreBackend,
-    ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, Result, Snapshot, StreamId, Timestamp, async_trait,
+    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventStoreBackend, ExpectedVersion,
+    Limits, Metadata, NewEvent, RecordedEvent, Result, Snapshot, StreamId, Timestamp, async_trait,
 };
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 pub use errors::ConfigError;
 use pgtypes::{PgTimestamp, PgUuid};
@@ -75,8 +75,7 @@ pub const MAX_SCHEMA_LEN: usize = 48;
 /// The version of the newest embedded migration (the schema version this crate writes).
 pub const SCHEMA_VERSION: i64 = 1;
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "event store", include_str!("../migrations/0001_event_store.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "event store", include_str!("../migrations/0001_event_store.sql"))];
 
 /// How event and snapshot payloads are stored.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -145,7 +144,10 @@ impl PostgresBuilder {
         self
     }
 
-    /// How long an operation waits for a free pooled connection before [`Error::Timeout`] (default 30 s).
+    /// How long an operation waits for a pooled connection before [`Error::Timeout`] (default 30 s).
+    ///
+    /// This includes opening a connection: while the server refuses connections, `connect`
+    /// and operations keep trying for this long.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
@@ -204,7 +206,7 @@ impl PostgresBuilder {
             options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
         }
         if self.run_migrations {
-            run_migrations(&options, &self.schema).await?;
+            run_migrations(&options, &self.schema, self.acquire_timeout).await?;
         }
         let pool = PgPoolOptions::new()
             .max_connections(self.pool_size)
@@ -247,9 +249,9 @@ impl PostgresBuilder {
         };
         let signal = Arc::new(CommitSignal::new(head.max(0) as u64));
         let channel = format!("allframe_{}", self.schema);
-        let listener = self.live_notifications.then(|| {
-            tokio::spawn(listen(options.clone(), channel.clone(), sql.head.clone(), Arc::downgrade(&signal)))
-        });
+        let listener = self
+            .live_notifications
+            .then(|| tokio::spawn(listen(options.clone(), channel.clone(), sql.head.clone(), Arc::downgrade(&signal))));
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 pool,
@@ -283,11 +285,18 @@ pub fn validate_schema(schema: &str) -> Result<()> {
     Ok(())
 }
 
-async fn run_migrations(options: &PgConnectOptions, schema: &str) -> Result<()> {
+async fn run_migrations(options: &PgConnectOptions, schema: &str, acquire_timeout: Duration) -> Result<()> {
     // The migrations name their tables without a schema: they run with the search path set
     // to the application's schema only, and `append_events` pins that search path.
     let options = options.clone().options([("search_path", schema)]);
-    let mut conn = sqlx::PgConnection::connect_with(&options).await.map_err(|e| errors::map("connecting", e))?;
+    // A one-connection pool rather than a bare connection: `Migrator::run(&PgPool)` keeps the
+    // future `Send` for any caller (with `&mut PgConnection` it is not general enough).
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(acquire_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| errors::map("connecting", e))?;
     let mut migrator = Migrator::with_migrations(
         MIGRATIONS
             .iter()
@@ -298,8 +307,8 @@ async fn run_migrations(options: &PgConnectOptions, schema: &str) -> Result<()> 
     );
     migrator.create_schema(schema.to_owned());
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
-    let result = migrator.run(&mut conn).await.map_err(errors::migrate);
-    let _ = conn.close().await;
+    let result = migrator.run(&pool).await.map_err(errors::migrate);
+    pool.close().await;
     result
 }
 
@@ -339,23 +348,17 @@ impl Queries {
                 "SELECT position, current_setting('synchronous_commit'), current_setting('fsync') FROM {s}.log_head",
             ),
             head: sql("SELECT position FROM {s}.log_head"),
-            append: sql(
-                "SELECT stream_version, first_position, last_position \
-                 FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            ),
-            find_ids: sql(
-                "SELECT t.n, e.stream_id, e.version, e.position \
-                 FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n) JOIN {s}.events e ON e.event_id = t.id",
-            ),
+            append: sql("SELECT stream_version, first_position, last_position \
+                 FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            find_ids: sql("SELECT t.n, e.stream_id, e.version, e.position \
+                 FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n) JOIN {s}.events e ON e.event_id = t.id"),
             stream_version: sql("SELECT version FROM {s}.streams WHERE stream_id = $1"),
             read_stream: sql(
                 "SELECT position, version, event_type, payload::text, payload_bytes, metadata FROM {s}.events \
                  WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
             ),
-            read_all: sql(
-                "SELECT position, version, event_type, payload::text, payload_bytes, metadata, stream_id \
-                 FROM {s}.events WHERE position > $1 ORDER BY position LIMIT $2",
-            ),
+            read_all: sql("SELECT position, version, event_type, payload::text, payload_bytes, metadata, stream_id \
+                 FROM {s}.events WHERE position > $1 ORDER BY position LIMIT $2"),
             list_streams_first: sql("SELECT stream_id, version FROM {s}.streams ORDER BY stream_id LIMIT $1"),
             list_streams_after: sql(
                 "SELECT stream_id, version FROM {s}.streams WHERE stream_id > $1 ORDER BY stream_id LIMIT $2",
@@ -370,11 +373,9 @@ impl Queries {
             get_snapshot: sql(
                 "SELECT version, payload::text, payload_bytes, taken_at_us FROM {s}.snapshots WHERE stream_id = $1",
             ),
-            stats: sql(
-                "SELECT h.position, (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
+            stats: sql("SELECT h.position, (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
                  pg_total_relation_size('{s}.events'::regclass), pg_database_size(current_database()), \
-                 current_setting('server_version') FROM {s}.log_head h",
-            ),
+                 current_setting('server_version') FROM {s}.log_head h"),
         }
     }
 }
@@ -427,7 +428,7 @@ impl PostgresBackend {
         validate_schema(schema)?;
         let options =
             PgConnectOptions::from_str(url).map_err(|e| errors::config(format!("invalid PostgreSQL URL: {e}")))?;
-        run_migrations(&options, schema).await
+        run_migrations(&options, schema, Duration::from_secs(30)).await
     }
 
     /// The schema holding this store.
@@ -500,7 +501,12 @@ impl PostgresBackend {
         let mut found: Vec<Option<(String, u64, u64)>> = vec![None; events.len()];
         for row in rows {
             let decode = || -> std::result::Result<_, sqlx::Error> {
-                Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?, row.try_get::<i64, _>(2)?, row.try_get::<i64, _>(3)?))
+                Ok((
+                    row.try_get::<i64, _>(0)?,
+                    row.try_get::<String, _>(1)?,
+                    row.try_get::<i64, _>(2)?,
+                    row.try_get::<i64, _>(3)?,
+                ))
             };
             let (n, stored_stream, version, position) = decode().map_err(|e| errors::map("looking up event ids", e))?;
             if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| found.get_mut(i)) {
@@ -532,18 +538,14 @@ impl PostgresBackend {
             }
         }
         let last = found.last().cloned().flatten().unwrap_or((first_stream, first_version, first_position));
-        Ok(Some(AppendResult {
-            stream_version: last.1,
-            first_position,
-            last_position: last.2,
-            deduplicated: true,
-        }))
+        Ok(Some(AppendResult { stream_version: last.1, first_position, last_position: last.2, deduplicated: true }))
     }
 
     fn check_payload<'a>(&self, what: &str, payload: &'a [u8]) -> Result<&'a str> {
         let invalid = |reason: String| Error::InvalidPayload { event_type: what.to_owned(), reason };
         let text = std::str::from_utf8(payload).map_err(|e| invalid(format!("not UTF-8 JSON: {e}")))?;
-        serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| invalid(format!("not a JSON document: {e}")))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| invalid(format!("not a JSON document: {e}")))?;
         if text.contains("\\u0000") {
             return Err(invalid("PostgreSQL jsonb cannot store the NUL character (\\u0000)".into()));
         }
@@ -659,7 +661,11 @@ impl EventStoreBackend for PostgresBackend {
         match self.retrying(attempt).await {
             Ok(rows) => {
                 let Some(&(version, first, last)) = rows.first() else {
-                    return Err(Error::backend(BACKEND_NAME, false, errors::ConfigError("append returned no row".into())));
+                    return Err(Error::backend(
+                        BACKEND_NAME,
+                        false,
+                        errors::ConfigError("append returned no row".into()),
+                    ));
                 };
                 let result = AppendResult {
                     stream_version: version as u64,
@@ -877,7 +883,11 @@ impl EventStoreBackend for PostgresBackend {
 /// commit signal. On a lost connection it reconnects with backoff and re-reads the head, so a
 /// notification missed while disconnected only delays a waiter until then (or its timeout).
 async fn listen(options: PgConnectOptions, channel: String, head_sql: Sql, signal: Weak<CommitSignal>) {
-    let pool = PgPoolOptions::new().max_connections(1).min_connections(0).test_before_acquire(false).connect_lazy_with(options);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .test_before_acquire(false)
+        .connect_lazy_with(options);
     let mut backoff = Duration::from_millis(20);
     loop {
         let outcome = listen_once(&pool, &channel, &head_sql, &signal, &mut backoff).await;

@@ -39,7 +39,9 @@ pub async fn server_available() -> bool {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("CI=true and no PostgreSQL server at {url}: {reason}");
             }
-            eprintln!("NOTICE: skipping PostgreSQL test: no server at {url} ({reason}); set ALLFRAME_TEST_DATABASE_URL");
+            eprintln!(
+                "NOTICE: skipping PostgreSQL test: no server at {url} ({reason}); set ALLFRAME_TEST_DATABASE_URL"
+            );
             false
         }
     }
@@ -65,7 +67,9 @@ pub async fn fresh() -> Option<TestBackend> {
 pub async fn drop_schema(schema: &str) {
     allframe_backend_postgres::validate_schema(schema).expect("test schema name");
     if let Ok(mut conn) = sqlx::PgConnection::connect(&database_url()).await {
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+            .execute(&mut conn)
+            .await;
         let _ = conn.close().await;
     }
 }

@@ -1,0 +1,217 @@
+//! Faults: the server drops the backend's connections (`pg_terminate_backend`) while it
+//! appends and reads; a statement timeout. The backend reports transient errors or retries,
+//! never acknowledges an append that did not commit, and recovers (including its LISTEN task).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use allframe_backend_postgres::PostgresBackend;
+use allframe_cqrs_core::{
+    Error, EventId, EventStoreBackend, ExpectedVersion, NewEvent, RawSubscription, StartFrom, SubscriptionOptions,
+};
+use sqlx::Connection;
+
+const WRITERS: usize = 4;
+const APPENDS: u64 = 60;
+
+async fn admin() -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(&common::database_url()).await.expect("admin connection")
+}
+
+/// Terminates every server process whose application_name is `name`; returns how many.
+async fn terminate(conn: &mut sqlx::PgConnection, name: &str) -> u64 {
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .fetch_all(conn)
+    .await
+    .expect("terminate");
+    killed.into_iter().filter(|k| *k).count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminated_connections_never_acknowledge_uncommitted_appends_and_recover() {
+    let Some(fixture) = common::fresh_with(|b| b.pool_size(4)).await else { return };
+    let backend = Arc::new(fixture.inner().clone());
+    let app_name = format!("allframe:{}", fixture.schema);
+    let stop = Arc::new(AtomicBool::new(false));
+    let transient_errors = Arc::new(AtomicU64::new(0));
+
+    // Kill the backend's connections every few milliseconds while it works.
+    let killer = {
+        let (stop, app_name) = (Arc::clone(&stop), app_name.clone());
+        tokio::spawn(async move {
+            let mut conn = admin().await;
+            let mut killed = 0;
+            while !stop.load(Ordering::SeqCst) {
+                killed += terminate(&mut conn, &app_name).await;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            killed
+        })
+    };
+
+    // Readers: every error is transient; every page is in position order.
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (backend, stop, transient_errors) =
+                (Arc::clone(&backend), Arc::clone(&stop), Arc::clone(&transient_errors));
+            tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let result = if r == 0 {
+                        backend.read_all(0, 200).await
+                    } else {
+                        backend.read_stream("fault-0", 0, 200).await
+                    };
+                    match result {
+                        Ok(page) => {
+                            assert!(page.windows(2).all(|w| w[0].position < w[1].position));
+                            reads += 1;
+                        }
+                        Err(e) => {
+                            assert!(e.is_transient(), "a read failed with a non-transient error: {e:?}");
+                            transient_errors.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+
+    // Writers: each append is tried until acknowledged, always with the same event ids and
+    // expected version, so a retry of an append that did commit is recognised (deduplicated).
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (backend, transient_errors) = (Arc::clone(&backend), Arc::clone(&transient_errors));
+            tokio::spawn(async move {
+                let stream = format!("fault-{w}");
+                let mut acknowledged = Vec::new();
+                for i in 0..APPENDS {
+                    let events: Vec<NewEvent> = (0..1 + i % 3)
+                        .map(|k| NewEvent::new("Faulted", format!(r#"{{"w":{w},"i":{i},"k":{k}}}"#)))
+                        .collect();
+                    let ids: Vec<EventId> = events.iter().map(|e| e.metadata.event_id).collect();
+                    let expected = ExpectedVersion::Exact(
+                        acknowledged.iter().map(|(_, ids): &(_, Vec<_>)| ids.len() as u64).sum(),
+                    );
+                    let mut tries = 0;
+                    let result = loop {
+                        tries += 1;
+                        match backend.append(&stream, expected, events.clone()).await {
+                            Ok(result) => break result,
+                            Err(e) => {
+                                assert!(e.is_transient(), "an append failed with a non-transient error: {e:?}");
+                                assert!(tries < 200, "append never recovered: {e:?}");
+                                transient_errors.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                        }
+                    };
+                    acknowledged.push((result, ids));
+                }
+                (stream, acknowledged)
+            })
+        })
+        .collect();
+
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.push(writer.await.expect("writer"));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let killed = killer.await.expect("killer");
+    let reads: u64 = futures_util::future::join_all(readers).await.into_iter().map(|r| r.expect("reader")).sum();
+    assert!(killed > 0, "the test terminated no connection");
+    let deduplicated = acknowledged.iter().flat_map(|(_, a)| a).filter(|(r, _)| r.deduplicated).count();
+    eprintln!(
+        "terminated {killed} connections; {} transient errors surfaced; {reads} reads succeeded; \
+         {deduplicated} appends were acknowledged as retries of an append whose reply was lost",
+        transient_errors.load(Ordering::SeqCst)
+    );
+
+    // Every acknowledged append is stored, once, where it was reported; nothing else is stored.
+    let log = backend.get_all_events().await.expect("log after the faults");
+    let by_id: HashMap<EventId, (String, u64, u64)> =
+        log.iter().map(|e| (e.metadata.event_id, (e.stream_id.to_string(), e.version, e.position))).collect();
+    assert_eq!(by_id.len(), log.len(), "no event stored twice");
+    let mut expected_events = 0;
+    for (stream, appends) in &acknowledged {
+        let mut version = 0;
+        for (result, ids) in appends {
+            for (offset, id) in ids.iter().enumerate() {
+                version += 1;
+                let stored = by_id.get(id).unwrap_or_else(|| panic!("acknowledged event {id} is not stored"));
+                assert_eq!(stored, &(stream.clone(), version, result.first_position + offset as u64));
+                expected_events += 1;
+            }
+            assert_eq!(result.stream_version, version);
+        }
+    }
+    assert_eq!(log.len(), expected_events, "only acknowledged appends are stored");
+    assert!(log.iter().enumerate().all(|(i, e)| e.position == i as u64 + 1), "positions 1..=N after the faults");
+
+    // The LISTEN task reconnected: a commit by another process (another pool, so this
+    // backend's own commit signal is not involved) wakes a subscriber waiting on this one.
+    let other = PostgresBackend::builder(&common::database_url())
+        .schema(&fixture.schema)
+        .application_name("allframe-fault-other")
+        .run_migrations(false)
+        .connect()
+        .await
+        .expect("second process");
+    let options = SubscriptionOptions { page_size: 10, max_wait: Duration::from_secs(600) };
+    let mut live = RawSubscription::start(Arc::clone(&backend), StartFrom::End, options).await.expect("subscribe");
+    // The first commit may wake it through the listener's reconnect (which re-reads the head);
+    // by the second, the listener is connected and only NOTIFY can wake it in time.
+    for round in 0..2u64 {
+        let woken = tokio::spawn(async move {
+            let event = live.next().await;
+            (live, event)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        other
+            .append("fault-live", ExpectedVersion::Exact(round), vec![NewEvent::new("Live", "{}")])
+            .await
+            .expect("append by the other process");
+        let (returned, event) = tokio::time::timeout(Duration::from_secs(30), woken)
+            .await
+            .expect("the subscriber was not woken by NOTIFY after the LISTEN connection was dropped")
+            .expect("task");
+        live = returned;
+        let event = event.expect("next");
+        assert_eq!((event.stream_id.as_str(), event.version), ("fault-live", round + 1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_is_a_typed_error_and_changes_nothing() {
+    let Some(fixture) = common::fresh_with(|b| b.statement_timeout(Duration::from_millis(300))).await else { return };
+    let backend = fixture.inner();
+    backend.append("timed", ExpectedVersion::Any, vec![NewEvent::new("T", "{}")]).await.expect("append");
+    let head = backend.head_position().await.unwrap();
+
+    // Another session holds the position counter's row lock, so the next append waits on it
+    // until the statement timeout cancels it.
+    let mut blocker = admin().await;
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("UPDATE {}.log_head SET position = position", fixture.schema)))
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let result = backend.append("timed", ExpectedVersion::Exact(1), vec![NewEvent::new("T", "{}")]).await;
+    assert!(matches!(result, Err(Error::Timeout { backend: "postgres", .. })), "expected a timeout, got {result:?}");
+    assert!(result.unwrap_err().is_transient());
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+
+    assert_eq!(backend.stream_version("timed").await.unwrap(), 1, "the timed-out append stored nothing");
+    assert_eq!(backend.head_position().await.unwrap(), head);
+    let result = backend.append("timed", ExpectedVersion::Exact(1), vec![NewEvent::new("T", "{}")]).await.unwrap();
+    assert_eq!((result.stream_version, result.first_position), (2, head + 1), "the store works after the timeout");
+}

@@ -1,0 +1,112 @@
+//! Global order under load (contract point 4; docs/decisions/0201-postgres-global-order.md):
+//! many concurrent writers over several connection pools (as several processes would), large
+//! and small appends mixed so that transactions of different lengths overlap, and a reader in
+//! yet another pool tailing the log by position. At the end the reader has seen every
+//! committed event exactly once, in position order, and positions are exactly 1..=N.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use allframe_backend_postgres::PostgresBackend;
+use allframe_cqrs_core::{EventId, EventStoreBackend, ExpectedVersion, NewEvent};
+
+const WRITERS: usize = 24;
+const APPENDS_PER_WRITER: usize = 40;
+
+/// The number of events of append `i` of writer `w`: mostly small, sometimes large (a large
+/// insert holds its transaction open longer, which is what lets a later position commit
+/// first in designs that assign positions from a plain sequence).
+fn batch_size(w: usize, i: usize) -> usize {
+    if (w + i).is_multiple_of(13) { 150 } else { 1 + (w * 7 + i) % 4 }
+}
+
+fn batch(w: usize, i: usize) -> Vec<NewEvent> {
+    (0..batch_size(w, i))
+        .map(|k| NewEvent::new("Tailed", format!(r#"{{"w":{w},"i":{i},"k":{k}}}"#)).with_event_id(EventId::new()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_writers_over_several_pools_never_let_a_tailing_reader_skip() {
+    let Some(first) = common::fresh_with(|b| b.pool_size(12)).await else { return };
+    let url = common::database_url();
+    let schema = first.schema.clone();
+    let connect = |pool: u32| {
+        let (url, schema) = (url.clone(), schema.clone());
+        async move { PostgresBackend::builder(&url).schema(&schema).pool_size(pool).connect().await.expect("connect") }
+    };
+    // Three writer pools (one of them the fixture's) and a reader pool of its own.
+    let writers_pools: Vec<Arc<PostgresBackend>> =
+        vec![Arc::new(first.inner().clone()), Arc::new(connect(6).await), Arc::new(connect(6).await)];
+    let reader_pool = connect(2).await;
+    let total: usize = (0..WRITERS).flat_map(|w| (0..APPENDS_PER_WRITER).map(move |i| batch_size(w, i))).sum();
+
+    let reader = tokio::spawn(async move {
+        let mut seen: Vec<(u64, EventId)> = Vec::with_capacity(total);
+        let mut after = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while seen.len() < total {
+            assert!(tokio::time::Instant::now() < deadline, "reader saw {} of {total} events", seen.len());
+            let page = reader_pool.read_all(after, 50).await.expect("read_all");
+            if page.is_empty() {
+                reader_pool.wait_for_commit(after, Duration::from_millis(20)).await.expect("wait");
+            }
+            for event in page {
+                assert!(event.position > after, "position {} after {after}: the log went backwards", event.position);
+                after = event.position;
+                seen.push((event.position, event.metadata.event_id));
+            }
+        }
+        seen
+    });
+
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let backend = Arc::clone(&writers_pools[w % writers_pools.len()]);
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..APPENDS_PER_WRITER {
+                // Writers share streams in groups of three, so stream locks are contended too.
+                let stream = format!("order-{}", w / 3);
+                let events = batch(w, i);
+                let ids: Vec<EventId> = events.iter().map(|e| e.metadata.event_id).collect();
+                let result = backend.append(&stream, ExpectedVersion::Any, events).await.expect("append");
+                assert_eq!(result.last_position - result.first_position + 1, ids.len() as u64, "contiguous positions");
+                acknowledged.push((result.first_position, ids));
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.expect("writer"));
+    }
+    let seen = reader.await.expect("reader");
+
+    // Exactly once, in order, with no hole: positions 1..=total.
+    assert_eq!(seen.len(), total);
+    assert!(seen.iter().enumerate().all(|(i, (p, _))| *p == i as u64 + 1), "positions are exactly 1..=N");
+    let unique: HashSet<EventId> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(unique.len(), total, "no event seen twice");
+
+    // What the reader saw is the log, and every acknowledged append is there, where it was reported.
+    let log = first.get_all_events().await.expect("log");
+    assert_eq!(log.iter().map(|e| (e.position, e.metadata.event_id)).collect::<Vec<_>>(), seen);
+    let by_position: HashMap<u64, EventId> = seen.into_iter().collect();
+    for (first_position, ids) in acknowledged {
+        for (offset, id) in ids.iter().enumerate() {
+            assert_eq!(by_position.get(&(first_position + offset as u64)), Some(id), "acknowledged event in place");
+        }
+    }
+    let mut versions: HashMap<&str, Vec<u64>> = HashMap::new();
+    for event in &log {
+        versions.entry(event.stream_id.as_str()).or_default().push(event.version);
+    }
+    for (stream, versions) in versions {
+        assert!(versions.iter().enumerate().all(|(i, v)| *v == i as u64 + 1), "versions of {stream} are 1..=n");
+    }
+    assert_eq!(first.head_position().await.unwrap(), total as u64);
+}
