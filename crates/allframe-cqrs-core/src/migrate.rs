@@ -168,15 +168,14 @@ pub struct VerifyReport {
 /// metadata, latest snapshots) and reports the first difference. Positions are not
 /// compared: each backend assigns its own.
 ///
-/// Payloads are compared as JSON when either store keeps JSON documents (PostgreSQL's
-/// `jsonb` re-formats them), byte for byte otherwise.
+/// Payloads are equal when their bytes are, or when both are JSON documents with equal values:
+/// a copy through PostgreSQL's `jsonb` re-formats documents but keeps what they say.
 pub async fn verify_stores<A, B>(a: &A, b: &B, page_size: usize) -> Result<VerifyReport>
 where
     A: EventStoreBackend + ?Sized,
     B: EventStoreBackend + ?Sized,
 {
     let page_size = page_size.max(1);
-    let json = a.capabilities().json_payloads || b.capabilities().json_payloads;
     let mut report = VerifyReport::default();
     let mut after: Option<StreamId> = None;
     loop {
@@ -193,7 +192,7 @@ where
                 return Ok(report);
             }
             report.streams += 1;
-            if let Some(difference) = compare_stream(a, b, &entry.0, json, page_size, &mut report).await? {
+            if let Some(difference) = compare_stream(a, b, &entry.0, page_size, &mut report).await? {
                 report.difference = Some(difference);
                 return Ok(report);
             }
@@ -214,21 +213,20 @@ fn missing(stream: &StreamId, what: &str) -> Difference {
     Difference { stream: stream.clone(), version: 0, what: what.to_owned() }
 }
 
-fn same_payload(json: bool, left: &[u8], right: &[u8]) -> bool {
+/// Payloads are the same when their bytes are, or when both are JSON documents with equal
+/// values (a `jsonb` store re-formats documents and orders their keys).
+fn same_payload(left: &[u8], right: &[u8]) -> bool {
     if left == right {
         return true;
     }
-    json && {
-        let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
-        matches!((parse(left), parse(right)), (Some(l), Some(r)) if l == r)
-    }
+    let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    matches!((parse(left), parse(right)), (Some(l), Some(r)) if l == r)
 }
 
 async fn compare_stream<A, B>(
     a: &A,
     b: &B,
     stream: &str,
-    json: bool,
     page_size: usize,
     report: &mut VerifyReport,
 ) -> Result<Option<Difference>>
@@ -249,7 +247,7 @@ where
                 Some(format!("event ids {} and {}", l.metadata.event_id, r.metadata.event_id))
             } else if l.event_type != r.event_type {
                 Some(format!("event types `{}` and `{}`", l.event_type, r.event_type))
-            } else if !same_payload(json, &l.payload, &r.payload) {
+            } else if !same_payload(&l.payload, &r.payload) {
                 Some("payloads differ".to_owned())
             } else if l.metadata != r.metadata {
                 Some("metadata differs".to_owned())
@@ -274,7 +272,7 @@ where
     let (left, right) = (a.get_latest_snapshot(stream).await?, b.get_latest_snapshot(stream).await?);
     match (&left, &right) {
         (None, None) => {}
-        (Some(l), Some(r)) if l.version == r.version && same_payload(json, &l.payload, &r.payload) => {
+        (Some(l), Some(r)) if l.version == r.version && same_payload(&l.payload, &r.payload) => {
             report.snapshots += 1;
         }
         _ => {

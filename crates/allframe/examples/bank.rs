@@ -3,9 +3,12 @@
 //! snapshot an account.
 //!
 //! ```text
-//! cargo run -p allframe --example bank                      # the default backend
-//! cargo run -p allframe --example bank -- --backend memory  # or ALLFRAME_BACKEND=memory
+//! cargo run -p allframe-cli -- demo                     # AllSource in ./allframe-data
+//! cargo run -p allframe-cli -- demo --backend memory    # or ALLFRAME_BACKEND=memory
+//! cargo run -p allframe --example bank                  # this file alone, in memory
 //! ```
+//!
+//! The `allframe demo` command of `allframe-cli` runs this same file.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -92,15 +95,20 @@ fn withdraw(amount: u64) -> impl FnMut(&Account) -> Result<Vec<BankEvent>, Refus
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
 #[tokio::main]
+#[allow(dead_code)]
 async fn main() {
-    if let Err(error) = run(&backend_choice()).await {
+    let result = match build_backend(&backend_choice()) {
+        Ok(backend) => run_demo(backend).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = result {
         eprintln!("bank demo: {error}");
         std::process::exit(1);
     }
 }
 
-async fn run(choice: &str) -> Result<()> {
-    let backend = build_backend(choice)?;
+/// Runs the demo on `backend`, printing each step.
+pub async fn run_demo(backend: DynBackend) -> Result<()> {
     println!("bank demo on the `{}` backend ({})", backend.name(), backend.capabilities().durability);
     let store: EventStore<BankEvent, DynBackend> =
         EventStore::with_backend(backend).with_snapshot_policy(SnapshotPolicy::EveryNEvents(4));
@@ -184,7 +192,9 @@ async fn run(choice: &str) -> Result<()> {
     Ok(())
 }
 
-/// The backend named by `--backend NAME` or `ALLFRAME_BACKEND`, else the default.
+/// The backend named by `--backend NAME` or `ALLFRAME_BACKEND`, else the default
+/// (AllSource in `./allframe-data` when it is compiled in, memory otherwise).
+#[allow(dead_code)]
 fn backend_choice() -> String {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -196,12 +206,17 @@ fn backend_choice() -> String {
             return name.to_owned();
         }
     }
-    std::env::var("ALLFRAME_BACKEND").unwrap_or_else(|_| "memory".to_owned())
+    let default = if cfg!(feature = "cqrs-allsource") { "allsource" } else { "memory" };
+    std::env::var("ALLFRAME_BACKEND").unwrap_or_else(|_| default.to_owned())
 }
 
+/// The demo's backends: `memory`, or `allsource` (durable, in `./allframe-data`).
+#[allow(dead_code)]
 fn build_backend(choice: &str) -> Result<DynBackend> {
     match choice {
         "memory" => Ok(Arc::new(InMemoryBackend::new())),
-        other => Err(format!("unknown backend `{other}`: this build offers `memory`").into()),
+        #[cfg(feature = "cqrs-allsource")]
+        "allsource" => Ok(Arc::new(allframe::allsource::AllSourceBackend::production("./allframe-data")?)),
+        other => Err(format!("unknown backend `{other}`: this build offers `memory` and `allsource`").into()),
     }
 }

@@ -1,0 +1,305 @@
+//! The commands.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allframe::migrate::{CopyOptions, CopyProgress, copy_store, verify_stores};
+use allframe::{DynBackend, EventStoreBackend, StreamId};
+use serde_json::json;
+
+use crate::address::{self, Address, Open};
+use crate::{Args, CliError};
+
+/// `allframe copy FROM TO`.
+pub async fn copy(args: &Args) -> Result<u8, CliError> {
+    let [from, to]: [Address; 2] =
+        args.addresses(2, "two stores: copy FROM TO")?.try_into().map_err(|_| CliError::usage("copy FROM TO"))?;
+    if from == to && from != Address::Memory {
+        return Err(CliError::usage("FROM and TO are the same store"));
+    }
+    let source = address::open(&from, Open::Existing).await?;
+    let destination = address::open(&to, Open::BulkDestination).await?;
+    let options = CopyOptions { page_size: args.number("page", 1024)?.max(1), snapshots: !args.flag("no-snapshots") };
+    let started = Instant::now();
+    let mut bar = ProgressBar::new(started);
+    let result = copy_store(&*source, &*destination, options, |progress| bar.show(progress)).await;
+    bar.finish();
+    let done = result.map_err(|error| {
+        // The error may come from either store; name both and let the message say which.
+        let mut cli = CliError::store(&to, &error);
+        cli.subject = format!("copy {from} -> {to}");
+        cli
+    })?;
+    destination.flush().await.map_err(|e| CliError::store(&to, &e))?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "copied {} events ({} already there, skipped) and {} snapshots from {from} to {to} in {seconds:.1}s ({:.0} events/s)",
+        done.written,
+        done.skipped,
+        done.snapshots,
+        done.read as f64 / seconds.max(1e-9)
+    );
+    println!("check the result with: allframe verify {from} {to}");
+    Ok(0)
+}
+
+/// Progress on standard error: a bar on a terminal, a line a second otherwise.
+struct ProgressBar {
+    started: Instant,
+    last: Option<Instant>,
+    terminal: bool,
+}
+
+impl ProgressBar {
+    fn new(started: Instant) -> Self {
+        ProgressBar { started, last: None, terminal: std::io::stderr().is_terminal() }
+    }
+
+    fn show(&mut self, progress: CopyProgress) {
+        let now = Instant::now();
+        let every = if self.terminal { Duration::from_millis(100) } else { Duration::from_secs(1) };
+        if self.last.is_some_and(|last| now - last < every) {
+            return;
+        }
+        self.last = Some(now);
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        let rate = progress.read as f64 / seconds;
+        let total = progress.total.max(progress.read).max(1);
+        let eta = (total - progress.read) as f64 / rate.max(1.0);
+        let percent = progress.read * 100 / total;
+        let line =
+            format!("{percent:>3}% {}/{} events, {:.0} events/s, ETA {eta:.0}s", progress.read, progress.total, rate);
+        if self.terminal {
+            let filled = (percent as usize * 30 / 100).min(30);
+            eprint!("\r[{}{}] {line}   ", "#".repeat(filled), "-".repeat(30 - filled));
+        } else {
+            eprintln!("copy: {line}");
+        }
+        let _ = std::io::stderr().flush();
+    }
+
+    fn finish(&self) {
+        if self.terminal && self.last.is_some() {
+            eprintln!();
+        }
+    }
+}
+
+/// `allframe verify A B`.
+pub async fn verify(args: &Args) -> Result<u8, CliError> {
+    let [a, b]: [Address; 2] =
+        args.addresses(2, "two stores: verify A B")?.try_into().map_err(|_| CliError::usage("verify A B"))?;
+    let left = address::open(&a, Open::Existing).await?;
+    let right = address::open(&b, Open::Existing).await?;
+    let report = verify_stores(&*left, &*right, args.number("page", 1024)?.max(1)).await.map_err(|error| {
+        let mut cli = CliError::store(&a, &error);
+        cli.subject = format!("verify {a} {b}");
+        cli
+    })?;
+    match report.difference {
+        None => {
+            println!(
+                "same: {} streams, {} events, {} snapshots compared",
+                report.streams, report.events, report.snapshots
+            );
+            Ok(0)
+        }
+        Some(difference) => {
+            println!("different: {difference} ({} streams compared before it)", report.streams.saturating_sub(1));
+            Ok(1)
+        }
+    }
+}
+
+/// `allframe inspect STORE`.
+pub async fn inspect(args: &Args) -> Result<u8, CliError> {
+    let [store]: [Address; 1] =
+        args.addresses(1, "one store: inspect STORE")?.try_into().map_err(|_| CliError::usage("inspect STORE"))?;
+    let backend = address::open(&store, Open::Existing).await?;
+    let fail = |error: allframe::Error| CliError::store(&store, &error);
+    let stats = backend.stats().await.map_err(fail)?;
+    let streams = backend.list_streams(None, args.number("streams", 20)?).await.map_err(fail)?;
+    let last = match args.value("stream") {
+        Some(stream) => {
+            let version = backend.stream_version(stream).await.map_err(fail)?;
+            if version == 0 {
+                return Err(CliError::new(
+                    &store,
+                    format!("no stream `{stream}`"),
+                    "list streams with `allframe inspect STORE`",
+                ));
+            }
+            let count = args.number("last", 10)? as u64;
+            Some((
+                stream.to_owned(),
+                backend.read_stream(stream, version.saturating_sub(count), count as usize).await.map_err(fail)?,
+            ))
+        }
+        None => None,
+    };
+    if args.flag("json") {
+        let events = last.as_ref().map(|(stream, events)| {
+            json!({
+                "stream": stream,
+                "events": events.iter().map(|e| json!({
+                    "version": e.version,
+                    "position": e.position,
+                    "type": e.event_type,
+                    "event_id": e.metadata.event_id.to_string(),
+                    "timestamp_micros": e.metadata.timestamp.as_micros(),
+                    "payload": serde_json::from_slice::<serde_json::Value>(&e.payload).unwrap_or_else(|_| json!({"bytes": e.payload.len()})),
+                })).collect::<Vec<_>>(),
+            })
+        });
+        let value = json!({
+            "store": store.to_string(),
+            "backend": stats.backend,
+            "durability": stats.durability.to_string(),
+            "events": stats.events,
+            "streams": stats.streams,
+            "snapshots": stats.snapshots,
+            "head_position": stats.head_position,
+            "details": stats.details,
+            "first_streams": streams.iter().map(|(id, version)| json!({"stream": id.as_str(), "version": version})).collect::<Vec<_>>(),
+            "last_events": events,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        return Ok(0);
+    }
+    println!("store       {store}");
+    println!("backend     {} ({})", stats.backend, stats.durability);
+    println!("events      {}", stats.events);
+    println!("streams     {}", stats.streams);
+    println!("snapshots   {}", stats.snapshots);
+    println!("head        position {}", stats.head_position);
+    for (key, value) in &stats.details {
+        println!("{key:<11} {value}");
+    }
+    println!("\nfirst {} streams (by id):", streams.len());
+    for (id, version) in &streams {
+        println!("  {id}  version {version}");
+    }
+    if let Some((stream, events)) = last {
+        println!("\nlast {} events of `{stream}`:", events.len());
+        for event in events {
+            let payload = String::from_utf8_lossy(&event.payload);
+            let preview: String = payload.chars().take(80).collect();
+            println!("  v{:<6} @{:<8} {:<20} {}", event.version, event.position, event.event_type, preview);
+        }
+    }
+    Ok(0)
+}
+
+/// `allframe check STORE`.
+pub async fn check(args: &Args) -> Result<u8, CliError> {
+    let [store]: [Address; 1] =
+        args.addresses(1, "one store: check STORE")?.try_into().map_err(|_| CliError::usage("check STORE"))?;
+    let backend = match address::open(&store, Open::Existing).await {
+        Ok(backend) => backend,
+        Err(error) if error.message.contains("corruption") => {
+            println!("problem: {}", error.message);
+            println!("1 problem found: the store does not open");
+            return Ok(1);
+        }
+        Err(error) => return Err(error),
+    };
+    let mut problems = Vec::new();
+    match scan(&backend).await {
+        Ok(found) => problems.extend(found),
+        Err(error) => problems.push(format!("reading the log failed: {error}")),
+    }
+    if problems.is_empty() {
+        let stats = backend.stats().await.map_err(|e| CliError::store(&store, &e))?;
+        println!(
+            "ok: {} events in {} streams read; checksums, positions, versions and counts are consistent",
+            stats.events, stats.streams
+        );
+        Ok(0)
+    } else {
+        for problem in &problems {
+            println!("problem: {problem}");
+        }
+        println!("{} problem(s) found in {store}", problems.len());
+        Ok(1)
+    }
+}
+
+/// Reads every record: positions strictly increase, versions are contiguous per stream,
+/// and the counts and stream heads agree with the log.
+async fn scan(backend: &DynBackend) -> Result<Vec<String>, allframe::Error> {
+    let mut problems = Vec::new();
+    let mut versions: HashMap<StreamId, u64> = HashMap::new();
+    let (mut after, mut count) = (0u64, 0u64);
+    loop {
+        let page = backend.read_all(after, 4096).await?;
+        let Some(last) = page.last() else { break };
+        let next_after = last.position;
+        for event in page {
+            if event.position <= after {
+                problems.push(format!("position {} follows position {after}", event.position));
+            }
+            after = event.position;
+            count += 1;
+            let previous = versions.entry(event.stream_id.clone()).or_insert(0);
+            if event.version != *previous + 1 {
+                problems.push(format!(
+                    "stream `{}`: version {} follows version {} (at position {})",
+                    event.stream_id, event.version, previous, event.position
+                ));
+            }
+            *previous = event.version;
+        }
+        after = after.max(next_after);
+    }
+    let stats = backend.stats().await?;
+    if stats.events != count {
+        problems.push(format!("stats count {} events, the log holds {count}", stats.events));
+    }
+    if stats.streams != versions.len() as u64 {
+        problems.push(format!("stats count {} streams, the log holds {}", stats.streams, versions.len()));
+    }
+    let mut listed = 0u64;
+    let mut after_stream: Option<StreamId> = None;
+    loop {
+        let streams = backend.list_streams(after_stream.as_deref(), 4096).await?;
+        let Some((last, _)) = streams.last() else { break };
+        after_stream = Some(last.clone());
+        for (stream, version) in streams {
+            listed += 1;
+            if versions.get(&stream).copied().unwrap_or(0) != version {
+                problems.push(format!(
+                    "stream `{stream}`: head says version {version}, the log ends at {}",
+                    versions.get(&stream).copied().unwrap_or(0)
+                ));
+            }
+        }
+    }
+    if listed != versions.len() as u64 {
+        problems.push(format!("{listed} streams listed, {} in the log", versions.len()));
+    }
+    Ok(problems)
+}
+
+/// `allframe demo`.
+pub async fn demo(args: &Args) -> Result<u8, CliError> {
+    let default = if cfg!(feature = "cqrs-allsource") { "allsource" } else { "memory" };
+    let choice = args
+        .value("backend")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("ALLFRAME_BACKEND").ok())
+        .unwrap_or_else(|| default.to_owned());
+    let data = args.value("data").unwrap_or("./allframe-data");
+    let address = match choice.as_str() {
+        "memory" => Address::Memory,
+        "allsource" => Address::AllSource(data.into()),
+        other => return Err(CliError::usage(format!("the demo runs on `allsource` or `memory`, not `{other}`"))),
+    };
+    let backend: DynBackend = address::open(&address, Open::CreateIfMissing).await?;
+    println!("(store: {address})");
+    crate::bank::run_demo(Arc::clone(&backend))
+        .await
+        .map_err(|error| CliError::new(&address, error.to_string(), "see the demo output above"))?;
+    Ok(0)
+}

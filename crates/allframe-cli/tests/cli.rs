@@ -1,0 +1,183 @@
+//! The `allframe` binary, tested as a process: exit codes, output, bad addresses, a missing
+//! directory, a locked store, a corrupted store, and a copy killed part-way then resumed.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use allframe::allsource::{AllSourceBackend, AllSourceConfig, SyncMode};
+use allframe::{EventStoreBackend, ExpectedVersion, NewEvent};
+
+fn allframe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_allframe")).args(args).output().expect("run allframe")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// An AllSource store at `dir` with `events` events in `streams` streams.
+async fn make_store(dir: &Path, events: u64, streams: u64) {
+    let config = AllSourceConfig { sync: SyncMode::NoSync, ..AllSourceConfig::durable(dir) };
+    let backend = AllSourceBackend::with_config(config).expect("open");
+    let per_append = 100;
+    for n in (0..events).step_by(per_append as usize) {
+        let batch = (n..(n + per_append).min(events))
+            .map(|i| NewEvent::new("Counted", format!(r#"{{"n":{i},"note":"some payload to copy"}}"#)))
+            .collect();
+        backend.append(&format!("stream-{}", (n / per_append) % streams), ExpectedVersion::Any, batch).await.unwrap();
+    }
+    backend.flush().await.unwrap();
+}
+
+#[test]
+fn help_lists_every_command_and_store() {
+    let out = allframe(&["help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for word in [
+        "copy FROM TO",
+        "verify A B",
+        "inspect STORE",
+        "check STORE",
+        "demo",
+        "allsource:PATH",
+        "rocksdb:PATH",
+        "postgres://",
+        "exit codes",
+    ] {
+        assert!(help.contains(word), "help mentions {word}");
+    }
+    let out = allframe(&[]);
+    assert_eq!(out.status.code(), Some(2), "no command is a usage error");
+}
+
+#[test]
+fn usage_errors_are_one_line_with_exit_code_2() {
+    for args in [
+        vec!["copy", "foo:", "memory:"],
+        vec!["copy", "memory:"],
+        vec!["frobnicate"],
+        vec!["inspect", "memory:", "--bogus"],
+        vec!["copy", "allsource:", "memory:"],
+    ] {
+        let out = allframe(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with("allframe: usage: "), "{stderr}");
+    }
+    let stderr = text(&allframe(&["copy", "foo:", "memory:"]).stderr);
+    assert!(
+        stderr.contains("`foo:`") && stderr.contains("allsource:PATH"),
+        "names the address and the forms: {stderr}"
+    );
+}
+
+#[test]
+fn missing_directory_is_a_store_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("allsource:{}", dir.path().join("nothing-here").display());
+    let out = allframe(&["inspect", &missing]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(&missing) && stderr.contains("no store at this path"), "{stderr}");
+    assert!(!dir.path().join("nothing-here").exists(), "inspect never creates a store");
+}
+
+#[tokio::test]
+async fn locked_store_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    make_store(dir.path(), 10, 1).await;
+    let _held = AllSourceBackend::production(dir.path()).unwrap();
+    let out = allframe(&["inspect", &format!("allsource:{}", dir.path().display())]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("locked") && stderr.contains("another process"), "{stderr}");
+}
+
+#[tokio::test]
+async fn copy_verify_inspect_and_check_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    make_store(&src, 2_000, 4).await;
+    let (src, dst) = (format!("allsource:{}", src.display()), format!("allsource:{}", dst.display()));
+    let out = allframe(&["copy", &src, &dst, "--page", "300"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("copied 2000 events (0 already there"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("events/s"), "progress on stderr");
+    let out = allframe(&["verify", &src, &dst]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("same: 4 streams, 2000 events"), "{}", text(&out.stdout));
+    let out = allframe(&["inspect", &dst, "--json", "--stream", "stream-1", "--last", "3"]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON");
+    assert_eq!(json["events"], 2000);
+    assert_eq!(json["streams"], 4);
+    assert_eq!(json["last_events"]["events"].as_array().unwrap().len(), 3);
+    assert_eq!(json["last_events"]["events"][2]["version"], 500);
+    let out = allframe(&["check", &dst]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    // The destination gets one more event: verify names the stream and version.
+    let backend = AllSourceBackend::production(dir.path().join("dst")).unwrap();
+    backend.append("stream-2", ExpectedVersion::Any, vec![NewEvent::new("Extra", "{}")]).await.unwrap();
+    drop(backend);
+    let out = allframe(&["verify", &src, &dst]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("stream `stream-2` version 501"), "{}", text(&out.stdout));
+}
+
+#[tokio::test]
+async fn check_reports_corruption_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    make_store(dir.path(), 500, 2).await;
+    let segment = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a log file");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[3000] ^= 0x40;
+    std::fs::write(&segment, bytes).unwrap();
+    let out = allframe(&["check", &format!("allsource:{}", dir.path().display())]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {} stderr: {}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("problem:") && stdout.contains("offset"), "{stdout}");
+    assert!(stdout.contains(&segment.file_name().unwrap().to_string_lossy().into_owned()), "names the file: {stdout}");
+}
+
+#[tokio::test]
+async fn copy_killed_part_way_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src_dir, dst_dir) = (dir.path().join("src"), dir.path().join("dst"));
+    make_store(&src_dir, 60_000, 3).await;
+    let (src, dst) = (format!("allsource:{}", src_dir.display()), format!("allsource:{}", dst_dir.display()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_allframe"))
+        .args(["copy", &src, &dst, "--page", "20"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("copy: "), "first progress line: {line}");
+    child.kill().expect("SIGKILL the copy");
+    child.wait().unwrap();
+    let partial = AllSourceBackend::production(&dst_dir).unwrap().stats().await.unwrap().events;
+    assert!(partial < 60_000, "the copy was interrupted ({partial} events copied)");
+    let out = allframe(&["copy", &src, &dst]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("({partial} already there")), "{}", text(&out.stdout));
+    let out = allframe(&["verify", &src, &dst]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
+fn demo_runs_in_memory() {
+    let out = allframe(&["demo", "--backend", "memory"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("teller B conflicts") && stdout.contains("refused: insufficient funds"), "{stdout}");
+}
