@@ -38,6 +38,21 @@ pub mod rocksdb {
     pub use allframe_backend_rocksdb::*;
 }
 
+#[cfg(feature = "cqrs-allsource")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs-allsource")))]
+#[doc(inline)]
+pub use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig};
+
+#[cfg(feature = "cqrs-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs-postgres")))]
+#[doc(inline)]
+pub use allframe_backend_postgres::PostgresBackend;
+
+#[cfg(feature = "cqrs-rocksdb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs-rocksdb")))]
+#[doc(inline)]
+pub use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
+
 /// Everything an application usually needs, in one import: `use allframe::prelude::*;`.
 pub mod prelude {
     pub use allframe_cqrs_core::{
@@ -50,4 +65,13 @@ pub mod prelude {
 
     #[cfg(not(feature = "cqrs"))]
     pub use allframe_cqrs_core::EventStore;
+
+    #[cfg(feature = "cqrs-allsource")]
+    pub use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig};
+
+    #[cfg(feature = "cqrs-postgres")]
+    pub use allframe_backend_postgres::PostgresBackend;
+
+    #[cfg(feature = "cqrs-rocksdb")]
+    pub use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
 }
