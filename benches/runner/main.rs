@@ -91,9 +91,9 @@ fn value(args: &[String], flag: &str) -> Option<String> {
 
 fn child(target: &str, scale: Scale) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let result = runtime.block_on(workloads::run_target(target, scale));
-    let mut result = result;
+    let mut result = runtime.block_on(workloads::run_target(target, scale));
     result.peak_rss_bytes = machine::peak_rss();
+    runtime.block_on(targets::cleanup(target));
     println!("RESULT {}", serde_json::to_string(&result).expect("json"));
 }
 

@@ -27,4 +27,4 @@ pub fn bench(args: &[String]) -> Result<(), String> {
 }
 
 /// The backends compiled into the runner.
-const FEATURES: &str = "";
+const FEATURES: &str = "allsource,postgres,rocksdb";

@@ -22,6 +22,12 @@ struct Probe {
 const PROBES: &[Probe] = &[
     Probe { package: "size-probe-cqrs", key: "cqrs", what: "facade, feature `cqrs`" },
     Probe { package: "size-probe-memory", key: "memory", what: "allframe-backend-memory directly" },
+    Probe { package: "size-probe-cqrs-allsource", key: "cqrs-allsource", what: "facade, feature `cqrs-allsource`" },
+    Probe { package: "size-probe-allsource", key: "allsource", what: "allframe-backend-allsource directly" },
+    Probe { package: "size-probe-cqrs-postgres", key: "cqrs-postgres", what: "facade, feature `cqrs-postgres`" },
+    Probe { package: "size-probe-postgres", key: "postgres", what: "allframe-backend-postgres directly" },
+    Probe { package: "size-probe-cqrs-rocksdb", key: "cqrs-rocksdb", what: "facade, feature `cqrs-rocksdb`" },
+    Probe { package: "size-probe-rocksdb", key: "rocksdb", what: "allframe-backend-rocksdb directly" },
 ];
 
 struct Measured {
@@ -278,4 +284,42 @@ fn chart(measured: &[Measured]) -> String {
 
 fn write(path: &PathBuf, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cargo_bloat_sizes() {
+        assert_eq!(parse_size("512B"), Some(512));
+        assert_eq!(parse_size("1.5KiB"), Some(1536));
+        assert_eq!(parse_size("2.0MiB"), Some(2 * 1024 * 1024));
+        assert_eq!(parse_size("12%"), None);
+    }
+
+    #[test]
+    fn the_checked_in_budgets_parse_and_cover_every_probe() {
+        let budgets = read_budgets(&root().join("xtask/size-budgets.toml")).expect("budgets parse");
+        for probe in PROBES {
+            assert!(budgets.contains_key(&format!("growth.{}", probe.key)), "a budget for {}", probe.key);
+        }
+        assert_eq!(budgets.get("total.cqrs"), Some(&650_000));
+    }
+
+    #[test]
+    fn over_budget_names_the_probe_and_its_largest_crates() {
+        let probe = &PROBES[0];
+        let m = Measured {
+            probe,
+            bytes: 700_000,
+            growth: 200_000,
+            budget: Some(150_000),
+            total_budget: Some(650_000),
+            top_crates: vec![("serde_json".into(), 40_000)],
+        };
+        let over = over_budget(&m);
+        assert_eq!(over.len(), 2);
+        assert!(over[0].contains("cqrs: growth 200.0 KB over budget 150.0 KB") && over[0].contains("serde_json 40.0 KB"));
+    }
 }
