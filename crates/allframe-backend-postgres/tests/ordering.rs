@@ -110,3 +110,45 @@ async fn many_writers_over_several_pools_never_let_a_tailing_reader_skip() {
     }
     assert_eq!(first.head_position().await.unwrap(), total as u64);
 }
+
+/// The mechanism itself, step by step: while one append's transaction is open (here held
+/// open on purpose from another session, after it took its position), a second append waits
+/// instead of committing a higher position first; a reader sees neither until the first
+/// commits, then both, in order. With positions from a plain sequence the second append would
+/// commit position 2 while position 1 is invisible, and a reader checkpointing at 2 would
+/// never see 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_append_cannot_commit_before_an_earlier_position() {
+    use sqlx::Connection;
+    let Some(fixture) = common::fresh().await else { return };
+    let backend = Arc::new(fixture.inner().clone());
+    let mut session = sqlx::PgConnection::connect(&common::database_url()).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut session).await.unwrap();
+    let metadata = allframe_cqrs_core::Metadata::new();
+    let hex: String = metadata.encode().iter().map(|b| format!("{b:02x}")).collect();
+    let first: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM {}.append_events('held', -1, ARRAY['{}'::uuid], ARRAY['Held'], ARRAY['{{}}'], NULL, \
+         ARRAY['\\x{hex}'::bytea], ARRAY[now()], NULL)",
+        fixture.schema, metadata.event_id
+    )))
+    .fetch_one(&mut session)
+    .await
+    .unwrap();
+    assert_eq!(first, (1, 1, 1), "the held transaction took position 1");
+
+    let second = {
+        let backend = Arc::clone(&backend);
+        tokio::spawn(
+            async move { backend.append("later", ExpectedVersion::Any, vec![NewEvent::new("Later", "{}")]).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second append committed while an earlier position was in flight");
+    assert!(backend.read_all(0, 10).await.unwrap().is_empty(), "nothing is visible before position 1 commits");
+
+    sqlx::query("COMMIT").execute(&mut session).await.unwrap();
+    let second = second.await.unwrap().expect("second append");
+    assert_eq!(second.first_position, 2);
+    let positions: Vec<u64> = backend.read_all(0, 10).await.unwrap().iter().map(|e| e.position).collect();
+    assert_eq!(positions, vec![1, 2]);
+}
