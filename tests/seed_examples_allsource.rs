@@ -27,7 +27,8 @@ async fn production_one_line_change() -> TestResult {
     store.append("order-1", vec![OrderEvent::Placed { id: 1 }]).await?;
     drop(store);
     // Reopened, the event is still there: persistence, WAL, recovery.
-    let store = EventStore::with_backend(AllSourceBackend::production("./data")?);
+    let store: EventStore<OrderEvent, AllSourceBackend> =
+        EventStore::with_backend(AllSourceBackend::production("./data")?);
     assert_eq!(store.get_events("order-1").await?, vec![OrderEvent::Placed { id: 1 }]);
     Ok(())
 }
