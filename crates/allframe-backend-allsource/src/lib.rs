@@ -112,6 +112,7 @@
 
 mod format;
 mod io;
+mod segments;
 mod snapshots;
 mod state;
 mod wal;
@@ -165,6 +166,8 @@ pub struct AllSourceConfig {
     pub max_batch_bytes: usize,
     /// Input limits (stream id length, event size, events per append).
     pub limits: Limits,
+    /// Rewrite sealed log segments as Parquet files in the background (durable stores).
+    pub parquet_segments: bool,
     /// An I/O seam for tests: called before each file operation, may inject errors.
     pub io_hook: Option<Arc<dyn IoHook>>,
 }
@@ -177,6 +180,7 @@ impl Default for AllSourceConfig {
             segment_size: 64 * 1024 * 1024,
             max_batch_bytes: 8 * 1024 * 1024,
             limits: Limits::default(),
+            parquet_segments: true,
             io_hook: None,
         }
     }
@@ -196,6 +200,8 @@ pub(crate) struct Shared {
     pub signal: CommitSignal,
     pub segments: Segments,
     pub writer_stats: WriterStats,
+    pub parquet: segments::ParquetFiles,
+    pub conversion_error: std::sync::Mutex<Option<String>>,
 }
 
 /// The AllSource event store: in memory, or durable in a directory.
@@ -206,6 +212,7 @@ pub struct AllSourceBackend {
     fs: Fs,
     tx: Option<Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
+    converter: Option<(JoinHandle<()>, Arc<std::sync::atomic::AtomicBool>)>,
     snapshots: Option<SnapshotFile>,
     report: RecoveryReport,
     _lock: Option<File>,
@@ -222,7 +229,7 @@ enum Step {
 /// Where the bytes of one frame are, as found under the index lock.
 enum Source {
     Memory(Bytes),
-    Disk(Loc),
+    Disk(Loc, u64, u32),
 }
 
 impl AllSourceBackend {
@@ -243,26 +250,63 @@ impl AllSourceBackend {
         let writer_stats = WriterStats::default();
         let mut state = State::default();
         let Some(dir) = config.data_dir.clone() else {
-            let shared =
-                Arc::new(Shared { state: RwLock::new(state), signal: CommitSignal::new(0), segments, writer_stats });
+            let shared = Arc::new(Shared {
+                state: RwLock::new(state),
+                signal: CommitSignal::new(0),
+                segments,
+                writer_stats,
+                parquet: Default::default(),
+                conversion_error: Default::default(),
+            });
             return Ok(AllSourceBackend {
                 shared,
                 config,
                 fs,
                 tx: None,
                 writer: None,
+                converter: None,
                 snapshots: None,
                 report: RecoveryReport::default(),
                 _lock: None,
             });
         };
         let segment_size = config.segment_size.max(64 * 1024);
-        let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats, segment_size)?;
+        let parquet = segments::ParquetFiles::default();
+        let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats, segment_size, &parquet)?;
         let snapshots = SnapshotFile::open(&dir, &fs, &mut state)?;
         let head = state.committed;
-        let shared =
-            Arc::new(Shared { state: RwLock::new(state), signal: CommitSignal::new(head), segments, writer_stats });
+        let shared = Arc::new(Shared {
+            state: RwLock::new(state),
+            signal: CommitSignal::new(head),
+            segments,
+            writer_stats,
+            parquet,
+            conversion_error: Default::default(),
+        });
         let (tx, rx) = std::sync::mpsc::channel();
+        let mut converter = None;
+        let mut convert_tx = None;
+        if config.parquet_segments {
+            let (ctx, crx) = std::sync::mpsc::channel();
+            for &seq in &opened.sealed {
+                let _ = ctx.send(seq);
+            }
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let job = segments::Converter {
+                shared: shared.clone(),
+                dir: dir.clone(),
+                fs: fs.clone(),
+                rx: crx,
+                manifest: opened.manifest.clone(),
+                stop: stop.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name("allsource-parquet".into())
+                .spawn(move || job.run())
+                .map_err(|e| Error::io(BACKEND_NAME, Some(dir.clone()), e))?;
+            converter = Some((handle, stop));
+            convert_tx = Some(ctx);
+        }
         let writer = wal::Writer {
             shared: shared.clone(),
             rx,
@@ -273,6 +317,7 @@ impl AllSourceBackend {
             mode: config.sync,
             segment_size,
             max_batch_bytes: config.max_batch_bytes.max(1),
+            convert_tx,
         };
         let handle = std::thread::Builder::new()
             .name("allsource-writer".into())
@@ -291,6 +336,7 @@ impl AllSourceBackend {
             fs,
             tx: Some(tx),
             writer: Some(handle),
+            converter,
             snapshots: Some(snapshots),
             report: opened.report,
             _lock: Some(opened.lock),
@@ -346,65 +392,72 @@ impl AllSourceBackend {
             Some(loc) if loc.segment == MEMORY_SEGMENT => {
                 Ok(Source::Memory(state.mem_frames[loc.offset as usize].clone()))
             }
-            Some(loc) => Ok(Source::Disk(loc)),
+            Some(loc) => Ok(Source::Disk(loc, frame.first_position, frame.count)),
             None => Err(Self::closed("a committed frame has no location")),
         }
     }
 
-    /// Reads and decodes the frames, reading adjacent frames of a segment with one read.
+    /// Reads and decodes the frames: from memory, from the log (adjacent frames of a segment
+    /// with one read), or from the Parquet file that replaced a log segment.
     fn load(&self, sources: Vec<Source>) -> Result<Vec<Vec<RecordedEvent>>> {
         let dir = self.config.data_dir.as_deref().unwrap_or(Path::new(""));
-        let mut frames: Vec<(Bytes, Option<Loc>)> = Vec::with_capacity(sources.len());
+        let mut out = Vec::with_capacity(sources.len());
         let mut i = 0;
         while i < sources.len() {
             match &sources[i] {
                 Source::Memory(bytes) => {
-                    frames.push((bytes.clone(), None));
+                    out.push(decode(bytes, None, dir)?);
                     i += 1;
                 }
-                Source::Disk(first) => {
+                Source::Disk(first, first_position, count) => {
+                    let Some(file) = self.shared.segments.get(first.segment) else {
+                        let events = self.shared.parquet.read(first.segment, *first_position, *count as u64)?;
+                        out.push(events.ok_or_else(|| Error::Corruption {
+                            backend: BACKEND_NAME,
+                            file: dir.join(wal::segment_name(first.segment)),
+                            offset: first.offset,
+                            reason: "segment is neither in the log nor in a Parquet file".into(),
+                        })?);
+                        i += 1;
+                        continue;
+                    };
                     let mut end = i + 1;
                     let mut span = first.len as u64;
-                    while let Some(Source::Disk(next)) = sources.get(end) {
+                    while let Some(Source::Disk(next, _, _)) = sources.get(end) {
                         if next.segment != first.segment || next.offset != first.offset + span || span > 4 << 20 {
                             break;
                         }
                         span += next.len as u64;
                         end += 1;
                     }
-                    let bytes = wal::read_span(dir, &self.shared.segments, first.segment, first.offset, span as usize)?;
+                    let bytes = wal::read_span(dir, &file, first.segment, first.offset, span as usize)?;
                     for source in &sources[i..end] {
-                        if let Source::Disk(loc) = source {
+                        if let Source::Disk(loc, _, _) = source {
                             let start = (loc.offset - first.offset) as usize;
-                            frames.push((bytes.slice(start..start + loc.len as usize), Some(*loc)));
+                            out.push(decode(&bytes.slice(start..start + loc.len as usize), Some(*loc), dir)?);
                         }
                     }
                     i = end;
                 }
             }
         }
-        frames
-            .into_iter()
-            .map(|(bytes, loc)| {
-                let bad = |reason: &str| match loc {
-                    Some(loc) => Error::Corruption {
-                        backend: BACKEND_NAME,
-                        file: dir.join(wal::segment_name(loc.segment)),
-                        offset: loc.offset,
-                        reason: reason.to_string(),
-                    },
-                    None => Error::Corruption {
-                        backend: BACKEND_NAME,
-                        file: PathBuf::from("(memory)"),
-                        offset: 0,
-                        reason: reason.to_string(),
-                    },
-                };
-                let FrameRead::Frame(header) = format::read_frame(&bytes) else { return Err(bad("bad frame")) };
-                format::decode_append(&header, &bytes.slice(FRAME_HEADER_LEN..header.frame_len())).map_err(bad)
-            })
-            .collect()
+        Ok(out)
     }
+}
+
+/// Decodes one frame's events.
+fn decode(bytes: &Bytes, loc: Option<Loc>, dir: &Path) -> Result<Vec<RecordedEvent>> {
+    let bad = |reason: &str| Error::Corruption {
+        backend: BACKEND_NAME,
+        file: match loc {
+            Some(loc) => dir.join(wal::segment_name(loc.segment)),
+            None => PathBuf::from("(memory)"),
+        },
+        offset: loc.map_or(0, |l| l.offset),
+        reason: reason.to_string(),
+    };
+    let FrameRead::Frame(header) = format::read_frame(bytes) else { return Err(bad("bad frame")) };
+    format::decode_append(&header, &bytes.slice(FRAME_HEADER_LEN..header.frame_len())).map_err(bad)
 }
 
 impl Drop for AllSourceBackend {
@@ -414,6 +467,12 @@ impl Drop for AllSourceBackend {
         drop(self.tx.take());
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        // The converter finishes the segment it is on (if any) and stops; the rest is
+        // converted after the next open.
+        if let Some((converter, stop)) = self.converter.take() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = converter.join();
         }
     }
 }
@@ -628,9 +687,15 @@ impl EventStoreBackend for AllSourceBackend {
                 d.insert("group_commits".into(), w.batches.load(Relaxed).to_string());
                 d.insert("frames_written".into(), w.frames.load(Relaxed).to_string());
                 d.insert("fsyncs".into(), w.syncs.load(Relaxed).to_string());
+                d.insert("parquet_files".into(), self.shared.parquet.len().to_string());
+                d.insert("parquet_conversions".into(), w.conversions.load(Relaxed).to_string());
+                if let Some(e) = &*self.shared.conversion_error.lock().unwrap_or_else(PoisonError::into_inner) {
+                    d.insert("parquet_conversion_error".into(), e.clone());
+                }
                 let r = &self.report;
                 d.insert("recovery_frames".into(), r.frames.to_string());
                 d.insert("recovery_bytes".into(), r.bytes.to_string());
+                d.insert("recovery_parquet_rows".into(), r.parquet_rows.to_string());
                 d.insert("recovery_millis".into(), r.duration.as_millis().to_string());
                 d.insert("recovery_torn_tail".into(), r.torn_tail.is_some().to_string());
                 if let Some((file, offset, bytes)) = &r.torn_tail {

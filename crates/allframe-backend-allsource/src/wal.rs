@@ -10,11 +10,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use allframe_cqrs_core::{Bytes, Error, Result};
+use allframe_cqrs_core::{Bytes, Error, EventId, Result};
 use tokio::sync::oneshot;
 
 use crate::format::{self, FLAG_LAST_IN_BATCH, FRAME_HEADER_LEN, FrameHeader, FrameRead, SEGMENT_HEADER_LEN};
 use crate::io::Fs;
+use crate::segments::{self, MANIFEST_FILE, ManifestEntry, ParquetFiles, ParquetSegment};
 use crate::state::{Loc, State};
 use crate::{BACKEND_NAME, Shared, SyncMode};
 
@@ -53,6 +54,8 @@ pub(crate) struct RecoveryReport {
     pub segments: u32,
     pub frames: u64,
     pub bytes: u64,
+    /// Events read back from Parquet segments.
+    pub parquet_rows: u64,
     /// `(file, offset, bytes removed)` of a repaired torn tail.
     pub torn_tail: Option<(PathBuf, u64, u64)>,
     pub duration: Duration,
@@ -66,6 +69,7 @@ pub(crate) struct WriterStats {
     pub frames: AtomicU64,
     pub wal_bytes: AtomicU64,
     pub segments: AtomicU64,
+    pub conversions: AtomicU64,
 }
 
 /// The open segment files, for reads.
@@ -82,12 +86,15 @@ impl Segments {
     pub fn get(&self, seq: u32) -> Option<Arc<File>> {
         self.files.read().unwrap_or_else(PoisonError::into_inner).get(&seq).cloned()
     }
+
+    pub fn remove(&self, seq: u32) {
+        self.files.write().unwrap_or_else(PoisonError::into_inner).remove(&seq);
+    }
 }
 
-/// Reads `len` bytes at `offset` of segment `seq` and checks the frames in them.
-pub(crate) fn read_span(dir: &Path, segments: &Segments, seq: u32, offset: u64, len: usize) -> Result<Bytes> {
+/// Reads `len` bytes at `offset` of segment `seq` (open as `file`) and checks the frames in them.
+pub(crate) fn read_span(dir: &Path, file: &File, seq: u32, offset: u64, len: usize) -> Result<Bytes> {
     let path = dir.join(segment_name(seq));
-    let file = segments.get(seq).ok_or_else(|| corruption(&path, offset, "segment file is not open"))?;
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, offset).map_err(|e| io_err(&path, e))?;
     // Verify every frame of the span again: the disk may have changed under us.
@@ -109,6 +116,10 @@ pub(crate) struct Opened {
     pub active: ActiveSegment,
     pub next_batch: u64,
     pub report: RecoveryReport,
+    /// The manifest's entries (live Parquet segments).
+    pub manifest: Vec<ManifestEntry>,
+    /// Sealed log segments not yet rewritten as Parquet.
+    pub sealed: Vec<u32>,
 }
 
 /// The segment the writer appends to.
@@ -131,6 +142,7 @@ pub(crate) fn open(
     segments: &Segments,
     stats: &WriterStats,
     segment_size: u64,
+    parquet: &ParquetFiles,
 ) -> Result<Opened> {
     let started = Instant::now();
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
@@ -177,25 +189,52 @@ pub(crate) fn open(
     if !ours {
         fs.write_file_atomic(dir, MARKER_FILE, MARKER_CONTENTS).map_err(|e| io_err(&dir.join(MARKER_FILE), e))?;
     }
-    let mut seqs = Vec::new();
-    for name in &names {
-        if name.ends_with(".tmp") {
-            let path = dir.join(name);
-            std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
-        } else if let Some(seq) = parse_segment_name(name) {
-            seqs.push(seq);
-        } else if name != MARKER_FILE && name != LOCK_FILE && name != SNAPSHOT_FILE {
-            tracing::warn!(file = %dir.join(name).display(), "allsource: ignoring an unknown file in the store");
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let manifest = segments::read_manifest(&manifest_path)?;
+    for (i, entry) in manifest.iter().enumerate() {
+        if entry.seq != i as u32 + 1 {
+            return Err(corruption(&manifest_path, 16 + 32 * i as u64, "manifest segments are not contiguous from 1"));
         }
     }
+    let converted = manifest.len() as u32;
+    let mut seqs = Vec::new();
+    for name in &names {
+        let path = dir.join(name);
+        if name.ends_with(".tmp") {
+            std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+        } else if let Some(seq) = parse_segment_name(name) {
+            if seq <= converted {
+                // Rewritten as Parquet and listed in the manifest; the crash came before its removal.
+                tracing::info!(file = %path.display(), "allsource: removing a log segment already in Parquet");
+                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            } else {
+                seqs.push(seq);
+            }
+        } else if let Some(seq) = segments::parse_parquet_name(name) {
+            if seq > converted {
+                // Written but never listed: the crash came before the manifest; it is redone.
+                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+        } else if name != MARKER_FILE && name != LOCK_FILE && name != SNAPSHOT_FILE && name != MANIFEST_FILE {
+            tracing::warn!(file = %path.display(), "allsource: ignoring an unknown file in the store");
+        }
+    }
+    fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
     seqs.sort_unstable();
     for (i, &seq) in seqs.iter().enumerate() {
-        if seq != i as u32 + 1 {
-            let missing = dir.join(segment_name(i as u32 + 1));
+        if seq != converted + i as u32 + 1 {
+            let missing = dir.join(segment_name(converted + i as u32 + 1));
             return Err(corruption(&missing, 0, "log segment is missing"));
         }
     }
-    let mut report = RecoveryReport::default();
+    let mut parquet_rows = 0;
+    for entry in &manifest {
+        let segment = ParquetSegment::open(dir, *entry)?;
+        parquet_rows += entry.rows;
+        replay_parquet(state, &segment)?;
+        parquet.insert(segment);
+    }
+    let mut report = RecoveryReport { parquet_rows, ..RecoveryReport::default() };
     let mut next_batch = 1;
     let mut last_flags = FLAG_LAST_IN_BATCH;
     let mut active = None;
@@ -253,14 +292,53 @@ pub(crate) fn open(
     }
     let active = match active {
         Some(active) => active,
-        None => create_segment(dir, fs, 1, segments, segment_size)?,
+        None => create_segment(dir, fs, converted + 1, segments, segment_size)?,
     };
+    let sealed = seqs.iter().copied().filter(|&seq| seq != active.seq).collect();
     report.segments = seqs.len() as u32;
     report.duration = started.elapsed();
     stats.wal_bytes.store(report.bytes, Ordering::Relaxed);
     stats.segments.store(seqs.len().max(1) as u64, Ordering::Relaxed);
     state.committed = state.assigned;
-    Ok(Opened { lock, active, next_batch, report })
+    Ok(Opened { lock, active, next_batch, report, manifest, sealed })
+}
+
+/// Replays the rows of a Parquet segment into the index (runs of one stream become one entry).
+fn replay_parquet(state: &mut State, segment: &ParquetSegment) -> Result<()> {
+    let rows = segments::index_rows(segment)?;
+    let seq = segment.entry.seq;
+    let loc = Loc { segment: seq, offset: 0, len: 0 };
+    let mut i = 0;
+    while i < rows.len() {
+        let (stream, version, position, _) = &rows[i];
+        if *position != state.assigned + 1 {
+            return Err(corruption(
+                &segment.path,
+                i as u64,
+                format!("row has position {position}, expected {}", state.assigned + 1),
+            ));
+        }
+        let current = state.assigned_version(stream);
+        if *version != current + 1 {
+            return Err(corruption(
+                &segment.path,
+                i as u64,
+                format!("stream `{stream}` continues at version {version}, expected {}", current + 1),
+            ));
+        }
+        let mut end = i + 1;
+        while end < rows.len()
+            && rows[end].0 == *stream
+            && rows[end].1 == version + (end - i) as u64
+            && rows[end].2 == position + (end - i) as u64
+        {
+            end += 1;
+        }
+        let ids: Vec<EventId> = rows[i..end].iter().map(|r| r.3).collect();
+        state.register(stream, *position, *version, &ids, Some(loc));
+        i = end;
+    }
+    Ok(())
 }
 
 /// Replays one frame into the index, checking positions and versions are contiguous.
@@ -350,6 +428,8 @@ pub(crate) struct Writer {
     pub mode: SyncMode,
     pub segment_size: u64,
     pub max_batch_bytes: usize,
+    /// Where sealed segments go to be rewritten as Parquet.
+    pub convert_tx: Option<std::sync::mpsc::Sender<u32>>,
 }
 
 impl Writer {
@@ -485,7 +565,10 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         self.sync()?;
         let next = create_segment(&self.dir, &self.fs, self.active.seq + 1, &self.shared.segments, self.segment_size)?;
-        self.active = next;
+        let sealed = std::mem::replace(&mut self.active, next);
+        if let Some(tx) = &self.convert_tx {
+            let _ = tx.send(sealed.seq);
+        }
         self.shared.writer_stats.segments.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -108,6 +108,7 @@ fn crash_recovery_keeps_every_acknowledged_append() {
     let mut acks: Vec<Ack> = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut torn_rounds = 0;
+    let mut parquet_files = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
@@ -146,6 +147,7 @@ fn crash_recovery_keeps_every_acknowledged_append() {
         rt.block_on(async {
             let store = AllSourceBackend::with_config(config(dir.path())).unwrap();
             let stats = store.stats().await.unwrap();
+            parquet_files = stats.details["parquet_files"].parse::<u64>().unwrap();
             if stats.details["recovery_torn_tail"] == "true" {
                 torn_rounds += 1;
             }
@@ -184,8 +186,9 @@ fn crash_recovery_keeps_every_acknowledged_append() {
         });
     }
     eprintln!(
-        "crash test: {ROUNDS} rounds, {} acknowledged appends checked, {torn_rounds} torn tails repaired",
+        "crash test: {ROUNDS} rounds, {} acknowledged appends checked, {torn_rounds} torn tails repaired, {parquet_files} Parquet segments",
         acks.len()
     );
+    assert!(parquet_files > 0, "segments were rewritten as Parquet while the child was being killed");
     assert!(acks.len() > ROUNDS, "the child made progress");
 }

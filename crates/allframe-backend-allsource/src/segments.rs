@@ -1,0 +1,448 @@
+//! Parquet segments: sealed log segments rewritten as Parquet files through the low-level
+//! column writers (no Arrow), the manifest that lists them, and reads back.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use allframe_cqrs_core::{Bytes, Error, EventId, Metadata, RecordedEvent, Result, StreamId};
+use parquet::basic::Compression;
+use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::FileReader;
+use parquet::file::serialized_reader::SerializedFileReader;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+
+use crate::BACKEND_NAME;
+use crate::format;
+use crate::io::Fs;
+use crate::wal::io_err;
+
+/// Rows per row group: small enough that reading one event decodes little.
+pub(crate) const ROW_GROUP_ROWS: usize = 1024;
+/// The manifest file.
+pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
+const MANIFEST_MAGIC: &[u8; 8] = b"AFSRCMAN";
+const MANIFEST_ENTRY_LEN: usize = 32;
+
+/// The Parquet schema of a segment file.
+pub(crate) const SCHEMA: &str = "message allsource_event {
+  required int64 position;
+  required binary stream (UTF8);
+  required int64 version;
+  required binary event_type (UTF8);
+  required binary payload;
+  required binary metadata;
+  required int64 timestamp (TIMESTAMP(MICROS,true));
+}";
+
+/// The name of the Parquet file of segment `seq`.
+pub(crate) fn parquet_name(seq: u32) -> String {
+    format!("seg-{seq:010}.parquet")
+}
+
+/// Parses `seg-NNNNNNNNNN.parquet`.
+pub(crate) fn parse_parquet_name(name: &str) -> Option<u32> {
+    name.strip_prefix("seg-")?.strip_suffix(".parquet")?.parse().ok()
+}
+
+fn corruption(file: &Path, offset: u64, reason: impl Into<String>) -> Error {
+    Error::Corruption { backend: BACKEND_NAME, file: file.to_path_buf(), offset, reason: reason.into() }
+}
+
+fn parquet_err(file: &Path, e: parquet::errors::ParquetError) -> Error {
+    match e {
+        parquet::errors::ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
+            Ok(io) => io_err(file, *io),
+            Err(other) => corruption(file, 0, other.to_string()),
+        },
+        other => corruption(file, 0, other.to_string()),
+    }
+}
+
+/// One live Parquet file as the manifest records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ManifestEntry {
+    pub seq: u32,
+    pub first_position: u64,
+    pub rows: u64,
+    pub file_len: u64,
+    pub file_crc: u32,
+}
+
+/// Encodes the manifest: magic, u32 version, u32 count, entries, CRC32 of all before it.
+pub(crate) fn encode_manifest(entries: &[ManifestEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + entries.len() * MANIFEST_ENTRY_LEN + 4);
+    out.extend_from_slice(MANIFEST_MAGIC);
+    out.extend_from_slice(&(format::FORMAT_VERSION as u32).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.seq.to_le_bytes());
+        out.extend_from_slice(&e.first_position.to_le_bytes());
+        out.extend_from_slice(&e.rows.to_le_bytes());
+        out.extend_from_slice(&e.file_len.to_le_bytes());
+        out.extend_from_slice(&e.file_crc.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads the manifest; a damaged one is `Error::Corruption`.
+pub(crate) fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    if bytes.len() < 20 || &bytes[0..8] != MANIFEST_MAGIC {
+        return Err(corruption(path, 0, "manifest is cut short or has a bad magic"));
+    }
+    let body = bytes.len() - 4;
+    if crc32fast::hash(&bytes[..body]) != format::u32_at(&bytes, body) {
+        return Err(corruption(path, body as u64, "manifest checksum mismatch"));
+    }
+    if format::u32_at(&bytes, 8) != format::FORMAT_VERSION as u32 {
+        return Err(corruption(path, 8, "unsupported manifest version"));
+    }
+    let count = format::u32_at(&bytes, 12) as usize;
+    if 16 + count * MANIFEST_ENTRY_LEN != body {
+        return Err(corruption(path, 12, "manifest entry count does not match its length"));
+    }
+    Ok((0..count)
+        .map(|i| {
+            let at = 16 + i * MANIFEST_ENTRY_LEN;
+            ManifestEntry {
+                seq: format::u32_at(&bytes, at),
+                first_position: format::u64_at(&bytes, at + 4),
+                rows: format::u64_at(&bytes, at + 12),
+                file_len: format::u64_at(&bytes, at + 20),
+                file_crc: format::u32_at(&bytes, at + 28),
+            }
+        })
+        .collect())
+}
+
+/// Writes `events` (one sealed segment, in position order) as a Parquet file at `path`:
+/// temporary file, fsync, rename, directory fsync. Returns its manifest entry.
+pub(crate) fn write_parquet(dir: &Path, fs: &Fs, seq: u32, events: &[RecordedEvent]) -> Result<ManifestEntry> {
+    let path = dir.join(parquet_name(seq));
+    let tmp = dir.join(format!("{}.tmp", parquet_name(seq)));
+    let _ = std::fs::remove_file(&tmp);
+    let file = fs.create_new(&tmp).map_err(|e| io_err(&tmp, e))?;
+    let schema = Arc::new(parse_message_type(SCHEMA).map_err(|e| parquet_err(&tmp, e))?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_created_by(format!("allframe-allsource {}", env!("CARGO_PKG_VERSION")))
+            .build(),
+    );
+    // The seam sees the write before any byte goes out (a full disk fails here in tests).
+    fs.write_at(&file, &tmp, &[], 0).map_err(|e| io_err(&tmp, e))?;
+    let mut writer = SerializedFileWriter::new(&file, schema, props).map_err(|e| parquet_err(&tmp, e))?;
+    for chunk in events.chunks(ROW_GROUP_ROWS) {
+        let mut group = writer.next_row_group().map_err(|e| parquet_err(&tmp, e))?;
+        let mut column = 0;
+        while let Some(mut col) = group.next_column().map_err(|e| parquet_err(&tmp, e))? {
+            let ints = |f: &dyn Fn(&RecordedEvent) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
+            let bytes = |f: &dyn Fn(&RecordedEvent) -> ByteArray| chunk.iter().map(f).collect::<Vec<ByteArray>>();
+            let written = match column {
+                0 => col.typed::<Int64Type>().write_batch(&ints(&|e| e.position as i64), None, None),
+                1 => col.typed::<ByteArrayType>().write_batch(
+                    &bytes(&|e| ByteArray::from(e.stream_id.as_str().as_bytes().to_vec())),
+                    None,
+                    None,
+                ),
+                2 => col.typed::<Int64Type>().write_batch(&ints(&|e| e.version as i64), None, None),
+                3 => col.typed::<ByteArrayType>().write_batch(
+                    &bytes(&|e| ByteArray::from(e.event_type.as_bytes().to_vec())),
+                    None,
+                    None,
+                ),
+                4 => col.typed::<ByteArrayType>().write_batch(
+                    &bytes(&|e| ByteArray::from(e.payload.clone())),
+                    None,
+                    None,
+                ),
+                5 => col.typed::<ByteArrayType>().write_batch(
+                    &bytes(&|e| ByteArray::from(e.metadata.encode())),
+                    None,
+                    None,
+                ),
+                _ => col.typed::<Int64Type>().write_batch(&ints(&|e| e.metadata.timestamp.as_micros()), None, None),
+            };
+            written.map_err(|e| parquet_err(&tmp, e))?;
+            col.close().map_err(|e| parquet_err(&tmp, e))?;
+            column += 1;
+        }
+        group.close().map_err(|e| parquet_err(&tmp, e))?;
+    }
+    writer.close().map_err(|e| parquet_err(&tmp, e))?;
+    fs.sync_data(&file, &tmp).map_err(|e| io_err(&tmp, e))?;
+    drop(file);
+    let contents = std::fs::read(&tmp).map_err(|e| io_err(&tmp, e))?;
+    fs.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
+    Ok(ManifestEntry {
+        seq,
+        first_position: events.first().map_or(0, |e| e.position),
+        rows: events.len() as u64,
+        file_len: contents.len() as u64,
+        file_crc: crc32fast::hash(&contents),
+    })
+}
+
+/// An open Parquet segment.
+pub(crate) struct ParquetSegment {
+    pub path: PathBuf,
+    pub entry: ManifestEntry,
+    reader: SerializedFileReader<File>,
+    /// First position of each row group (from the position column's statistics).
+    group_starts: Vec<u64>,
+}
+
+impl std::fmt::Debug for ParquetSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSegment").field("path", &self.path).field("entry", &self.entry).finish()
+    }
+}
+
+impl ParquetSegment {
+    /// Opens a listed file, checking its length and CRC against the manifest.
+    pub fn open(dir: &Path, entry: ManifestEntry) -> Result<ParquetSegment> {
+        let path = dir.join(parquet_name(entry.seq));
+        let contents = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => corruption(&path, 0, "Parquet segment listed in the manifest is missing"),
+            _ => io_err(&path, e),
+        })?;
+        if contents.len() as u64 != entry.file_len || crc32fast::hash(&contents) != entry.file_crc {
+            return Err(corruption(&path, 0, "Parquet segment does not match the length and CRC in the manifest"));
+        }
+        let file = File::open(&path).map_err(|e| io_err(&path, e))?;
+        let reader = SerializedFileReader::new(file).map_err(|e| parquet_err(&path, e))?;
+        let mut group_starts = Vec::with_capacity(reader.num_row_groups());
+        let mut next = entry.first_position;
+        for group in reader.metadata().row_groups() {
+            let min = match group.column(0).statistics() {
+                Some(parquet::file::statistics::Statistics::Int64(s)) => s.min_opt().map(|&m| m as u64),
+                _ => None,
+            };
+            if min.is_some_and(|m| m != next) {
+                return Err(corruption(&path, 0, "row group statistics do not match the positions"));
+            }
+            group_starts.push(next);
+            next += group.num_rows() as u64;
+        }
+        if next - entry.first_position != entry.rows {
+            return Err(corruption(&path, 0, "row count does not match the manifest"));
+        }
+        Ok(ParquetSegment { path, entry, reader, group_starts })
+    }
+
+    /// Reads row group `index` (all columns, or all but the payload).
+    pub fn read_group(&self, index: usize, with_payload: bool) -> Result<Vec<RecordedEvent>> {
+        let path = &self.path;
+        let group = self.reader.get_row_group(index).map_err(|e| parquet_err(path, e))?;
+        let rows = group.metadata().num_rows() as usize;
+        let ints = |column: usize| -> Result<Vec<i64>> {
+            let reader = group.get_column_reader(column).map_err(|e| parquet_err(path, e))?;
+            let mut reader = parquet::column::reader::get_typed_column_reader::<Int64Type>(reader);
+            let mut values = Vec::with_capacity(rows);
+            while values.len() < rows {
+                let (records, _, _) = reader
+                    .read_records(rows - values.len(), None, None, &mut values)
+                    .map_err(|e| parquet_err(path, e))?;
+                if records == 0 {
+                    return Err(corruption(path, 0, "column ends early"));
+                }
+            }
+            Ok(values)
+        };
+        let blobs = |column: usize| -> Result<Vec<ByteArray>> {
+            let reader = group.get_column_reader(column).map_err(|e| parquet_err(path, e))?;
+            let mut reader = parquet::column::reader::get_typed_column_reader::<ByteArrayType>(reader);
+            let mut values = Vec::with_capacity(rows);
+            while values.len() < rows {
+                let (records, _, _) = reader
+                    .read_records(rows - values.len(), None, None, &mut values)
+                    .map_err(|e| parquet_err(path, e))?;
+                if records == 0 {
+                    return Err(corruption(path, 0, "column ends early"));
+                }
+            }
+            Ok(values)
+        };
+        let positions = ints(0)?;
+        let streams = blobs(1)?;
+        let versions = ints(2)?;
+        let types = blobs(3)?;
+        let payloads = if with_payload { blobs(4)? } else { vec![ByteArray::from(Vec::<u8>::new()); rows] };
+        let metadata = blobs(5)?;
+        let mut out = Vec::with_capacity(rows);
+        let mut last_stream: Option<StreamId> = None;
+        for i in 0..rows {
+            let stream =
+                std::str::from_utf8(streams[i].data()).map_err(|_| corruption(path, 0, "stream id is not UTF-8"))?;
+            let stream_id = match &last_stream {
+                Some(s) if s.as_str() == stream => s.clone(),
+                _ => StreamId::from(stream),
+            };
+            last_stream = Some(stream_id.clone());
+            let event_type =
+                std::str::from_utf8(types[i].data()).map_err(|_| corruption(path, 0, "event type is not UTF-8"))?;
+            let meta = Metadata::decode(metadata[i].data()).map_err(|e| corruption(path, 0, e.to_string()))?;
+            out.push(RecordedEvent {
+                stream_id,
+                version: versions[i] as u64,
+                position: positions[i] as u64,
+                event_type: event_type.to_string().into(),
+                payload: Bytes::copy_from_slice(payloads[i].data()),
+                metadata: meta,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The row groups holding positions `first..first + count`.
+    pub fn groups_for(&self, first: u64, count: u64) -> std::ops::Range<usize> {
+        let start = self.group_starts.partition_point(|&s| s <= first).saturating_sub(1);
+        let end = self.group_starts.partition_point(|&s| s < first + count);
+        start..end.max(start + 1).min(self.group_starts.len())
+    }
+
+    /// Number of row groups.
+    pub fn groups(&self) -> usize {
+        self.group_starts.len()
+    }
+}
+
+/// The live Parquet segments plus a small cache of decoded row groups.
+#[derive(Debug, Default)]
+pub(crate) struct ParquetFiles {
+    files: RwLock<HashMap<u32, Arc<ParquetSegment>>>,
+    cache: Mutex<VecDeque<((u32, usize), Arc<Vec<RecordedEvent>>)>>,
+}
+
+const CACHE_GROUPS: usize = 16;
+
+impl ParquetFiles {
+    pub fn insert(&self, segment: ParquetSegment) {
+        let seq = segment.entry.seq;
+        self.files.write().unwrap_or_else(PoisonError::into_inner).insert(seq, Arc::new(segment));
+    }
+
+    pub fn get(&self, seq: u32) -> Option<Arc<ParquetSegment>> {
+        self.files.read().unwrap_or_else(PoisonError::into_inner).get(&seq).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Events at positions `first..first + count` of segment `seq`.
+    pub fn read(&self, seq: u32, first: u64, count: u64) -> Result<Option<Vec<RecordedEvent>>> {
+        let Some(segment) = self.get(seq) else { return Ok(None) };
+        let mut out = Vec::with_capacity(count as usize);
+        for group in segment.groups_for(first, count) {
+            let rows = self.group(&segment, group)?;
+            out.extend(rows.iter().filter(|e| e.position >= first && e.position < first + count).cloned());
+        }
+        if out.len() as u64 != count {
+            return Err(corruption(&segment.path, 0, format!("positions {first}.. are not all in this segment")));
+        }
+        Ok(Some(out))
+    }
+
+    fn group(&self, segment: &ParquetSegment, group: usize) -> Result<Arc<Vec<RecordedEvent>>> {
+        let key = (segment.entry.seq, group);
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, rows)) = cache.iter().find(|(k, _)| *k == key) {
+                return Ok(rows.clone());
+            }
+        }
+        let rows = Arc::new(segment.read_group(group, true)?);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_GROUPS {
+            cache.pop_back();
+        }
+        cache.push_front((key, rows.clone()));
+        Ok(rows)
+    }
+}
+
+/// Rows of a segment used to rebuild the index: stream, version, position, event id.
+pub(crate) fn index_rows(segment: &ParquetSegment) -> Result<Vec<(StreamId, u64, u64, EventId)>> {
+    let mut out = Vec::with_capacity(segment.entry.rows as usize);
+    for group in 0..segment.groups() {
+        for e in segment.read_group(group, false)? {
+            out.push((e.stream_id, e.version, e.position, e.metadata.event_id));
+        }
+    }
+    Ok(out)
+}
+
+/// The background thread that rewrites sealed log segments as Parquet.
+pub(crate) struct Converter {
+    pub shared: Arc<crate::Shared>,
+    pub dir: PathBuf,
+    pub fs: Fs,
+    pub rx: std::sync::mpsc::Receiver<u32>,
+    pub manifest: Vec<ManifestEntry>,
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Converter {
+    /// Converts segments as they are sealed, until the writer is gone or `stop` is set.
+    pub fn run(mut self) {
+        use std::sync::atomic::Ordering;
+        while let Ok(seq) = self.rx.recv() {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Err(error) = self.convert(seq) {
+                tracing::error!(%error, segment = seq, "allsource: Parquet conversion failed; the log segment is kept");
+                *self.shared.conversion_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+                break;
+            }
+            self.shared.writer_stats.conversions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Parquet file, then manifest, both durable; only then the log segment is removed.
+    fn convert(&mut self, seq: u32) -> Result<()> {
+        let wal_path = self.dir.join(crate::wal::segment_name(seq));
+        let buf = std::fs::read(&wal_path).map_err(|e| io_err(&wal_path, e))?;
+        let mut events = Vec::new();
+        let mut at = format::SEGMENT_HEADER_LEN;
+        loop {
+            match format::read_frame(&buf[at..]) {
+                format::FrameRead::End => break,
+                format::FrameRead::Bad(reason) => return Err(corruption(&wal_path, at as u64, reason)),
+                format::FrameRead::Frame(h) => {
+                    let payload = Bytes::copy_from_slice(&buf[at + format::FRAME_HEADER_LEN..at + h.frame_len()]);
+                    events
+                        .extend(format::decode_append(&h, &payload).map_err(|r| corruption(&wal_path, at as u64, r))?);
+                    at += h.frame_len();
+                }
+            }
+        }
+        let entry = write_parquet(&self.dir, &self.fs, seq, &events)?;
+        self.manifest.push(entry);
+        if let Err(e) = self.fs.write_file_atomic(&self.dir, MANIFEST_FILE, &encode_manifest(&self.manifest)) {
+            self.manifest.pop();
+            return Err(io_err(&self.dir.join(MANIFEST_FILE), e));
+        }
+        let segment = ParquetSegment::open(&self.dir, entry)?;
+        self.shared.parquet.insert(segment);
+        self.shared.segments.remove(seq);
+        std::fs::remove_file(&wal_path).map_err(|e| io_err(&wal_path, e))?;
+        self.fs.sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        tracing::debug!(segment = seq, rows = entry.rows, "allsource: log segment rewritten as Parquet");
+        Ok(())
+    }
+}
