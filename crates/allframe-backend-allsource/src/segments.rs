@@ -320,11 +320,14 @@ impl ParquetSegment {
     }
 }
 
+/// A decoded row group: (segment, row group) and its events.
+type CachedGroup = ((u32, usize), Arc<Vec<RecordedEvent>>);
+
 /// The live Parquet segments plus a small cache of decoded row groups.
 #[derive(Debug, Default)]
 pub(crate) struct ParquetFiles {
     files: RwLock<HashMap<u32, Arc<ParquetSegment>>>,
-    cache: Mutex<VecDeque<((u32, usize), Arc<Vec<RecordedEvent>>)>>,
+    cache: Mutex<VecDeque<CachedGroup>>,
 }
 
 const CACHE_GROUPS: usize = 16;

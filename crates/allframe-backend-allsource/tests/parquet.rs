@@ -1,0 +1,123 @@
+//! Parquet segments: sealed log segments become plain Parquet files that any Parquet reader
+//! can open; damage to a Parquet file or the manifest is a typed error; leftovers of a crash
+//! in the middle of a conversion are cleaned up.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig};
+use allframe_cqrs_core::{Error, EventStoreBackend, ExpectedVersion, NewEvent, RecordedEvent};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+
+const FIRST: &str = "seg-0000000001.parquet";
+
+fn config(dir: &Path) -> AllSourceConfig {
+    AllSourceConfig { segment_size: 64 * 1024, ..AllSourceConfig::durable(dir) }
+}
+
+fn open(dir: &Path) -> Result<(Vec<RecordedEvent>, allframe_cqrs_core::BackendStats), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = AllSourceBackend::with_config(config(dir))?;
+        Ok((store.get_all_events().await?, store.stats().await?))
+    })
+}
+
+/// A closed store whose first segments have been rewritten as Parquet.
+fn build() -> (tempfile::TempDir, Vec<RecordedEvent>) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let events = rt.block_on(async {
+        let store = AllSourceBackend::with_config(config(dir.path())).unwrap();
+        for n in 0..800u64 {
+            let event = NewEvent::new("Parked", format!("{{\"n\":{n},\"pad\":\"{}\"}}", "z".repeat(100)))
+                .with_metadata(allframe_cqrs_core::Metadata::new().with_header("k", n.to_string()));
+            store.append(&format!("car-{}", n % 5), ExpectedVersion::Any, vec![event]).await.unwrap();
+        }
+        let started = Instant::now();
+        while store.stats().await.unwrap().details["parquet_files"].parse::<u64>().unwrap() < 2 {
+            assert!(started.elapsed() < Duration::from_secs(60), "segments were not converted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.get_all_events().await.unwrap()
+    });
+    assert!(dir.path().join(FIRST).exists());
+    assert!(!dir.path().join("wal-0000000001.log").exists(), "the converted log segment is removed");
+    (dir, events)
+}
+
+#[test]
+fn parquet_segments_are_plain_parquet_with_the_documented_columns() {
+    let (dir, events) = build();
+    let reader = SerializedFileReader::new(std::fs::File::open(dir.path().join(FIRST)).unwrap()).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let names: Vec<_> = schema.columns().iter().map(|c| c.name().to_string()).collect();
+    assert_eq!(names, ["position", "stream", "version", "event_type", "payload", "metadata", "timestamp"]);
+    let mut rows = 0;
+    for row in reader.get_row_iter(None).unwrap() {
+        let row = row.unwrap();
+        let fields: Vec<_> = row.get_column_iter().map(|(_, f)| f.clone()).collect();
+        let expected = &events[rows];
+        assert_eq!(fields[0], Field::Long(expected.position as i64));
+        assert_eq!(fields[1], Field::Str(expected.stream_id.to_string()));
+        assert_eq!(fields[2], Field::Long(expected.version as i64));
+        assert_eq!(fields[3], Field::Str(expected.event_type.to_string()));
+        match &fields[4] {
+            Field::Bytes(b) => assert_eq!(b.data(), &expected.payload[..]),
+            other => panic!("payload column: {other:?}"),
+        }
+        match &fields[5] {
+            Field::Bytes(b) => assert_eq!(allframe_cqrs_core::Metadata::decode(b.data()).unwrap(), expected.metadata),
+            other => panic!("metadata column: {other:?}"),
+        }
+        assert!(matches!(fields[6], Field::TimestampMicros(t) if t == expected.metadata.timestamp.as_micros()));
+        rows += 1;
+    }
+    assert!(rows > 100);
+    // Reopened, old events are read back from Parquet, unchanged.
+    let (read, stats) = open(dir.path()).unwrap();
+    assert_eq!(read, events);
+    assert!(stats.details["recovery_parquet_rows"].parse::<u64>().unwrap() >= rows as u64);
+}
+
+#[test]
+fn a_damaged_parquet_file_or_manifest_is_reported_and_nothing_is_lost() {
+    let (dir, events) = build();
+    for name in [FIRST, "MANIFEST"] {
+        let path = dir.path().join(name);
+        let original = std::fs::read(&path).unwrap();
+        for at in [0, original.len() / 3, original.len() / 2, original.len() - 5] {
+            let mut bytes = original.clone();
+            bytes[at] ^= 0x08;
+            std::fs::write(&path, &bytes).unwrap();
+            match open(dir.path()) {
+                Err(Error::Corruption { file, .. }) => assert_eq!(file, path, "names the damaged file"),
+                other => panic!("flip at {at} of {name}: expected Corruption, got {other:?}"),
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged file is left as it was");
+        }
+        std::fs::write(&path, &original).unwrap();
+        assert_eq!(open(dir.path()).unwrap().0, events);
+    }
+    // A listed Parquet file that is missing is reported too.
+    let path = dir.path().join(FIRST);
+    let original = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(open(dir.path()), Err(Error::Corruption { file, .. }) if file == path));
+    std::fs::write(&path, original).unwrap();
+    assert_eq!(open(dir.path()).unwrap().0, events);
+}
+
+#[test]
+fn leftovers_of_an_interrupted_conversion_are_cleaned_up() {
+    let (dir, events) = build();
+    // Crash after the Parquet file, before the manifest: an unlisted Parquet file.
+    std::fs::copy(dir.path().join(FIRST), dir.path().join("seg-0000000099.parquet")).unwrap();
+    // Crash in the middle of writing one: a temporary file.
+    std::fs::write(dir.path().join("seg-0000000098.parquet.tmp"), b"partial").unwrap();
+    let (read, _) = open(dir.path()).unwrap();
+    assert_eq!(read, events);
+    assert!(!dir.path().join("seg-0000000099.parquet").exists());
+    assert!(!dir.path().join("seg-0000000098.parquet.tmp").exists());
+}
