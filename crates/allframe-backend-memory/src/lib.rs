@@ -62,16 +62,78 @@ pub struct InMemoryBackend {
     limits: Limits,
 }
 
+/// Events per log chunk. The log grows chunk by chunk, so growing it never copies more than
+/// one chunk while the write lock is held (a single `Vec` would copy the whole log).
+const CHUNK: usize = 4096;
+
+/// Id-index shards: each rehashes on its own, so growth never rehashes every id at once.
+const ID_SHARDS: usize = 64;
+
+/// The global log, in chunks of [`CHUNK`] events.
+#[derive(Debug, Default)]
+struct Log {
+    chunks: Vec<Vec<RecordedEvent>>,
+    len: usize,
+}
+
+impl Log {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, event: RecordedEvent) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(event),
+            _ => self.chunks.push(vec![event]),
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, index: usize) -> &RecordedEvent {
+        &self.chunks[index / CHUNK][index % CHUNK]
+    }
+
+    fn iter_from(&self, start: usize) -> impl Iterator<Item = &RecordedEvent> {
+        let (chunk, offset) = (start / CHUNK, start % CHUNK);
+        let first = self.chunks.get(chunk).map(|c| &c[offset.min(c.len())..]).unwrap_or_default();
+        first.iter().chain(self.chunks.iter().skip(chunk + 1).flatten())
+    }
+}
+
+/// Where each event id is stored (log index), in [`ID_SHARDS`] shards.
+#[derive(Debug)]
+struct IdIndex(Vec<HashMap<EventId, usize>>);
+
+impl Default for IdIndex {
+    fn default() -> Self {
+        IdIndex((0..ID_SHARDS).map(|_| HashMap::new()).collect())
+    }
+}
+
+impl IdIndex {
+    fn shard(id: &EventId) -> usize {
+        id.0[15] as usize % ID_SHARDS
+    }
+
+    fn get(&self, id: &EventId) -> Option<&usize> {
+        self.0[Self::shard(id)].get(id)
+    }
+
+    fn insert(&mut self, id: EventId, index: usize) {
+        self.0[Self::shard(&id)].insert(id, index);
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Every event; the event at position p is at index p - 1.
-    log: Vec<RecordedEvent>,
+    log: Log,
     /// Per stream, the log index of each version (version v at index v - 1).
     streams: HashMap<StreamId, Vec<usize>>,
     /// Stream ids in order, for `list_streams`.
     stream_order: BTreeSet<StreamId>,
     /// Where each event id is stored (log index).
-    ids: HashMap<EventId, usize>,
+    ids: IdIndex,
     snapshots: HashMap<StreamId, Snapshot>,
 }
 
@@ -107,7 +169,7 @@ impl State {
                 None => Ok(None),
             };
         };
-        let first_event = &self.log[first_index];
+        let first_event = self.log.get(first_index);
         if first_event.stream_id != *stream {
             return Err(self.duplicate(first_id, first_index));
         }
@@ -120,7 +182,7 @@ impl State {
                 });
             }
         }
-        let last = &self.log[first_index + events.len() - 1];
+        let last = self.log.get(first_index + events.len() - 1);
         Ok(Some(AppendResult {
             stream_version: last.version,
             first_position: first_event.position,
@@ -130,7 +192,7 @@ impl State {
     }
 
     fn duplicate(&self, event_id: EventId, index: usize) -> Error {
-        let stored = &self.log[index];
+        let stored = self.log.get(index);
         Error::DuplicateEventId { event_id, stored_stream: stored.stream_id.clone(), stored_version: stored.version }
     }
 }
@@ -196,14 +258,13 @@ impl EventStoreBackend for InMemoryBackend {
         let state = self.read();
         let Some(versions) = state.streams.get(stream) else { return Ok(Vec::new()) };
         let start = (after_version as usize).min(versions.len());
-        Ok(versions[start..].iter().take(limit).map(|&index| state.log[index].clone()).collect())
+        Ok(versions[start..].iter().take(limit).map(|&index| state.log.get(index).clone()).collect())
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         let state = self.read();
         let start = (after_position as usize).min(state.log.len());
-        let end = start.saturating_add(limit).min(state.log.len());
-        Ok(state.log[start..end].to_vec())
+        Ok(state.log.iter_from(start).take(limit).cloned().collect())
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64> {
@@ -259,7 +320,7 @@ impl EventStoreBackend for InMemoryBackend {
         stats.streams = state.streams.len() as u64;
         stats.snapshots = state.snapshots.len() as u64;
         stats.head_position = state.log.len() as u64;
-        let payload_bytes: usize = state.log.iter().map(|e| e.payload.len()).sum();
+        let payload_bytes: usize = state.log.iter_from(0).map(|e| e.payload.len()).sum();
         stats.details.insert("payload_bytes".into(), payload_bytes.to_string());
         Ok(stats)
     }
@@ -267,5 +328,29 @@ impl EventStoreBackend for InMemoryBackend {
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         self.signal.wait_past(after_position, max_wait).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads across the log's chunk boundaries return exactly the positions asked for.
+    #[tokio::test]
+    async fn reads_cross_chunk_boundaries() {
+        let backend = InMemoryBackend::new();
+        for batch in 0..25u64 {
+            let events = (0..400).map(|i| NewEvent::new("T", format!("{}", batch * 400 + i))).collect();
+            backend.append(&format!("s{}", batch % 3), ExpectedVersion::Any, events).await.unwrap();
+        }
+        for start in [0u64, 1, 4095, 4096, 4097, 8191, 8192, 9990, 10_000, 20_000] {
+            let page = backend.read_all(start, 300).await.unwrap();
+            let expected: Vec<u64> = (start + 1..=(start + 300).min(10_000)).collect();
+            assert_eq!(page.iter().map(|e| e.position).collect::<Vec<_>>(), expected, "after {start}");
+            assert!(page.iter().all(|e| e.payload == format!("{}", e.position - 1).into_bytes()));
+        }
+        let stream = backend.get_events("s1").await.unwrap();
+        assert_eq!(stream.len(), 8 * 400);
+        assert!(stream.windows(2).all(|w| w[0].version + 1 == w[1].version && w[0].position < w[1].position));
     }
 }
