@@ -431,13 +431,14 @@ impl EventStoreBackend for RocksDbBackend {
             let Some((key, value)) = runs.item() else { break };
             let run = Run::decode(key, value, prefix_len).map_err(self.decode_err(0))?;
             let from = next_version.max(run.first_version);
-            if from != next_version && !out.is_empty() {
+            if from != next_version {
                 return Err(corruption(&self.path, 0, format!("stream `{stream}` has a gap before version {from}")));
             }
             let count = (run.last_version - from + 1).min((limit - out.len()) as u64);
-            let mut position = run.first_position + (from - run.first_version);
-            events.seek(layout::position_key(position));
-            for version in from..from + count {
+            let first_position = run.first_position + (from - run.first_version);
+            events.seek(layout::position_key(first_position));
+            for offset in 0..count {
+                let (position, version) = (first_position + offset, from + offset);
                 let Some((key, record)) = events.item() else {
                     events.status().map_err(|e| map_err(&self.path, e))?;
                     return Err(corruption(&self.path, position, "the stream index points past the log"));
@@ -451,7 +452,6 @@ impl EventStoreBackend for RocksDbBackend {
                     return Err(corruption(&self.path, position, "the stream index and the event disagree"));
                 }
                 out.push(event);
-                position += 1;
                 events.next();
             }
             next_version = run.last_version + 1;

@@ -174,7 +174,6 @@ impl Writer {
         if group.new_streams > 0 || group.new_snapshots > 0 {
             batch.put_cf(handles.meta, layout::KEY_COUNTERS, layout::counters_value(streams, snapshots));
         }
-        drop(handles);
         match self.db.write_opt(batch, &self.write_options) {
             Ok(()) => {
                 self.counters.streams.store(streams, Ordering::SeqCst);
