@@ -100,7 +100,7 @@ pub struct PostgresBuilder {
     payload: PayloadEncoding,
     run_migrations: bool,
     live_notifications: bool,
-    retries: u32,
+    retries: Option<u32>,
     application_name: Option<String>,
     limits: Limits,
 }
@@ -116,7 +116,7 @@ impl PostgresBuilder {
             payload: PayloadEncoding::Jsonb,
             run_migrations: true,
             live_notifications: true,
-            retries: 3,
+            retries: None,
             application_name: None,
             limits: Limits::default(),
         }
@@ -175,9 +175,10 @@ impl PostgresBuilder {
     }
 
     /// How many times an operation is retried on another connection when its connection is
-    /// lost (default 3). Appends are retried too: event ids make the retry idempotent.
+    /// lost (default: the pool size + 1, at least 3, so that a pool full of connections the
+    /// server dropped is drained). Appends are retried too: event ids make the retry idempotent.
     pub fn retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
+        self.retries = Some(retries);
         self
     }
 
@@ -262,7 +263,7 @@ impl PostgresBuilder {
                 signal,
                 channel: self.live_notifications.then_some(channel),
                 listener,
-                retries: self.retries.max(self.pool_size.saturating_add(1)).min(64),
+                retries: self.retries.unwrap_or_else(|| self.pool_size.saturating_add(1).clamp(3, 64)),
                 limits: self.limits,
             }),
         })
