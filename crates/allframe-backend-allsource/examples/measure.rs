@@ -3,7 +3,8 @@
 //! memory after open, and p99 of reading one 1,000-event stream from Parquet segments.
 //!
 //! `cargo run --release -p allframe-backend-allsource --example measure -- [events] [dir]`
-//! (defaults: 1,000,000 events, a temporary directory). Run it on a quiet machine.
+//! (defaults: 1,000,000 events, a temporary directory; `ALLSOURCE_SEGMENT_MIB` sets the
+//! segment size of the large store, default 64). Run it on a quiet machine.
 
 use std::io::Write as _;
 use std::os::unix::fs::FileExt;
@@ -113,7 +114,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         // A large store: no-sync batches of 100 into 1,000-event streams.
         let dir = base.join("large");
-        let config = AllSourceConfig { sync: SyncMode::NoSync, ..AllSourceConfig::durable(&dir) };
+        let segment_mib: u64 = std::env::var("ALLSOURCE_SEGMENT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        let config = AllSourceConfig {
+            sync: SyncMode::NoSync,
+            segment_size: segment_mib << 20,
+            ..AllSourceConfig::durable(&dir)
+        };
         let store = AllSourceBackend::with_config(config.clone()).expect("open");
         let started = Instant::now();
         let mut written = 0u64;

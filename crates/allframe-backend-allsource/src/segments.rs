@@ -352,7 +352,14 @@ impl ParquetFiles {
         let mut out = Vec::with_capacity(count as usize);
         for group in segment.groups_for(first, count) {
             let rows = self.group(&segment, group)?;
-            out.extend(rows.iter().filter(|e| e.position >= first && e.position < first + count).cloned());
+            // Rows of a group hold consecutive positions from the group's start.
+            let start = segment.group_starts[group];
+            let from = first.saturating_sub(start) as usize;
+            let to = ((first + count).saturating_sub(start) as usize).min(rows.len());
+            out.extend(rows.get(from..to).unwrap_or_default().iter().cloned());
+        }
+        if out.iter().enumerate().any(|(i, e)| e.position != first + i as u64) {
+            return Err(corruption(&segment.path, 0, format!("positions {first}.. are not where the index says")));
         }
         if out.len() as u64 != count {
             return Err(corruption(&segment.path, 0, format!("positions {first}.. are not all in this segment")));
