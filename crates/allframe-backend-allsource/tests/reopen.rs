@@ -131,3 +131,16 @@ async fn in_memory_store_writes_no_files() {
     let cwd_after: Vec<_> = std::fs::read_dir(".").unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(cwd_before.len(), cwd_after.len());
 }
+
+mod support;
+
+/// The reopening wrapper used by `conformance_reopened` really reopens the store mid-case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reopening_conformance_wrapper_reopens() {
+    let backend = std::sync::Arc::new(support::Reopening::open(3));
+    allframe_cqrs_testkit::cases::versions_are_contiguous(backend.clone()).await;
+    allframe_cqrs_testkit::cases::snapshots_keep_the_latest(backend.clone()).await;
+    allframe_cqrs_testkit::cases::idempotent_retries(backend.clone()).await;
+    let reopens = backend.reopens.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(reopens >= 3, "reopened {reopens} times");
+}
