@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
 use allframe_cqrs_core::{EventStoreBackend, ExpectedVersion, NewEvent};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use rocksdb::{DB, DBCompressionType, Options, WriteBatch, WriteOptions};
 
 const VALUE_BYTES: usize = 200;
@@ -109,51 +109,53 @@ fn writes(c: &mut Criterion) {
     let sync = RocksDbBackend::open_with(sync_dir.path(), RocksDbConfig::default()).map(Arc::new).unwrap();
 
     group.throughput(Throughput::Elements(1000));
-    group.bench_function("append/batch100_nosync", |b| {
+    for (name, store) in [("append/batch100_nosync", &nosync), ("append/batch100_sync", &sync)] {
         let mut seed = 0;
-        b.iter(|| {
-            rt.block_on(async {
-                for _ in 0..10 {
-                    seed += 1;
-                    nosync.append("batched", ExpectedVersion::Any, events(100, seed)).await.unwrap();
-                }
-            })
-        })
-    });
-    group.bench_function("append/batch100_sync", |b| {
-        let mut seed = 0;
-        b.iter(|| {
-            rt.block_on(async {
-                for _ in 0..10 {
-                    seed += 1;
-                    sync.append("batched", ExpectedVersion::Any, events(100, seed)).await.unwrap();
-                }
-            })
-        })
-    });
-    group.throughput(Throughput::Elements(CONCURRENT_APPENDERS * APPENDS_PER_APPENDER));
-    group.bench_function("append/1_event_sync_64_appenders", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                let tasks: Vec<_> = (0..CONCURRENT_APPENDERS)
-                    .map(|task| {
-                        let sync = Arc::clone(&sync);
-                        tokio::spawn(async move {
-                            let stream = format!("appender-{task}");
-                            for n in 0..iters * APPENDS_PER_APPENDER {
-                                sync.append(&stream, ExpectedVersion::Any, events(1, n)).await.unwrap();
-                            }
-                        })
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    seed += 10;
+                    (0..10).map(|i| events(100, seed + i)).collect::<Vec<_>>()
+                },
+                |batches| {
+                    rt.block_on(async {
+                        for batch in batches {
+                            store.append("batched", ExpectedVersion::Any, batch).await.unwrap();
+                        }
                     })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
-                start.elapsed()
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.throughput(Throughput::Elements(CONCURRENT_APPENDERS * APPENDS_PER_APPENDER));
+    for events_per_append in [1, APPENDS_PER_APPENDER] {
+        // 64 tasks, each appending to its own stream; 1,024 events per iteration either way.
+        let appends_per_iteration = APPENDS_PER_APPENDER / events_per_append;
+        group.bench_function(format!("append/sync_64_appenders_x{events_per_append}_events"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let tasks: Vec<_> = (0..CONCURRENT_APPENDERS)
+                        .map(|task| {
+                            let sync = Arc::clone(&sync);
+                            tokio::spawn(async move {
+                                let stream = format!("appender-{task}");
+                                for n in 0..iters * appends_per_iteration {
+                                    let batch = events(events_per_append as usize, n);
+                                    sync.append(&stream, ExpectedVersion::Any, batch).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    start.elapsed()
+                })
             })
-        })
-    });
+        });
+    }
     group.finish();
     rt.block_on(async {
         for (name, store) in [("nosync", &nosync), ("sync", &sync)] {

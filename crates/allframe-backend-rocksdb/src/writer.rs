@@ -83,6 +83,8 @@ struct IdLoc {
 /// What one group has written so far, on top of the store.
 #[derive(Default)]
 struct Group {
+    /// Whether later requests of the group may repeat this group's event ids (more than one request).
+    track_ids: bool,
     heads: HashMap<String, u64>,
     ids: HashMap<EventId, IdLoc>,
     snapshots: HashMap<String, u64>,
@@ -133,7 +135,7 @@ impl Writer {
             }
         };
         let mut batch = WriteBatch::default();
-        let mut group = Group::default();
+        let mut group = Group { track_ids: queue.len() > 1, ..Group::default() };
         let mut pending = Vec::with_capacity(queue.len());
         let mut next_position = self.next_position;
         for request in queue {
@@ -227,7 +229,9 @@ impl Writer {
             layout::encode_event(record, stream, version, event);
             batch.put_cf(handles.events, layout::position_key(position), &record[..]);
             batch.put_cf(handles.ids, layout::event_id_key(&event.metadata.event_id), position.to_be_bytes());
-            group.ids.insert(event.metadata.event_id, IdLoc { position, stream: stream_id.clone(), version });
+            if group.track_ids {
+                group.ids.insert(event.metadata.event_id, IdLoc { position, stream: stream_id.clone(), version });
+            }
         }
         batch.put_cf(handles.index, layout::index_key(stream, run.last_version), run.value());
         if current == 0 {
