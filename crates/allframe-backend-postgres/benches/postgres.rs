@@ -44,6 +44,8 @@ fn events(count: usize, payload: &str) -> Vec<NewEvent> {
 struct Fixture {
     schema: String,
     backend: PostgresBackend,
+    /// The same store without NOTIFY on append (`live_notifications(false)`).
+    quiet: PostgresBackend,
     raw: PgPool,
 }
 
@@ -55,6 +57,13 @@ async fn fixture() -> Option<Fixture> {
     }
     let schema = format!("afbench_{}", std::process::id());
     let backend = PostgresBackend::builder(&url).schema(&schema).pool_size(10).connect().await.expect("connect");
+    let quiet = PostgresBackend::builder(&url)
+        .schema(&schema)
+        .pool_size(10)
+        .live_notifications(false)
+        .connect()
+        .await
+        .expect("connect");
     let raw = PgPoolOptions::new().max_connections(10).connect(&url).await.expect("raw pool");
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE TABLE {schema}.raw_events (id bigserial PRIMARY KEY, payload jsonb NOT NULL);
@@ -67,7 +76,7 @@ async fn fixture() -> Option<Fixture> {
     .execute(&raw)
     .await
     .expect("raw tables");
-    Some(Fixture { schema, backend, raw })
+    Some(Fixture { schema, backend, quiet, raw })
 }
 
 fn benches(c: &mut Criterion) {
@@ -83,6 +92,12 @@ fn benches(c: &mut Criterion) {
     group.bench_function("append_single", |b| {
         b.to_async(&runtime).iter(|| async {
             fixture.backend.append("single", ExpectedVersion::Any, events(1, &payload)).await.expect("append")
+        })
+    });
+
+    group.bench_function("append_single_without_notify", |b| {
+        b.to_async(&runtime).iter(|| async {
+            fixture.quiet.append("single", ExpectedVersion::Any, events(1, &payload)).await.expect("append")
         })
     });
 
@@ -220,6 +235,7 @@ fn benches(c: &mut Criterion) {
 
     runtime.block_on(async {
         fixture.backend.close().await;
+        fixture.quiet.close().await;
         let _ = sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&fixture.raw).await;
     });
 }
