@@ -181,6 +181,25 @@ fn paths_that_are_not_stores_are_refused() {
     }
     assert!(not_a_store(&other).contains("column families"));
 
+    // RocksDB databases with our column families but no marker, or another layout's marker.
+    let families = ["default", "events", "stream_index", "stream_heads", "event_ids", "snapshots"];
+    for (name, marker) in [("no-marker", None), ("other-layout", Some(&b"some other layout 9"[..]))] {
+        let path = dir.path().join(name);
+        {
+            let mut options = rocksdb::Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = rocksdb::DB::open_cf(&options, &path, families).unwrap();
+            let events = db.cf_handle("events").unwrap();
+            db.put_cf(events, 1u64.to_be_bytes(), b"not an event record").unwrap();
+            if let Some(marker) = marker {
+                db.put(b"format", marker).unwrap();
+            }
+        }
+        let reason = not_a_store(&path);
+        assert!(reason.contains("marker") || reason.contains("layout"), "{name}: {reason}");
+    }
+
     // An empty directory becomes a new store.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
