@@ -168,7 +168,7 @@ pub(crate) fn decode_append(header: &FrameHeader, payload: &Bytes) -> Result<Vec
     let mut cursor = Cursor { bytes: payload, at: 0 };
     let stream = cursor.string()?;
     let stream_id = StreamId::from(stream.as_str());
-    let mut out = Vec::with_capacity(header.count as usize);
+    let mut out = Vec::with_capacity((header.count as usize).min(4096));
     for i in 0..header.count as u64 {
         let event_type = cursor.string()?;
         let meta = cursor.slice()?;
@@ -196,7 +196,7 @@ pub(crate) fn decode_append_ids(
 ) -> Result<(String, Vec<allframe_cqrs_core::EventId>), &'static str> {
     let mut cursor = Cursor { bytes: payload, at: 0 };
     let stream = cursor.string()?;
-    let mut ids = Vec::with_capacity(header.count as usize);
+    let mut ids = Vec::with_capacity((header.count as usize).min(4096));
     for _ in 0..header.count {
         cursor.slice()?;
         let meta = cursor.slice()?;

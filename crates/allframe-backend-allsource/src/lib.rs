@@ -490,6 +490,10 @@ impl EventStoreBackend for AllSourceBackend {
     async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
         self.config.limits.check_append(stream, &events)?;
         let payload = if events.is_empty() { Vec::new() } else { format::encode_append(stream, &events) };
+        if payload.len() > format::MAX_FRAME_PAYLOAD as usize {
+            // One append is one frame; its length field is 32 bits and recovery bounds it at 1 GiB.
+            return Err(Error::EventTooLarge { size: payload.len(), limit: format::MAX_FRAME_PAYLOAD as usize });
+        }
         let ids: Vec<EventId> = events.iter().map(|e| e.metadata.event_id).collect();
         let (ack_tx, ack_rx) = oneshot::channel();
         let step = {
