@@ -25,8 +25,11 @@ pub struct Measurement {
     pub target: String,
     /// Workload name, such as `append_single`.
     pub workload: String,
-    /// Events per second (median of the runs).
+    /// Events per second (median of the runs); operations per second where `rate_unit` says so.
     pub events_per_sec: f64,
+    /// What `events_per_sec` counts: `events/s`, or `loads/s` for aggregate loads.
+    #[serde(default)]
+    pub rate_unit: String,
     /// Latency percentiles of one operation, in microseconds (p50, p99, p99.9), when measured.
     pub latency_us: Option<[f64; 3]>,
     /// What one operation is (an append of one event, a read of 1,000 events, ...).

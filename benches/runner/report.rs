@@ -105,7 +105,7 @@ fn markdown(report: &Report, compare: Option<&Report>) -> String {
         report.seconds
     );
     let results = measured(report);
-    let _ = writeln!(out, "## Throughput (events/s; p99 latency of one operation)\n");
+    let _ = writeln!(out, "## Throughput (events/s unless marked; p99 latency of one operation)\n");
     let _ = write!(out, "| workload |");
     for r in &results {
         let _ = write!(out, " {} |", r.target);
@@ -116,7 +116,10 @@ fn markdown(report: &Report, compare: Option<&Report>) -> String {
     }
     out.push('\n');
     for workload in workloads(report) {
-        let _ = write!(out, "| {workload} |");
+        let unit = results.iter().find_map(|r| find(r, &workload)).map(|m| m.rate_unit.as_str()).unwrap_or_default();
+        let label =
+            if unit.is_empty() || unit == "events/s" { workload.clone() } else { format!("{workload} ({unit})") };
+        let _ = write!(out, "| {label} |");
         for r in &results {
             match find(r, &workload) {
                 Some(x) => {

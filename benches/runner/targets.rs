@@ -32,7 +32,10 @@ pub async fn open(name: &str) -> Result<DynBackend, String> {
             let config = match name {
                 "allsource-memory" => AllSourceConfig::default(),
                 "allsource-durable" => AllSourceConfig::durable(crate::machine::data_dir(name)),
-                _ => AllSourceConfig { sync: SyncMode::NoSync, ..AllSourceConfig::durable(crate::machine::data_dir(name)) },
+                _ => AllSourceConfig {
+                    sync: SyncMode::NoSync,
+                    ..AllSourceConfig::durable(crate::machine::data_dir(name))
+                },
             };
             Ok(Arc::new(AllSourceBackend::with_config(config).map_err(|e| e.to_string())?))
         }

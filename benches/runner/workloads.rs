@@ -201,10 +201,12 @@ fn median(target: &str, workload: &str, unit: &str, mut runs: Vec<(f64, Vec<f64>
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let latency_us = (!latencies.is_empty()).then(|| [percentile(0.5), percentile(0.99), percentile(0.999)]);
+    let rate_unit = if workload.starts_with("aggregate_load") { "loads/s" } else { "events/s" }.to_owned();
     Measurement {
         target: target.to_owned(),
         workload: workload.to_owned(),
         events_per_sec,
+        rate_unit,
         latency_us,
         unit: unit.to_owned(),
         runs: count,
