@@ -481,6 +481,10 @@ impl PostgresBackend {
     }
 
     async fn current_version(&self, stream: &str) -> Result<u64> {
+        if stream.contains('\0') {
+            // PostgreSQL text cannot hold NUL, and appends refuse such ids: no such stream.
+            return Ok(0);
+        }
         let sql = &self.inner.sql.stream_version;
         let version: Option<i64> = self
             .retrying(|| sqlx::query_scalar(sql.clone()).bind(stream).fetch_optional(&self.inner.pool))
@@ -714,7 +718,7 @@ impl EventStoreBackend for PostgresBackend {
     }
 
     async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        if limit == 0 {
+        if limit == 0 || stream.contains('\0') {
             return Ok(Vec::new());
         }
         let stream_id = StreamId::from(stream);
@@ -773,6 +777,8 @@ impl EventStoreBackend for PostgresBackend {
     }
 
     async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(StreamId, u64)>> {
+        // No stored id contains NUL, so "after `a\0b`" is "after `a`" (PostgreSQL text cannot hold NUL).
+        let after = after.map(|after| after.split('\0').next().unwrap_or(after));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = &self.inner.sql;
         let rows: Vec<(String, i64)> = self
@@ -813,6 +819,9 @@ impl EventStoreBackend for PostgresBackend {
     }
 
     async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        if stream.contains('\0') {
+            return Ok(None);
+        }
         let sql = &self.inner.sql.get_snapshot;
         let row: Option<(i64, Option<String>, Option<Vec<u8>>, i64)> = self
             .retrying(|| sqlx::query_as(sql.clone()).bind(stream).fetch_optional(&self.inner.pool))

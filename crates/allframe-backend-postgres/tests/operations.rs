@@ -151,3 +151,17 @@ async fn notifications_wake_subscribers_of_other_processes() {
     assert!(!quiet.capabilities().live_notifications);
     quiet.append("quiet", ExpectedVersion::NoStream, vec![NewEvent::new("Q", "{}")]).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_postgres_cannot_store_read_as_absent() {
+    let Some(backend) = common::fresh().await else { return };
+    backend.append("a", ExpectedVersion::NoStream, vec![NewEvent::new("A", "{}")]).await.unwrap();
+    backend.append("b", ExpectedVersion::NoStream, vec![NewEvent::new("B", "{}")]).await.unwrap();
+    // Text with NUL cannot be stored (appends refuse it), so reads find nothing, as in memory.
+    assert!(backend.read_stream("a\0x", 0, 10).await.unwrap().is_empty());
+    assert_eq!(backend.stream_version("a\0x").await.unwrap(), 0);
+    assert_eq!(backend.get_latest_snapshot("a\0x").await.unwrap(), None);
+    let after: Vec<String> =
+        backend.list_streams(Some("a\0x"), 10).await.unwrap().into_iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(after, vec!["b".to_string()], "`a` sorts before `a\\0x`, `b` after");
+}
