@@ -132,6 +132,30 @@ use tokio::sync::oneshot;
 
 pub use io::{IoHook, IoOp};
 
+/// Arrow access to Parquet segments (crate feature `arrow`, off by default).
+#[cfg(feature = "arrow")]
+pub mod arrow {
+    use std::path::Path;
+
+    use allframe_cqrs_core::{Error, Result};
+    pub use arrow_array::RecordBatch;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use crate::BACKEND_NAME;
+
+    /// Reads one Parquet segment (from [`AllSourceBackend::parquet_files`](crate::AllSourceBackend::parquet_files))
+    /// as Arrow record batches, one per row group.
+    pub fn read_segment(path: &Path) -> Result<Vec<RecordBatch>> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(BACKEND_NAME, Some(path.to_path_buf()), e))?;
+        let corrupt =
+            |reason: String| Error::Corruption { backend: BACKEND_NAME, file: path.to_path_buf(), offset: 0, reason };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| corrupt(e.to_string()))?;
+        reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| corrupt(e.to_string()))
+    }
+}
+
 use format::{FRAME_HEADER_LEN, FrameHeader, FrameRead};
 use io::Fs;
 use snapshots::SnapshotFile;
@@ -341,6 +365,12 @@ impl AllSourceBackend {
             report: opened.report,
             _lock: Some(opened.lock),
         })
+    }
+
+    /// The Parquet segment files listed in the manifest, oldest first: sealed, immutable,
+    /// readable by any Parquet reader (see the crate docs for the columns).
+    pub fn parquet_files(&self) -> Vec<PathBuf> {
+        self.shared.parquet.paths()
     }
 
     /// The store's directory (`None` for an in-memory store).

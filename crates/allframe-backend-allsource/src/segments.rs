@@ -346,6 +346,14 @@ impl ParquetFiles {
         self.files.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 
+    /// Paths of the live files, in segment order.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let files = self.files.read().unwrap_or_else(PoisonError::into_inner);
+        let mut seqs: Vec<_> = files.keys().copied().collect();
+        seqs.sort_unstable();
+        seqs.iter().map(|s| files[s].path.clone()).collect()
+    }
+
     /// Events at positions `first..first + count` of segment `seq`.
     pub fn read(&self, seq: u32, first: u64, count: u64) -> Result<Option<Vec<RecordedEvent>>> {
         let Some(segment) = self.get(seq) else { return Ok(None) };

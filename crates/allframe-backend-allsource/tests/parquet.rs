@@ -75,9 +75,18 @@ fn parquet_segments_are_plain_parquet_with_the_documented_columns() {
         rows += 1;
     }
     assert!(rows > 100);
+    #[cfg(feature = "arrow")]
+    {
+        let batches = allframe_backend_allsource::arrow::read_segment(&dir.path().join(FIRST)).unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), rows);
+        assert_eq!(batches[0].schema().field(1).name(), "stream");
+    }
     // Reopened, old events are read back from Parquet, unchanged.
     let (read, stats) = open(dir.path()).unwrap();
     assert_eq!(read, events);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let listed = rt.block_on(async { AllSourceBackend::with_config(config(dir.path())).unwrap().parquet_files() });
+    assert_eq!(listed.first(), Some(&dir.path().join(FIRST)));
     assert!(stats.details["recovery_parquet_rows"].parse::<u64>().unwrap() >= rows as u64);
 }
 
