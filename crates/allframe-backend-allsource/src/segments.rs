@@ -248,34 +248,8 @@ impl ParquetSegment {
         let path = &self.path;
         let group = self.reader.get_row_group(index).map_err(|e| parquet_err(path, e))?;
         let rows = group.metadata().num_rows() as usize;
-        let ints = |column: usize| -> Result<Vec<i64>> {
-            let reader = group.get_column_reader(column).map_err(|e| parquet_err(path, e))?;
-            let mut reader = parquet::column::reader::get_typed_column_reader::<Int64Type>(reader);
-            let mut values = Vec::with_capacity(rows);
-            while values.len() < rows {
-                let (records, _, _) = reader
-                    .read_records(rows - values.len(), None, None, &mut values)
-                    .map_err(|e| parquet_err(path, e))?;
-                if records == 0 {
-                    return Err(corruption(path, 0, "column ends early"));
-                }
-            }
-            Ok(values)
-        };
-        let blobs = |column: usize| -> Result<Vec<ByteArray>> {
-            let reader = group.get_column_reader(column).map_err(|e| parquet_err(path, e))?;
-            let mut reader = parquet::column::reader::get_typed_column_reader::<ByteArrayType>(reader);
-            let mut values = Vec::with_capacity(rows);
-            while values.len() < rows {
-                let (records, _, _) = reader
-                    .read_records(rows - values.len(), None, None, &mut values)
-                    .map_err(|e| parquet_err(path, e))?;
-                if records == 0 {
-                    return Err(corruption(path, 0, "column ends early"));
-                }
-            }
-            Ok(values)
-        };
+        let ints = |column: usize| read_column::<Int64Type>(&*group, column, rows, path);
+        let blobs = |column: usize| read_column::<ByteArrayType>(&*group, column, rows, path);
         let positions = ints(0)?;
         let streams = blobs(1)?;
         let versions = ints(2)?;
@@ -393,15 +367,56 @@ impl ParquetFiles {
     }
 }
 
-/// Rows of a segment used to rebuild the index: stream, version, position, event id.
+/// Rows of a segment used to rebuild the index: stream, version, position, event id. Reads
+/// only those four columns, and takes the event id straight from the metadata bytes.
 pub(crate) fn index_rows(segment: &ParquetSegment) -> Result<Vec<(StreamId, u64, u64, EventId)>> {
+    let path = &segment.path;
     let mut out = Vec::with_capacity(segment.entry.rows as usize);
-    for group in 0..segment.groups() {
-        for e in segment.read_group(group, false)? {
-            out.push((e.stream_id, e.version, e.position, e.metadata.event_id));
+    let mut last_stream: Option<StreamId> = None;
+    for index in 0..segment.groups() {
+        let group = segment.reader.get_row_group(index).map_err(|e| parquet_err(path, e))?;
+        let rows = group.metadata().num_rows() as usize;
+        let positions = read_column::<Int64Type>(&*group, 0, rows, path)?;
+        let streams = read_column::<ByteArrayType>(&*group, 1, rows, path)?;
+        let versions = read_column::<Int64Type>(&*group, 2, rows, path)?;
+        let metadata = read_column::<ByteArrayType>(&*group, 5, rows, path)?;
+        for i in 0..rows {
+            let stream =
+                std::str::from_utf8(streams[i].data()).map_err(|_| corruption(path, 0, "stream id is not UTF-8"))?;
+            let stream_id = match &last_stream {
+                Some(s) if s.as_str() == stream => s.clone(),
+                _ => StreamId::from(stream),
+            };
+            last_stream = Some(stream_id.clone());
+            let id: [u8; 16] = metadata[i]
+                .data()
+                .get(1..17)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corruption(path, 0, "metadata too short"))?;
+            out.push((stream_id, versions[i] as u64, positions[i] as u64, EventId(id)));
         }
     }
     Ok(out)
+}
+
+/// All `rows` values of one required column of a row group.
+fn read_column<T: parquet::data_type::DataType>(
+    group: &dyn parquet::file::reader::RowGroupReader,
+    column: usize,
+    rows: usize,
+    path: &Path,
+) -> Result<Vec<T::T>> {
+    let reader = group.get_column_reader(column).map_err(|e| parquet_err(path, e))?;
+    let mut reader = parquet::column::reader::get_typed_column_reader::<T>(reader);
+    let mut values = Vec::with_capacity(rows);
+    while values.len() < rows {
+        let (records, _, _) =
+            reader.read_records(rows - values.len(), None, None, &mut values).map_err(|e| parquet_err(path, e))?;
+        if records == 0 {
+            return Err(corruption(path, 0, "column ends early"));
+        }
+    }
+    Ok(values)
 }
 
 /// The background thread that rewrites sealed log segments as Parquet.
