@@ -72,6 +72,27 @@ fn writes(c: &mut Criterion) {
             raw.write_opt(batch, &options).unwrap();
         })
     });
+    group.bench_function("raw/layout_batch100_nosync", |b| {
+        // The keys and bytes our layout writes for 100-event appends (a 264-byte record and a
+        // 16-byte id per event, an index entry and a head per append), as plain puts.
+        let options = write_options(false);
+        let record = vec![7u8; 264];
+        b.iter(|| {
+            for _ in 0..10 {
+                let mut batch = WriteBatch::default();
+                let mut first = 0;
+                for i in 0..100 {
+                    let n = next_key.fetch_add(1, Ordering::Relaxed);
+                    first = if i == 0 { n } else { first };
+                    batch.put([&[1u8][..], &n.to_be_bytes()].concat(), &record);
+                    batch.put([&[2u8][..], &u128::from(n).to_be_bytes()].concat(), n.to_be_bytes());
+                }
+                batch.put([&[3u8][..], b"batched\0", &first.to_be_bytes()].concat(), [0u8; 16]);
+                batch.put([&[4u8][..], b"batched"].concat(), first.to_be_bytes());
+                raw.write_opt(batch, &options).unwrap();
+            }
+        })
+    });
     group.bench_function("raw/batch1000_sync", |b| {
         let options = write_options(true);
         b.iter(|| {
