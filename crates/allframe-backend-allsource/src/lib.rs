@@ -35,8 +35,8 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `ALLSOURCE` | marker: `allframe-allsource store\nformat 1\n`; a non-empty directory without it is refused ([`Error::NotAStore`](allframe_cqrs_core::Error::NotAStore)) |
-//! | `LOCK` | held with an OS file lock (`flock`) while open; a second open fails with [`Error::Locked`](allframe_cqrs_core::Error::Locked) |
+//! | `ALLSOURCE` | marker: `allframe-allsource store\nformat 1\n`; a non-empty directory without it is refused ([`Error::NotAStore`]) |
+//! | `LOCK` | held with an OS file lock (`flock`) while open; a second open fails with [`Error::Locked`] |
 //! | `wal-0000000001.log`, ... | log segments, numbered from 1, contiguous |
 //! | `snapshots.log` | snapshot records, append-only, compacted on open |
 //! | `*.tmp` | a file being created; removed on open |
@@ -87,11 +87,11 @@
 //! **torn tail** when it is in the last segment and no frame of a later group-commit write
 //! follows it: the crash interrupted the last write, which was never acknowledged. It is cut
 //! off, logged with `tracing::warn!` and reported by `stats()` (`recovery_torn_tail`). Any
-//! other damage fails the open with [`Error::Corruption`](allframe_cqrs_core::Error::Corruption)
+//! other damage fails the open with [`Error::Corruption`]
 //! naming the file and byte offset; nothing is skipped or rewritten.
 //!
 //! After an I/O error in the writer (a full disk, a failed `fdatasync`), the store accepts no
-//! more appends (they fail with the error, then [`Error::Closed`](allframe_cqrs_core::Error::Closed));
+//! more appends (they fail with the error, then [`Error::Closed`]);
 //! reads keep working. Reopening replays what is durable.
 //!
 //! ## Memory
