@@ -28,6 +28,8 @@ pub(crate) const SNAPSHOT_FILE: &str = "snapshots.log";
 const MARKER_CONTENTS: &[u8] = b"allframe-allsource store\nformat 1\n";
 /// Smallest preallocation step of a segment.
 const MIN_PREALLOC: u64 = 256 * 1024;
+/// Longest a group commit waits for more appends to join it.
+const MAX_LINGER: Duration = Duration::from_micros(200);
 /// Largest preallocation step of a segment.
 const MAX_PREALLOC: u64 = 8 * 1024 * 1024;
 
@@ -438,6 +440,8 @@ impl Writer {
         let mut dirty = false;
         let mut last_sync = Instant::now();
         let mut buf = Vec::with_capacity(1 << 20);
+        let mut last_batch = 0usize;
+        let mut last_sync_time = Duration::ZERO;
         loop {
             let first = match self.mode {
                 SyncMode::Interval(every) => match self.rx.recv_timeout(every.saturating_sub(last_sync.elapsed())) {
@@ -450,6 +454,7 @@ impl Writer {
                     Err(_) => break,
                 },
             };
+            let gathering = Instant::now();
             let mut jobs = Vec::new();
             let mut flushes = Vec::new();
             let mut bytes = 0;
@@ -466,12 +471,28 @@ impl Writer {
                     break;
                 }
                 next = self.rx.try_recv().ok();
+                if next.is_none() && self.mode == SyncMode::Synchronous && jobs.len() < last_batch {
+                    // Appenders acknowledged by the previous group are still coming back: wait a
+                    // little (at most half a sync) for as many as last time, so the group does
+                    // not split into one lone append and the rest.
+                    let linger = (last_sync_time / 2).min(MAX_LINGER);
+                    let remaining = linger.saturating_sub(gathering.elapsed());
+                    if !remaining.is_zero() {
+                        next = self.rx.recv_timeout(remaining).ok();
+                    }
+                }
             }
             if !jobs.is_empty() {
+                last_batch = jobs.len();
                 let failed = self.shared.state.read().unwrap_or_else(PoisonError::into_inner).failed.clone();
                 let outcome = match failed {
                     Some(reason) => Err(Error::Closed { backend: BACKEND_NAME, reason: Some(reason) }),
-                    None => self.write_batch(&mut buf, &jobs),
+                    None => {
+                        let started = Instant::now();
+                        let written = self.write_batch(&mut buf, &jobs);
+                        last_sync_time = started.elapsed();
+                        written
+                    }
                 };
                 match outcome {
                     Ok(locs) => {
