@@ -9,11 +9,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use allframe_cqrs_core::{Bytes, Error, EventId, Metadata, RecordedEvent, Result, StreamId};
 use parquet::basic::Compression;
 use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+use parquet::file::properties::ReaderProperties;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::FileReader;
+use parquet::file::reader::RowGroupReader;
 use parquet::file::serialized_reader::SerializedFileReader;
+use parquet::file::serialized_reader::SerializedRowGroupReader;
 use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::parser::parse_message_type;
 
 use crate::BACKEND_NAME;
 use crate::format;
@@ -27,16 +29,40 @@ pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 const MANIFEST_MAGIC: &[u8; 8] = b"AFSRCMAN";
 const MANIFEST_ENTRY_LEN: usize = 32;
 
-/// The Parquet schema of a segment file.
+/// The Parquet schema of a segment file (documentation; the code builds it with [`schema`]).
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) const SCHEMA: &str = "message allsource_event {
   required int64 position;
-  required binary stream (UTF8);
+  required binary stream (STRING);
   required int64 version;
-  required binary event_type (UTF8);
+  required binary event_type (STRING);
   required binary payload;
   required binary metadata;
   required int64 timestamp (TIMESTAMP(MICROS,true));
 }";
+
+/// [`SCHEMA`], built with the type builders (the text parser would add code to every binary).
+fn schema() -> parquet::errors::Result<parquet::schema::types::TypePtr> {
+    use parquet::basic::{ConvertedType, LogicalType, Repetition, TimeUnit, Type as Physical};
+    use parquet::schema::types::Type;
+    let column = |name: &str, physical: Physical, logical: Option<LogicalType>| {
+        let mut builder = Type::primitive_type_builder(name, physical).with_repetition(Repetition::REQUIRED);
+        if logical == Some(LogicalType::String) {
+            builder = builder.with_converted_type(ConvertedType::UTF8);
+        }
+        builder.with_logical_type(logical).build().map(Arc::new)
+    };
+    let fields = vec![
+        column("position", Physical::INT64, None)?,
+        column("stream", Physical::BYTE_ARRAY, Some(LogicalType::String))?,
+        column("version", Physical::INT64, None)?,
+        column("event_type", Physical::BYTE_ARRAY, Some(LogicalType::String))?,
+        column("payload", Physical::BYTE_ARRAY, None)?,
+        column("metadata", Physical::BYTE_ARRAY, None)?,
+        column("timestamp", Physical::INT64, Some(LogicalType::timestamp(true, TimeUnit::MICROS)))?,
+    ];
+    Ok(Arc::new(Type::group_type_builder("allsource_event").with_fields(fields).build()?))
+}
 
 /// The name of the Parquet file of segment `seq`.
 pub(crate) fn parquet_name(seq: u32) -> String {
@@ -132,7 +158,7 @@ pub(crate) fn write_parquet(dir: &Path, fs: &Fs, seq: u32, events: &[RecordedEve
     let tmp = dir.join(format!("{}.tmp", parquet_name(seq)));
     let _ = std::fs::remove_file(&tmp);
     let file = fs.create_new(&tmp).map_err(|e| io_err(&tmp, e))?;
-    let schema = Arc::new(parse_message_type(SCHEMA).map_err(|e| parquet_err(&tmp, e))?);
+    let schema = schema().map_err(|e| parquet_err(&tmp, e))?;
     let props = Arc::new(
         WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -201,6 +227,8 @@ pub(crate) struct ParquetSegment {
     pub path: PathBuf,
     pub entry: ManifestEntry,
     reader: SerializedFileReader<File>,
+    file: Arc<File>,
+    props: Arc<ReaderProperties>,
     /// First position of each row group (from the position column's statistics).
     group_starts: Vec<u64>,
 }
@@ -223,7 +251,10 @@ impl ParquetSegment {
             return Err(corruption(&path, 0, "Parquet segment does not match the length and CRC in the manifest"));
         }
         let file = File::open(&path).map_err(|e| io_err(&path, e))?;
-        let reader = SerializedFileReader::new(file).map_err(|e| parquet_err(&path, e))?;
+        let reader_file = file.try_clone().map_err(|e| io_err(&path, e))?;
+        let reader = SerializedFileReader::new(reader_file).map_err(|e| parquet_err(&path, e))?;
+        let file = Arc::new(file);
+        let props = Arc::new(ReaderProperties::builder().build());
         let mut group_starts = Vec::with_capacity(reader.num_row_groups());
         let mut next = entry.first_position;
         for group in reader.metadata().row_groups() {
@@ -240,16 +271,30 @@ impl ParquetSegment {
         if next - entry.first_position != entry.rows {
             return Err(corruption(&path, 0, "row count does not match the manifest"));
         }
-        Ok(ParquetSegment { path, entry, reader, group_starts })
+        Ok(ParquetSegment { path, entry, reader, file, props, group_starts })
+    }
+
+    /// A reader of row group `index` (used statically: a `dyn RowGroupReader` would link
+    /// parquet's whole record API into every binary).
+    fn row_group(&self, index: usize) -> Result<SerializedRowGroupReader<'_, File>> {
+        let metadata = self.reader.metadata();
+        let group = metadata.row_groups().get(index).ok_or_else(|| corruption(&self.path, 0, "no such row group"))?;
+        SerializedRowGroupReader::new(
+            self.file.clone(),
+            group,
+            metadata.page_index_for_row_group(index),
+            self.props.clone(),
+        )
+        .map_err(|e| parquet_err(&self.path, e))
     }
 
     /// Reads row group `index` (all columns, or all but the payload).
     pub fn read_group(&self, index: usize, with_payload: bool) -> Result<Vec<RecordedEvent>> {
         let path = &self.path;
-        let group = self.reader.get_row_group(index).map_err(|e| parquet_err(path, e))?;
+        let group = self.row_group(index)?;
         let rows = group.metadata().num_rows() as usize;
-        let ints = |column: usize| read_column::<Int64Type>(&*group, column, rows, path);
-        let blobs = |column: usize| read_column::<ByteArrayType>(&*group, column, rows, path);
+        let ints = |column: usize| read_column::<Int64Type>(&group, column, rows, path);
+        let blobs = |column: usize| read_column::<ByteArrayType>(&group, column, rows, path);
         let positions = ints(0)?;
         let streams = blobs(1)?;
         let versions = ints(2)?;
@@ -374,12 +419,12 @@ pub(crate) fn index_rows(segment: &ParquetSegment) -> Result<Vec<(StreamId, u64,
     let mut out = Vec::with_capacity(segment.entry.rows as usize);
     let mut last_stream: Option<StreamId> = None;
     for index in 0..segment.groups() {
-        let group = segment.reader.get_row_group(index).map_err(|e| parquet_err(path, e))?;
+        let group = segment.row_group(index)?;
         let rows = group.metadata().num_rows() as usize;
-        let positions = read_column::<Int64Type>(&*group, 0, rows, path)?;
-        let streams = read_column::<ByteArrayType>(&*group, 1, rows, path)?;
-        let versions = read_column::<Int64Type>(&*group, 2, rows, path)?;
-        let metadata = read_column::<ByteArrayType>(&*group, 5, rows, path)?;
+        let positions = read_column::<Int64Type>(&group, 0, rows, path)?;
+        let streams = read_column::<ByteArrayType>(&group, 1, rows, path)?;
+        let versions = read_column::<Int64Type>(&group, 2, rows, path)?;
+        let metadata = read_column::<ByteArrayType>(&group, 5, rows, path)?;
         for i in 0..rows {
             let stream =
                 std::str::from_utf8(streams[i].data()).map_err(|_| corruption(path, 0, "stream id is not UTF-8"))?;
@@ -401,7 +446,7 @@ pub(crate) fn index_rows(segment: &ParquetSegment) -> Result<Vec<(StreamId, u64,
 
 /// All `rows` values of one required column of a row group.
 fn read_column<T: parquet::data_type::DataType>(
-    group: &dyn parquet::file::reader::RowGroupReader,
+    group: &SerializedRowGroupReader<'_, File>,
     column: usize,
     rows: usize,
     path: &Path,
@@ -477,5 +522,30 @@ impl Converter {
         self.fs.sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;
         tracing::debug!(segment = seq, rows = entry.rows, "allsource: log segment rewritten as Parquet");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn built_schema_matches_the_documented_text() {
+        let parsed = parquet::schema::parser::parse_message_type(super::SCHEMA).expect("parse");
+        assert_eq!(*super::schema().expect("build"), parsed);
+    }
+
+    #[test]
+    fn manifest_round_trip_and_damage() {
+        let entries = vec![super::ManifestEntry { seq: 1, first_position: 1, rows: 10, file_len: 99, file_crc: 7 }];
+        let bytes = super::encode_manifest(&entries);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("MANIFEST");
+        std::fs::write(&path, &bytes).expect("write");
+        assert_eq!(super::read_manifest(&path).expect("read"), entries);
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1;
+            std::fs::write(&path, &damaged).expect("write");
+            assert!(super::read_manifest(&path).is_err(), "flip at {at} not caught");
+        }
     }
 }
