@@ -269,6 +269,16 @@ fn cf_options(name: &str, config: &RocksDbConfig, cache: &Cache) -> Options {
         Compression::Lz4 => DBCompressionType::Lz4,
     });
     options.set_write_buffer_size(config.write_buffer_bytes);
+    // Room for two memtables waiting to be flushed before writes stall: a burst of appends
+    // fills the large column families (events, event ids) faster than one flush drains them.
+    options.set_max_write_buffer_number(4);
+    if config.compression != Compression::None {
+        // Freshly flushed data is compacted again soon: compress only from level 2 on, so the
+        // flush that keeps appends from stalling costs no compression.
+        let compressed = DBCompressionType::Lz4;
+        let none = DBCompressionType::None;
+        options.set_compression_per_level(&[none, none, compressed, compressed, compressed, compressed, compressed]);
+    }
     if name == layout::CF_EVENT_IDS {
         // Every append looks up each of its event ids, nearly always a miss: filter the memtable too.
         options.set_memtable_prefix_bloom_ratio(0.05);
