@@ -38,6 +38,8 @@
 //! | `ALLSOURCE` | marker: `allframe-allsource store\nformat 1\n`; a non-empty directory without it is refused ([`Error::NotAStore`]) |
 //! | `LOCK` | held with an OS file lock (`flock`) while open; a second open fails with [`Error::Locked`] |
 //! | `wal-0000000001.log`, ... | log segments, numbered from 1, contiguous |
+//! | `seg-0000000001.parquet`, ... | sealed segments rewritten as Parquet, listed in `MANIFEST` |
+//! | `MANIFEST` | the live Parquet files, CRC-checked |
 //! | `snapshots.log` | snapshot records, append-only, compacted on open |
 //! | `*.tmp` | a file being created; removed on open |
 //!
@@ -104,10 +106,21 @@
 //! append), not with their size. A store opened with [`AllSourceBackend::new`] keeps the frames
 //! themselves in memory too.
 //!
-//! ## Not yet here
+//! ## Parquet segments
 //!
-//! Sealed segments are not yet rewritten as Parquet files; see `docs/ALLSOURCE_INTEGRATION.md`.
-
+//! A background thread rewrites each sealed log segment `wal-N.log` as `seg-N.parquet`
+//! (parquet crate without Arrow, low-level column writers, snappy, 1,024 rows per row group,
+//! chunk statistics), columns `position int64`, `stream string`, `version int64`,
+//! `event_type string`, `payload binary`, `metadata binary` (the `Metadata::encode_into` form),
+//! `timestamp int64 TIMESTAMP(MICROS, UTC)`. The Parquet file is written as a temporary file,
+//! synced, renamed, the directory synced; then `MANIFEST` (magic `AFSRCMAN`, `u32` version,
+//! `u32` count, per file `u32` segment, `u64` first position, `u64` rows, `u64` file length,
+//! `u32` file CRC32, then a CRC32 of everything before it) is replaced the same way; only then
+//! is the log segment removed. Reads of old events go to the row groups that hold them.
+//! [`AllSourceBackend::parquet_files`] lists the files; DuckDB, DataFusion and Polars read
+//! them as they are. With the crate feature `arrow`, `arrow::read_segment` returns Arrow
+//! record batches.
+//!
 #![deny(missing_docs)]
 
 mod format;
