@@ -130,3 +130,37 @@ fn leftovers_of_an_interrupted_conversion_are_cleaned_up() {
     assert!(!dir.path().join("seg-0000000099.parquet").exists());
     assert!(!dir.path().join("seg-0000000098.parquet.tmp").exists());
 }
+
+#[test]
+fn a_log_segment_left_after_its_conversion_is_removed_not_replayed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // First without conversion, to keep a copy of the first sealed log segment.
+    rt.block_on(async {
+        let store =
+            AllSourceBackend::with_config(AllSourceConfig { parquet_segments: false, ..config(dir.path()) }).unwrap();
+        for n in 0..600u64 {
+            let e = NewEvent::new("Kept", format!("{n} {}", "k".repeat(150)));
+            store.append("kept", ExpectedVersion::Exact(n), vec![e]).await.unwrap();
+        }
+    });
+    let wal = dir.path().join("wal-0000000001.log");
+    let copy = std::fs::read(&wal).unwrap();
+    let (events, _) = open(dir.path()).unwrap();
+    // Reopened with conversion on: the sealed segments become Parquet.
+    rt.block_on(async {
+        let store = AllSourceBackend::with_config(config(dir.path())).unwrap();
+        let started = Instant::now();
+        while store.parquet_files().is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(60), "no conversion");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert!(!wal.exists());
+    // The crash came after the manifest, before the removal: the segment is back.
+    std::fs::write(&wal, copy).unwrap();
+    let (read, stats) = open(dir.path()).unwrap();
+    assert_eq!(read, events, "every event exactly once");
+    assert!(!wal.exists(), "the leftover segment is removed");
+    assert_ne!(stats.details["parquet_files"], "0");
+}
