@@ -200,15 +200,16 @@ pub(crate) fn open(
     }
     let converted = manifest.len() as u32;
     let mut seqs = Vec::new();
+    let mut leftovers = Vec::new();
     for name in &names {
         let path = dir.join(name);
         if name.ends_with(".tmp") {
             std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
         } else if let Some(seq) = parse_segment_name(name) {
             if seq <= converted {
-                // Rewritten as Parquet and listed in the manifest; the crash came before its removal.
-                tracing::info!(file = %path.display(), "allsource: removing a log segment already in Parquet");
-                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+                // Rewritten as Parquet and listed in the manifest; the crash came before its
+                // removal. Removed once the Parquet files are verified below.
+                leftovers.push(path);
             } else {
                 seqs.push(seq);
             }
@@ -235,6 +236,13 @@ pub(crate) fn open(
         parquet_rows += entry.rows;
         replay_parquet(state, &segment)?;
         parquet.insert(segment);
+    }
+    for path in leftovers {
+        tracing::info!(file = %path.display(), "allsource: removing a log segment already in Parquet");
+        std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+    }
+    if !seqs.is_empty() || converted > 0 {
+        fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
     }
     let mut report = RecoveryReport { parquet_rows, ..RecoveryReport::default() };
     let mut next_batch = 1;
