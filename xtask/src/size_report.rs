@@ -320,6 +320,8 @@ mod tests {
         };
         let over = over_budget(&m);
         assert_eq!(over.len(), 2);
-        assert!(over[0].contains("cqrs: growth 200.0 KB over budget 150.0 KB") && over[0].contains("serde_json 40.0 KB"));
+        assert!(
+            over[0].contains("cqrs: growth 200.0 KB over budget 150.0 KB") && over[0].contains("serde_json 40.0 KB")
+        );
     }
 }
