@@ -1,4 +1,4 @@
-//! Crash test: a child process appends from several tasks with sync on and prints every
+//! Crash tests: a child process appends from several tasks (sync on; and off) and prints every
 //! acknowledged append; the parent kills it with SIGKILL at random moments, reopens the
 //! store, and checks that every acknowledged append is there, versions are contiguous,
 //! positions increase, and no append is half applied.
@@ -17,6 +17,7 @@ const ROUNDS: u64 = 20;
 const TASKS: u64 = 8;
 const CHILD_ENV: &str = "ALLFRAME_ROCKSDB_CRASH_CHILD";
 const ROUND_ENV: &str = "ALLFRAME_ROCKSDB_CRASH_ROUND";
+const SYNC_ENV: &str = "ALLFRAME_ROCKSDB_CRASH_SYNC";
 
 /// One acknowledged append, as the child printed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,10 +44,12 @@ fn payload(tag: &str, i: u64, count: u64) -> String {
 fn crash_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
     let round: u64 = std::env::var(ROUND_ENV).ok().and_then(|r| r.parse().ok()).unwrap_or(0);
+    let sync = std::env::var(SYNC_ENV).map_or(true, |s| s != "0");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     runtime.block_on(async move {
-        let store =
-            Arc::new(RocksDbBackend::open_with(&path, RocksDbConfig::default()).expect("child opens the store"));
+        let store = Arc::new(
+            RocksDbBackend::open_with(&path, RocksDbConfig { sync, ..Default::default() }).expect("child opens"),
+        );
         let mut tasks = Vec::new();
         for task in 0..TASKS {
             let store = Arc::clone(&store);
@@ -118,6 +121,16 @@ impl Rng {
 
 #[test]
 fn killed_writers_lose_no_acknowledged_append() {
+    kill_rounds(ROUNDS, true);
+}
+
+/// Without sync, appends still survive a process crash (they are in the OS's page cache).
+#[test]
+fn killed_writers_lose_no_acknowledged_append_without_sync() {
+    kill_rounds(6, false);
+}
+
+fn kill_rounds(rounds: u64, sync: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
@@ -125,10 +138,11 @@ fn killed_writers_lose_no_acknowledged_append() {
     let mut rng = Rng(seed);
     let mut acks = Vec::new();
     let mut rounds_with_acks = 0;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
             .env(CHILD_ENV, &path)
+            .env(SYNC_ENV, if sync { "1" } else { "0" })
             .env(ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -156,8 +170,8 @@ fn killed_writers_lose_no_acknowledged_append() {
         acks.extend(round_acks);
         verify(&path, &acks, round);
     }
-    eprintln!("{} acknowledged appends over {ROUNDS} rounds ({rounds_with_acks} rounds with acks)", acks.len());
-    assert!(rounds_with_acks as u64 >= ROUNDS / 2, "children acknowledged appends in too few rounds");
+    eprintln!("sync {sync}: {} acknowledged appends over {rounds} rounds ({rounds_with_acks} with acks)", acks.len());
+    assert!(rounds_with_acks as u64 >= rounds / 2, "children acknowledged appends in too few rounds");
 }
 
 fn verify(path: &Path, acks: &[Ack], round: u64) {
