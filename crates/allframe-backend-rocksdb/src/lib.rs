@@ -32,7 +32,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -117,6 +117,8 @@ pub struct RocksDbBackend {
     config: RocksDbConfig,
     signal: Arc<CommitSignal>,
     counters: Arc<Counters>,
+    /// Requests sent to the writer and not yet taken (for its linger rule).
+    queued: Arc<AtomicUsize>,
     sender: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -311,6 +313,7 @@ impl RocksDbBackend {
         let db = Arc::new(db);
         let signal = Arc::new(CommitSignal::new(head));
         let counters = Arc::new(Counters::default());
+        let queued = Arc::new(AtomicUsize::new(0));
         counters.streams.store(streams, Ordering::SeqCst);
         counters.snapshots.store(snapshots, Ordering::SeqCst);
         let mut write_options = WriteOptions::default();
@@ -323,13 +326,15 @@ impl RocksDbBackend {
             write_options,
             max_group_events: config.max_group_events.max(1),
             next_position: head + 1,
+            queued: Arc::clone(&queued),
+            linger: config.sync,
         };
         let (sender, receiver) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("allframe-rocksdb-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| Error::io(BACKEND_NAME, Some(path.clone()), e))?;
-        Ok(RocksDbBackend { db, path, config, signal, counters, sender: Some(sender), writer: Some(writer) })
+        Ok(RocksDbBackend { db, path, config, signal, counters, queued, sender: Some(sender), writer: Some(writer) })
     }
 
     /// The store's directory.
@@ -352,7 +357,11 @@ impl RocksDbBackend {
 
     fn send(&self, request: Request) -> Result<()> {
         let sender = self.sender.as_ref().ok_or_else(Self::closed)?;
-        sender.send(request).map_err(|_| Self::closed())
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        sender.send(request).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            Self::closed()
+        })
     }
 
     fn decode_err(&self, position: u64) -> impl Fn(layout::DecodeError) -> Error + '_ {

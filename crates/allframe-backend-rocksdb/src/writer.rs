@@ -12,8 +12,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
 
 use allframe_cqrs_core::{
     AppendResult, CommitSignal, Error, EventId, ExpectedVersion, NewEvent, Result, Snapshot, StreamId,
@@ -70,7 +71,14 @@ pub(crate) struct Writer {
     pub(crate) max_group_events: usize,
     /// The next global position to assign.
     pub(crate) next_position: u64,
+    /// Requests sent and not yet received by the writer.
+    pub(crate) queued: Arc<AtomicUsize>,
+    /// Whether groups may linger for the previous group's appenders (sync mode).
+    pub(crate) linger: bool,
 }
+
+/// The longest a group waits for more requests (sync mode only).
+pub(crate) const MAX_LINGER: Duration = Duration::from_micros(200);
 
 /// Where a stored (or, within a group, just written) event id is.
 #[derive(Clone, Debug)]
@@ -100,25 +108,52 @@ enum Pending {
 
 impl Writer {
     /// Runs until every sender is gone.
+    ///
+    /// With sync on, a group may linger: the appenders answered by the previous group usually
+    /// come straight back, so the writer waits for as many requests as were waiting when the
+    /// previous write ended plus the previous group's own, for at most half the previous
+    /// write's time (and never more than [`MAX_LINGER`]). Without that, 64 appenders split into
+    /// two alternating groups, each paying a whole sync (see decision 0302).
     pub(crate) fn run(mut self, requests: Receiver<Request>) {
         let mut record = Vec::new();
+        let mut expected = 0;
+        let mut max_linger = Duration::ZERO;
         while let Ok(first) = requests.recv() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            let started = Instant::now();
             let mut group_events = first.events();
             let mut queue = vec![first];
             while group_events < self.max_group_events {
-                match requests.try_recv() {
-                    Ok(next) => {
-                        group_events += next.events();
-                        queue.push(next);
+                let next = match requests.try_recv() {
+                    Ok(next) => next,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        let waited = started.elapsed();
+                        if queue.len() >= expected || waited >= max_linger {
+                            break;
+                        }
+                        match requests.recv_timeout(max_linger - waited) {
+                            Ok(next) => next,
+                            Err(_) => break,
+                        }
                     }
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+                };
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                group_events += next.events();
+                queue.push(next);
             }
-            self.write_group(queue, &mut record);
+            let group_requests = queue.len();
+            let (waiting, write_time) = self.write_group(queue, &mut record);
+            if self.linger {
+                expected = waiting + group_requests;
+                max_linger = (write_time / 2).min(MAX_LINGER);
+            }
         }
     }
 
-    fn write_group(&mut self, queue: Vec<Request>, record: &mut Vec<u8>) {
+    /// Writes one group and answers its callers; returns how many requests were waiting when
+    /// the write ended, and how long the write took.
+    fn write_group(&mut self, queue: Vec<Request>, record: &mut Vec<u8>) -> (usize, Duration) {
         let db = Arc::clone(&self.db);
         let handles = match Handles::new(&db, &self.path) {
             Ok(handles) => handles,
@@ -131,7 +166,7 @@ impl Writer {
                         Request::Snapshot { reply, .. } => drop(reply.send(Err(closed()))),
                     }
                 }
-                return;
+                return (self.queued.load(Ordering::SeqCst), Duration::ZERO);
             }
         };
         let mut batch = WriteBatch::default();
@@ -165,8 +200,9 @@ impl Writer {
             }
         }
         if batch.is_empty() {
+            let waiting = self.queued.load(Ordering::SeqCst);
             answer(pending, None);
-            return;
+            return (waiting, Duration::ZERO);
         }
         for (stream, version) in &group.heads {
             batch.put_cf(handles.heads, stream.as_bytes(), version.to_be_bytes());
@@ -176,7 +212,11 @@ impl Writer {
         if group.new_streams > 0 || group.new_snapshots > 0 {
             batch.put_cf(handles.meta, layout::KEY_COUNTERS, layout::counters_value(streams, snapshots));
         }
-        match self.db.write_opt(batch, &self.write_options) {
+        let write_started = Instant::now();
+        let written = self.db.write_opt(batch, &self.write_options);
+        let write_time = write_started.elapsed();
+        let waiting = self.queued.load(Ordering::SeqCst);
+        match written {
             Ok(()) => {
                 self.counters.streams.store(streams, Ordering::SeqCst);
                 self.counters.snapshots.store(snapshots, Ordering::SeqCst);
@@ -190,6 +230,7 @@ impl Writer {
             }
             Err(error) => answer(pending, Some((&self.path, error))),
         }
+        (waiting, write_time)
     }
 
     /// The stream's version, counting what this group wrote.
