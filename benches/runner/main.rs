@@ -69,7 +69,7 @@ impl Scale {
         if quick {
             Scale { seconds: 0.5, store_events: 20_000, subscription_events: 20_000, runs: 1 }
         } else {
-            Scale { seconds: 3.0, store_events: 1_000_000, subscription_events: 1_000_000, runs: 3 }
+            Scale { seconds: 2.0, store_events: 1_000_000, subscription_events: 1_000_000, runs: 3 }
         }
     }
 }
