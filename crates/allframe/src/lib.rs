@@ -41,12 +41,12 @@ pub mod rocksdb {
 #[cfg(feature = "cqrs-allsource")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs-allsource")))]
 #[doc(inline)]
-pub use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig};
+pub use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig, SyncMode};
 
 #[cfg(feature = "cqrs-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs-postgres")))]
 #[doc(inline)]
-pub use allframe_backend_postgres::PostgresBackend;
+pub use allframe_backend_postgres::{PayloadEncoding, PostgresBackend, PostgresBuilder};
 
 #[cfg(feature = "cqrs-rocksdb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs-rocksdb")))]
