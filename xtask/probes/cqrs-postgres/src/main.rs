@@ -1,37 +1,9 @@
-//! Size probe: the facade feature `cqrs-postgres`. A real append and read through the typed store, so nothing is
-//! optimised away.
+//! Size probe: the facade with only the feature `cqrs-postgres`.
 
 use allframe::prelude::*;
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Ping {
-    n: u64,
+async fn open(url: &str) -> Result<EventStore<Ping, PostgresBackend>, Error> {
+    Ok(EventStore::with_backend(PostgresBackend::connect(url).await?))
 }
 
-impl Event for Ping {
-    fn event_type(&self) -> &'static str {
-        "Ping"
-    }
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let target = std::env::args().nth(1).unwrap_or_default();
-    let backend = match PostgresBackend::connect(&target).await {
-        Ok(backend) => backend,
-        Err(error) => {
-            eprintln!("{error}");
-            return;
-        }
-    };
-    let store = EventStore::with_backend(backend);
-    let n = std::env::args().count() as u64;
-    if let Err(error) = store.append("probe", vec![Ping { n }]).await {
-        eprintln!("{error}");
-    }
-    match store.get_events("probe").await {
-        Ok(events) => println!("{}", events.iter().map(|e: &Ping| e.n).sum::<u64>()),
-        Err(error) => eprintln!("{error}"),
-    }
-}
+include!("../../probe.rs");

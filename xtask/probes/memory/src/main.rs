@@ -1,29 +1,10 @@
-//! Size probe for the the memory backend crate used directly: a real append and read through the typed store.
+//! Size probe: allframe-backend-memory used directly, without the facade.
 
 use allframe_backend_memory::{EventStore, InMemoryEventStore};
-use allframe_cqrs_core::Event;
-use serde::{Deserialize, Serialize};
+use allframe_cqrs_core::{Error, Event};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Ping {
-    n: u64,
+async fn open(_: &str) -> Result<EventStore<Ping>, Error> {
+    Ok(EventStore::new())
 }
 
-impl Event for Ping {
-    fn event_type(&self) -> &'static str {
-        "Ping"
-    }
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let store = EventStore::new();
-    let n = std::env::args().count() as u64;
-    if let Err(error) = store.append("probe", vec![Ping { n }]).await {
-        eprintln!("{error}");
-    }
-    match store.get_events("probe").await {
-        Ok(events) => println!("{}", events.iter().map(|e| e.n).sum::<u64>()),
-        Err(error) => eprintln!("{error}"),
-    }
-}
+include!("../../probe.rs");
