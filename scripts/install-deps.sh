@@ -18,6 +18,13 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
 }
 
+if command -v c++ >/dev/null 2>&1; then
+    echo "C++ compiler: present"
+else
+    echo "C++ compiler: missing, installing g++ (RocksDB is C++17)"
+    apt_install g++
+fi
+
 if have_libclang; then
     echo "libclang: present"
 else
