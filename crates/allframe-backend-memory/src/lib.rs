@@ -214,27 +214,28 @@ impl EventStoreBackend for InMemoryBackend {
         if let Some(original) = state.find_retry(stream, &events)? {
             return Ok(original);
         }
-        let current = state.streams.get(stream).map_or(0, |versions| versions.len() as u64);
+        let State { log, streams, stream_order, ids, .. } = state;
+        let current = streams.get(stream).map_or(0, |versions| versions.len() as u64);
         expected.check(stream, current)?;
         if events.is_empty() {
             return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
         }
-        let stream_id = match state.streams.get_key_value(stream) {
-            Some((key, _)) => key.clone(),
+        let versions = match streams.get_mut(stream) {
+            Some(versions) => versions,
             None => {
                 let key = StreamId::from(stream);
-                state.streams.insert(key.clone(), Vec::new());
-                state.stream_order.insert(key.clone());
-                key
+                stream_order.insert(key.clone());
+                streams.entry(key).or_default()
             }
         };
-        let first_index = state.log.len();
-        let versions = state.streams.get_mut(stream).expect("stream entry was just ensured");
+        // The stream id of the log's records is shared with the stream's index entry.
+        let stream_id = versions.first().map_or_else(|| StreamId::from(stream), |&i| log.get(i).stream_id.clone());
+        let first_index = log.len();
         for (offset, event) in events.into_iter().enumerate() {
             let index = first_index + offset;
             versions.push(index);
-            state.ids.insert(event.metadata.event_id, index);
-            state.log.push(RecordedEvent {
+            ids.insert(event.metadata.event_id, index);
+            log.push(RecordedEvent {
                 stream_id: stream_id.clone(),
                 version: current + offset as u64 + 1,
                 position: index as u64 + 1,
@@ -246,7 +247,7 @@ impl EventStoreBackend for InMemoryBackend {
         let result = AppendResult {
             stream_version: versions.len() as u64,
             first_position: first_index as u64 + 1,
-            last_position: state.log.len() as u64,
+            last_position: log.len() as u64,
             deduplicated: false,
         };
         drop(guard);

@@ -106,6 +106,11 @@ impl EventId {
     /// The random bits come from the standard library's per-process random hash keys, so
     /// no extra dependency is needed; ids are unique, not secret.
     pub fn new() -> Self {
+        Self::at(Timestamp::now())
+    }
+
+    /// A new, unique id whose time part is `now` (saves a second clock read).
+    fn at(now: Timestamp) -> Self {
         static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
@@ -117,7 +122,7 @@ impl EventId {
             hasher.finish()
         };
         let (high, low) = (random(0x5eed_0001), random(0x5eed_0002));
-        let millis = Timestamp::now().as_micros().max(0) as u64 / 1000;
+        let millis = now.as_micros().max(0) as u64 / 1000;
         let mut bytes = [0u8; 16];
         bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
         bytes[6..8].copy_from_slice(&(((high >> 48) as u16 & 0x0fff) | 0x7000).to_be_bytes());
@@ -267,11 +272,12 @@ const META_HEADERS: u8 = 4;
 impl Metadata {
     /// Metadata with a fresh event id and the current time.
     pub fn new() -> Self {
+        let timestamp = Timestamp::now();
         Metadata {
-            event_id: EventId::new(),
+            event_id: EventId::at(timestamp),
             correlation_id: None,
             causation_id: None,
-            timestamp: Timestamp::now(),
+            timestamp,
             headers: BTreeMap::new(),
         }
     }
