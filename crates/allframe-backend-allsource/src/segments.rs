@@ -412,9 +412,12 @@ impl ParquetFiles {
     }
 }
 
+/// One row of the index columns of a Parquet segment: stream, version, position, event id.
+pub(crate) type IndexRow = (StreamId, u64, u64, EventId);
+
 /// Rows of a segment used to rebuild the index: stream, version, position, event id. Reads
 /// only those four columns, and takes the event id straight from the metadata bytes.
-pub(crate) fn index_rows(segment: &ParquetSegment) -> Result<Vec<(StreamId, u64, u64, EventId)>> {
+pub(crate) fn index_rows(segment: &ParquetSegment) -> Result<Vec<IndexRow>> {
     let path = &segment.path;
     let mut out = Vec::with_capacity(segment.entry.rows as usize);
     let mut last_stream: Option<StreamId> = None;

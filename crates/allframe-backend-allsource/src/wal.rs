@@ -231,11 +231,30 @@ pub(crate) fn open(
         }
     }
     let mut parquet_rows = 0;
-    for entry in &manifest {
-        let segment = ParquetSegment::open(dir, *entry)?;
-        parquet_rows += entry.rows;
-        replay_parquet(state, &segment)?;
-        parquet.insert(segment);
+    // Opening a file (length and CRC check) and reading its index columns do not depend on the
+    // other files, so a few files are decoded at once; their rows are replayed into the index
+    // in manifest order, and the first error in that order is the one reported.
+    let width = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    for window in manifest.chunks(width) {
+        let decoded: Vec<Result<(ParquetSegment, Vec<segments::IndexRow>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = window
+                .iter()
+                .map(|entry| {
+                    scope.spawn(move || {
+                        let segment = ParquetSegment::open(dir, *entry)?;
+                        let rows = segments::index_rows(&segment)?;
+                        Ok((segment, rows))
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        });
+        for result in decoded {
+            let (segment, rows) = result?;
+            parquet_rows += segment.entry.rows;
+            replay_parquet(state, &segment, &rows)?;
+            parquet.insert(segment);
+        }
     }
     for path in leftovers {
         tracing::info!(file = %path.display(), "allsource: removing a log segment already in Parquet");
@@ -314,8 +333,7 @@ pub(crate) fn open(
 }
 
 /// Replays the rows of a Parquet segment into the index (runs of one stream become one entry).
-fn replay_parquet(state: &mut State, segment: &ParquetSegment) -> Result<()> {
-    let rows = segments::index_rows(segment)?;
+fn replay_parquet(state: &mut State, segment: &ParquetSegment, rows: &[segments::IndexRow]) -> Result<()> {
     let seq = segment.entry.seq;
     let loc = Loc { segment: seq, offset: 0, len: 0 };
     let mut i = 0;
