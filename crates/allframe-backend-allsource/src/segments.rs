@@ -304,13 +304,7 @@ impl ParquetSegment {
         let mut out = Vec::with_capacity(rows);
         let mut last_stream: Option<StreamId> = None;
         for i in 0..rows {
-            let stream =
-                std::str::from_utf8(streams[i].data()).map_err(|_| corruption(path, 0, "stream id is not UTF-8"))?;
-            let stream_id = match &last_stream {
-                Some(s) if s.as_str() == stream => s.clone(),
-                _ => StreamId::from(stream),
-            };
-            last_stream = Some(stream_id.clone());
+            let stream_id = shared_stream_id(streams[i].data(), &mut last_stream, path)?;
             let event_type =
                 std::str::from_utf8(types[i].data()).map_err(|_| corruption(path, 0, "event type is not UTF-8"))?;
             let meta = Metadata::decode(metadata[i].data()).map_err(|e| corruption(path, 0, e.to_string()))?;
@@ -412,6 +406,18 @@ impl ParquetFiles {
     }
 }
 
+/// The stream id stored in `bytes`, sharing one allocation with the previous row's id when it
+/// is the same stream (rows of one append are consecutive).
+fn shared_stream_id(bytes: &[u8], last: &mut Option<StreamId>, path: &Path) -> Result<StreamId> {
+    let stream = std::str::from_utf8(bytes).map_err(|_| corruption(path, 0, "stream id is not UTF-8"))?;
+    let stream_id = match last {
+        Some(s) if s.as_str() == stream => s.clone(),
+        _ => StreamId::from(stream),
+    };
+    *last = Some(stream_id.clone());
+    Ok(stream_id)
+}
+
 /// One row of the index columns of a Parquet segment: stream, version, position, event id.
 pub(crate) type IndexRow = (StreamId, u64, u64, EventId);
 
@@ -429,13 +435,7 @@ pub(crate) fn index_rows(segment: &ParquetSegment) -> Result<Vec<IndexRow>> {
         let versions = read_column::<Int64Type>(&group, 2, rows, path)?;
         let metadata = read_column::<ByteArrayType>(&group, 5, rows, path)?;
         for i in 0..rows {
-            let stream =
-                std::str::from_utf8(streams[i].data()).map_err(|_| corruption(path, 0, "stream id is not UTF-8"))?;
-            let stream_id = match &last_stream {
-                Some(s) if s.as_str() == stream => s.clone(),
-                _ => StreamId::from(stream),
-            };
-            last_stream = Some(stream_id.clone());
+            let stream_id = shared_stream_id(streams[i].data(), &mut last_stream, path)?;
             let id: [u8; 16] = metadata[i]
                 .data()
                 .get(1..17)
