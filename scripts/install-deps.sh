@@ -3,9 +3,13 @@
 # libclang for RocksDB's bindgen (Debian: libclang1-14 + libclang-common-14-dev).
 set -euo pipefail
 
+# libclang itself (libclang.so.N, libclang-N.so.N), not libclang-cpp (a different library that
+# some machines have alone), plus clang's own headers (stddef.h), which bindgen needs too.
 have_libclang() {
     [ -n "${LIBCLANG_PATH:-}" ] && return 0
-    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
+    compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null || compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null ||
+        return 1
+    compgen -G '/usr/lib/llvm-*/lib/clang/*/include/stddef.h' >/dev/null
 }
 
 apt_install() {
