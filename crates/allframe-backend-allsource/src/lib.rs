@@ -132,7 +132,6 @@ mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -173,7 +172,7 @@ use format::{FRAME_HEADER_LEN, FrameHeader, FrameRead};
 use io::Fs;
 use snapshots::SnapshotFile;
 use state::{Loc, MEMORY_SEGMENT, State};
-use wal::{Msg, RecoveryReport, Segments, WriterStats};
+use wal::{RecoveryReport, Segments, WriterStats};
 
 /// The backend's name in logs, errors and stats.
 pub const BACKEND_NAME: &str = "allsource";
@@ -239,6 +238,7 @@ pub(crate) struct Shared {
     pub writer_stats: WriterStats,
     pub parquet: segments::ParquetFiles,
     pub conversion_error: std::sync::Mutex<Option<String>>,
+    pub wakeup: wal::Wakeup,
 }
 
 /// The AllSource event store: in memory, or durable in a directory.
@@ -247,7 +247,6 @@ pub struct AllSourceBackend {
     shared: Arc<Shared>,
     config: AllSourceConfig,
     fs: Fs,
-    tx: Option<Sender<Msg>>,
     writer: Option<JoinHandle<()>>,
     converter: Option<(JoinHandle<()>, Arc<std::sync::atomic::AtomicBool>)>,
     snapshots: Option<SnapshotFile>,
@@ -255,12 +254,12 @@ pub struct AllSourceBackend {
     _lock: Option<File>,
 }
 
-/// What an append does after the index lock.
-enum Step {
-    /// An idempotent retry: wait until the original is committed.
+/// What an append found under the index lock.
+enum Placed {
+    /// An idempotent retry: answer once the original is committed.
     Retry(AppendResult),
-    /// Sent to the writer: wait for its acknowledgement.
-    Wait(AppendResult),
+    /// Placed in the log, with the number of frames now pending: wait for the group commit.
+    Wait(AppendResult, usize),
 }
 
 /// Where the bytes of one frame are, as found under the index lock.
@@ -294,12 +293,12 @@ impl AllSourceBackend {
                 writer_stats,
                 parquet: Default::default(),
                 conversion_error: Default::default(),
+                wakeup: Default::default(),
             });
             return Ok(AllSourceBackend {
                 shared,
                 config,
                 fs,
-                tx: None,
                 writer: None,
                 converter: None,
                 snapshots: None,
@@ -311,6 +310,7 @@ impl AllSourceBackend {
         let parquet = segments::ParquetFiles::default();
         let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats, segment_size, &parquet)?;
         let snapshots = SnapshotFile::open(&dir, &fs, &mut state)?;
+        state.log = Some(wal::PendingLog::new(&opened.active, opened.next_batch, segment_size));
         let head = state.committed;
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
@@ -319,8 +319,8 @@ impl AllSourceBackend {
             writer_stats,
             parquet,
             conversion_error: Default::default(),
+            wakeup: Default::default(),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
         let mut converter = None;
         let mut convert_tx = None;
         if config.parquet_segments {
@@ -346,11 +346,9 @@ impl AllSourceBackend {
         }
         let writer = wal::Writer {
             shared: shared.clone(),
-            rx,
             fs: fs.clone(),
             dir: dir.clone(),
             active: opened.active,
-            next_batch: opened.next_batch,
             mode: config.sync,
             segment_size,
             max_batch_bytes: config.max_batch_bytes.max(1),
@@ -360,6 +358,7 @@ impl AllSourceBackend {
             .name("allsource-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::io(BACKEND_NAME, Some(dir.clone()), e))?;
+        let _ = shared.wakeup.writer.set(handle.thread().clone());
         tracing::info!(
             dir = %dir.display(),
             events = head,
@@ -371,7 +370,6 @@ impl AllSourceBackend {
             shared,
             config,
             fs,
-            tx: Some(tx),
             writer: Some(handle),
             converter,
             snapshots: Some(snapshots),
@@ -412,20 +410,28 @@ impl AllSourceBackend {
         Error::Closed { backend: BACKEND_NAME, reason: Some(reason.to_string()) }
     }
 
-    /// Waits until `position` is committed (an idempotent retry of an append still in flight).
+    /// Waits until `position` is committed: written (and synced, in synchronous mode) by the
+    /// writer. Fails with the writer's error if the write holding it failed.
     async fn wait_committed(&self, position: u64) -> Result<()> {
+        let wakeup = &self.shared.wakeup;
         loop {
-            let (committed, failed) = {
-                let state = self.read();
-                (state.committed, state.failed.clone())
-            };
-            if committed >= position {
+            let notified = wakeup.acks.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.signal.head() >= position {
                 return Ok(());
             }
-            if let Some(reason) = failed {
-                return Err(Self::closed(&reason));
+            if wakeup.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                let state = self.read();
+                if state.committed >= position {
+                    return Ok(());
+                }
+                return Err(match &state.failure {
+                    Some(failure) if position >= failure.first_position => wal::clone_error(&failure.error),
+                    _ => Self::closed(state.failed.as_deref().unwrap_or("the log writer stopped")),
+                });
             }
-            self.shared.signal.wait_past(committed, Duration::from_millis(20)).await;
+            notified.await;
         }
     }
 
@@ -507,7 +513,8 @@ impl Drop for AllSourceBackend {
     fn drop(&mut self) {
         // Closing the channel lets the writer finish what it has, sync, and stop; joining it
         // means the store's files and lock are released when `drop` returns.
-        drop(self.tx.take());
+        self.shared.wakeup.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.wakeup.unpark();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -538,15 +545,16 @@ impl EventStoreBackend for AllSourceBackend {
             return Err(Error::EventTooLarge { size: payload.len(), limit: format::MAX_FRAME_PAYLOAD as usize });
         }
         let ids: Vec<EventId> = events.iter().map(|e| e.metadata.event_id).collect();
-        let (ack_tx, ack_rx) = oneshot::channel();
-        let step = {
+        let mut payload_crc = crc32fast::Hasher::new();
+        payload_crc.update(&payload);
+        let placed = {
             let mut guard = self.write();
             let state = &mut *guard;
             if let Some(reason) = &state.failed {
                 return Err(Self::closed(reason));
             }
             if let Some(original) = state.find_retry(stream, &events)? {
-                Step::Retry(original)
+                Placed::Retry(original)
             } else {
                 let current = state.assigned_version(stream);
                 expected.check(stream, current)?;
@@ -567,10 +575,10 @@ impl EventStoreBackend for AllSourceBackend {
                     last_position: header.first_position + events.len() as u64 - 1,
                     deduplicated: false,
                 };
-                match &self.tx {
+                match state.log.as_mut() {
                     None => {
                         let mut frame = Vec::with_capacity(header.frame_len());
-                        format::write_frame(&mut frame, &header, &payload);
+                        format::write_frame_with(&mut frame, &header, &payload, &payload_crc);
                         let loc = Loc {
                             segment: MEMORY_SEGMENT,
                             offset: state.mem_frames.len() as u64,
@@ -583,28 +591,26 @@ impl EventStoreBackend for AllSourceBackend {
                         self.shared.signal.publish(result.last_position);
                         return Ok(result);
                     }
-                    Some(tx) => {
-                        state.register(stream, header.first_position, header.first_version, &ids, None);
-                        if tx.send(Msg::Append(wal::Job { header, payload, ack: ack_tx })).is_err() {
-                            state.failed = Some("the log writer stopped".into());
-                            return Err(Self::closed("the log writer stopped"));
-                        }
+                    Some(log) => {
+                        let loc = log.place(header, &payload, &payload_crc);
+                        let pending = log.frames;
+                        state.register(stream, header.first_position, header.first_version, &ids, Some(loc));
+                        Placed::Wait(result, pending)
                     }
                 }
-                Step::Wait(result)
             }
         };
-        let result = match step {
-            Step::Retry(original) => {
+        match placed {
+            Placed::Retry(original) => {
+                // An idempotent retry: answer once the original is committed.
                 self.wait_committed(original.last_position).await?;
-                return Ok(original);
+                Ok(original)
             }
-            Step::Wait(result) => result,
-        };
-        match ack_rx.await {
-            Ok(Ok(())) => Ok(result),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(Self::closed("the log writer stopped")),
+            Placed::Wait(result, pending) => {
+                self.shared.wakeup.placed(pending);
+                self.wait_committed(result.last_position).await?;
+                Ok(result)
+            }
         }
     }
 
@@ -695,9 +701,18 @@ impl EventStoreBackend for AllSourceBackend {
     }
 
     async fn flush(&self) -> Result<()> {
-        let Some(tx) = &self.tx else { return Ok(()) };
+        if self.writer.is_none() {
+            return Ok(());
+        }
         let (ack_tx, ack_rx) = oneshot::channel();
-        tx.send(Msg::Flush(ack_tx)).map_err(|_| Self::closed("the log writer stopped"))?;
+        {
+            let mut state = self.write();
+            if let Some(reason) = &state.failed {
+                return Err(Self::closed(reason));
+            }
+            state.log.as_mut().expect("a durable store has a pending log").flushes.push(ack_tx);
+        }
+        self.shared.wakeup.unpark();
         ack_rx.await.map_err(|_| Self::closed("the log writer stopped"))??;
         if let Some(file) = &self.snapshots {
             file.sync(&self.fs)?;

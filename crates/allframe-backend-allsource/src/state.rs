@@ -4,6 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use allframe_cqrs_core::{AppendResult, Bytes, Error, EventId, NewEvent, Result, Snapshot, StreamId};
 
+use crate::wal::{Failure, PendingLog};
+
 /// Segment number used for frames held in memory (`new()` stores).
 pub(crate) const MEMORY_SEGMENT: u32 = u32::MAX;
 
@@ -50,6 +52,10 @@ pub(crate) struct State {
     pub mem_frames: Vec<Bytes>,
     /// Set when the writer hit an I/O error: no further appends are accepted.
     pub failed: Option<String>,
+    /// The write that failed, for the appenders waiting on it.
+    pub failure: Option<Failure>,
+    /// Frames placed but not yet written (durable stores only).
+    pub log: Option<PendingLog>,
 }
 
 impl State {

@@ -5,13 +5,13 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use allframe_cqrs_core::{Bytes, Error, EventId, Result};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::format::{self, FLAG_LAST_IN_BATCH, FRAME_HEADER_LEN, FrameHeader, FrameRead, SEGMENT_HEADER_LEN};
 use crate::io::Fs;
@@ -430,29 +430,169 @@ pub(crate) fn create_segment(
     Ok(ActiveSegment { seq, path, file, offset: SEGMENT_HEADER_LEN as u64, allocated: initial })
 }
 
-/// One append waiting for the writer.
-#[derive(Debug)]
-pub(crate) struct Job {
-    pub header: FrameHeader,
-    pub payload: Vec<u8>,
-    pub ack: oneshot::Sender<Result<()>>,
+/// Where one segment's part of a [`PendingLog`] buffer starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Chunk {
+    /// Log segment the bytes go to.
+    pub seq: u32,
+    /// Offset in that segment of the first byte.
+    pub offset: u64,
+    /// Index in the buffer of the first byte.
+    pub start: usize,
 }
 
-/// A message to the writer thread.
+/// Frames that appenders have placed in the log but the writer has not yet written.
+///
+/// Lives in the index ([`State::log`]) so that an append assigns its positions and its place
+/// in the log under one lock: frames are in position order in the log by construction. The
+/// appender copies its frame into `buf` (a `memcpy`; the payload and its CRC were computed
+/// before the lock) and learns at once where it will be on disk.
 #[derive(Debug)]
-pub(crate) enum Msg {
-    Append(Job),
-    Flush(oneshot::Sender<Result<()>>),
+pub(crate) struct PendingLog {
+    pub buf: Vec<u8>,
+    pub chunks: Vec<Chunk>,
+    /// Frames in `buf`.
+    pub frames: usize,
+    /// Index in `buf` of the last frame.
+    pub last_frame: usize,
+    /// First and last position of the events in `buf`.
+    pub first_position: u64,
+    pub last_position: u64,
+    /// Group-commit number given to every frame in `buf`.
+    pub epoch: u64,
+    /// Where the next frame goes.
+    pub seq: u32,
+    pub offset: u64,
+    pub segment_size: u64,
+    /// `flush()` calls waiting for the next sync.
+    pub flushes: Vec<oneshot::Sender<Result<()>>>,
 }
 
-/// The writer thread: group commit into the active segment.
+impl PendingLog {
+    /// An empty buffer continuing the active segment at its end.
+    pub fn new(active: &ActiveSegment, epoch: u64, segment_size: u64) -> Self {
+        PendingLog {
+            buf: Vec::with_capacity(1 << 16),
+            chunks: Vec::new(),
+            frames: 0,
+            last_frame: 0,
+            first_position: 0,
+            last_position: 0,
+            epoch,
+            seq: active.seq,
+            offset: active.offset,
+            segment_size,
+            flushes: Vec::new(),
+        }
+    }
+
+    /// Places one frame after the others (starting the next segment when this one is full)
+    /// and returns where it will be in the log.
+    pub fn place(&mut self, mut header: FrameHeader, payload: &[u8], payload_crc: &crc32fast::Hasher) -> Loc {
+        let len = header.frame_len() as u64;
+        if self.offset + len > self.segment_size && self.offset > SEGMENT_HEADER_LEN as u64 {
+            self.seq += 1;
+            self.offset = SEGMENT_HEADER_LEN as u64;
+        }
+        if self.chunks.last().is_none_or(|c| c.seq != self.seq) {
+            self.chunks.push(Chunk { seq: self.seq, offset: self.offset, start: self.buf.len() });
+        }
+        if self.frames == 0 {
+            self.first_position = header.first_position;
+        }
+        header.batch = self.epoch;
+        header.flags = 0;
+        self.last_frame = self.buf.len();
+        format::write_frame_with(&mut self.buf, &header, payload, payload_crc);
+        let loc = Loc { segment: self.seq, offset: self.offset, len: len as u32 };
+        self.offset += len;
+        self.frames += 1;
+        self.last_position = header.first_position + header.count as u64 - 1;
+        loc
+    }
+
+    /// Takes everything placed so far as one group; later frames get the next group number.
+    fn take(&mut self, spare: Vec<u8>) -> Group {
+        let buf = std::mem::replace(&mut self.buf, spare);
+        let group = Group {
+            buf,
+            chunks: std::mem::take(&mut self.chunks),
+            frames: self.frames,
+            last_frame: self.last_frame,
+            first_position: self.first_position,
+            last_position: self.last_position,
+            flushes: std::mem::take(&mut self.flushes),
+        };
+        if self.frames > 0 {
+            self.epoch += 1;
+        }
+        self.frames = 0;
+        group
+    }
+}
+
+/// Frames taken by the writer to be written (and synced) together.
+struct Group {
+    buf: Vec<u8>,
+    chunks: Vec<Chunk>,
+    frames: usize,
+    last_frame: usize,
+    first_position: u64,
+    last_position: u64,
+    flushes: Vec<oneshot::Sender<Result<()>>>,
+}
+
+/// How the writer and the appenders wake each other.
+#[derive(Debug)]
+pub(crate) struct Wakeup {
+    /// The writer wants waking once this many frames are pending (`usize::MAX`: busy).
+    pub wake_at: AtomicUsize,
+    /// Set when the store is dropped: write what is pending, sync, stop.
+    pub closing: AtomicBool,
+    /// Set once the writer has failed (details in `State::failure`).
+    pub failed: AtomicBool,
+    /// Appenders waiting for their group commit.
+    pub acks: Notify,
+    /// The writer thread, to unpark.
+    pub writer: OnceLock<Thread>,
+}
+
+impl Default for Wakeup {
+    fn default() -> Self {
+        Wakeup {
+            wake_at: AtomicUsize::new(usize::MAX),
+            closing: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            acks: Notify::new(),
+            writer: OnceLock::new(),
+        }
+    }
+}
+
+impl Wakeup {
+    /// Called by an appender after placing a frame, with the number now pending.
+    pub fn placed(&self, pending: usize) {
+        if pending >= self.wake_at.load(Ordering::SeqCst) {
+            self.unpark();
+        }
+    }
+
+    /// Wakes the writer whatever it waits for.
+    pub fn unpark(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+}
+
+/// The writer thread: takes the frames appenders placed, writes them with one `write`, syncs
+/// (one `fdatasync` per group in synchronous mode), then makes them readable and wakes the
+/// appenders.
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
-    pub rx: Receiver<Msg>,
     pub fs: Fs,
     pub dir: PathBuf,
     pub active: ActiveSegment,
-    pub next_batch: u64,
     pub mode: SyncMode,
     pub segment_size: u64,
     pub max_batch_bytes: usize,
@@ -460,95 +600,133 @@ pub(crate) struct Writer {
     pub convert_tx: Option<std::sync::mpsc::Sender<u32>>,
 }
 
+/// What the writer found to do.
+enum Work {
+    /// A group to write (possibly only flush requests).
+    Group(Group),
+    /// Nothing pending, but the sync interval is over.
+    IntervalDue,
+    /// The store was dropped and nothing is pending.
+    Stop,
+}
+
 impl Writer {
-    /// Runs until every sender is gone.
+    /// Runs until the store is dropped.
     pub fn run(mut self) {
         let mut dirty = false;
         let mut last_sync = Instant::now();
-        let mut buf = Vec::with_capacity(1 << 20);
-        let mut last_batch = 0usize;
+        let mut spare = Vec::with_capacity(1 << 16);
+        let mut last_group = 0usize;
         let mut last_sync_time = Duration::ZERO;
         loop {
-            let first = match self.mode {
-                SyncMode::Interval(every) => match self.rx.recv_timeout(every.saturating_sub(last_sync.elapsed())) {
-                    Ok(msg) => Some(msg),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                _ => match self.rx.recv() {
-                    Ok(msg) => Some(msg),
-                    Err(_) => break,
-                },
+            // In synchronous mode, wait a little (at most half a sync) for as many appends as the
+            // last group had: the appenders it acknowledged are coming back, and a group that
+            // leaves without them costs them a whole extra sync.
+            let (target, linger) = match self.mode {
+                SyncMode::Synchronous => (last_group.max(1), (last_sync_time / 2).min(MAX_LINGER)),
+                _ => (1, Duration::ZERO),
             };
-            let gathering = Instant::now();
-            let mut jobs = Vec::new();
-            let mut flushes = Vec::new();
-            let mut bytes = 0;
-            let mut next = first;
-            while let Some(msg) = next {
-                match msg {
-                    Msg::Append(job) => {
-                        bytes += job.header.frame_len();
-                        jobs.push(job);
+            let interval = match self.mode {
+                SyncMode::Interval(every) if dirty => Some(last_sync + every),
+                _ => None,
+            };
+            let mut group = match self.gather(std::mem::take(&mut spare), target, linger, interval) {
+                Work::Group(group) => group,
+                Work::IntervalDue => {
+                    if self.sync().is_ok() {
+                        dirty = false;
                     }
-                    Msg::Flush(ack) => flushes.push(ack),
+                    last_sync = Instant::now();
+                    continue;
                 }
-                if bytes >= self.max_batch_bytes {
-                    break;
-                }
-                next = self.rx.try_recv().ok();
-                if next.is_none() && self.mode == SyncMode::Synchronous && jobs.len() < last_batch {
-                    // Appenders acknowledged by the previous group are still coming back: wait a
-                    // little (at most half a sync) for as many as last time, so the group does
-                    // not split into one lone append and the rest.
-                    let linger = (last_sync_time / 2).min(MAX_LINGER);
-                    let remaining = linger.saturating_sub(gathering.elapsed());
-                    if !remaining.is_zero() {
-                        next = self.rx.recv_timeout(remaining).ok();
-                    }
-                }
-            }
-            if !jobs.is_empty() {
-                last_batch = jobs.len();
-                let failed = self.shared.state.read().unwrap_or_else(PoisonError::into_inner).failed.clone();
-                let outcome = match failed {
-                    Some(reason) => Err(Error::Closed { backend: BACKEND_NAME, reason: Some(reason) }),
-                    None => {
-                        let started = Instant::now();
-                        let written = self.write_batch(&mut buf, &jobs);
-                        last_sync_time = started.elapsed();
-                        written
-                    }
+                Work::Stop => break,
+            };
+            if group.frames > 0 {
+                last_group = group.frames;
+                let started = Instant::now();
+                let outcome = if self.shared.wakeup.failed.load(Ordering::SeqCst) {
+                    Err(Error::Closed { backend: BACKEND_NAME, reason: Some("an earlier write failed".into()) })
+                } else {
+                    self.write_group(&mut group)
                 };
+                last_sync_time = started.elapsed();
                 match outcome {
-                    Ok(locs) => {
+                    Ok(()) => {
                         dirty = self.mode != SyncMode::Synchronous;
-                        self.commit(jobs, locs);
+                        if self.mode == SyncMode::Synchronous {
+                            last_sync = Instant::now();
+                        }
+                        self.commit(&group);
                     }
-                    Err(error) => self.fail(jobs, error),
+                    Err(error) => self.fail(&group, error),
                 }
             }
             let interval_due = matches!(self.mode, SyncMode::Interval(every) if last_sync.elapsed() >= every);
-            if dirty && (interval_due || !flushes.is_empty()) {
+            if dirty && (interval_due || !group.flushes.is_empty()) {
                 let result = self.sync();
                 if result.is_ok() {
                     dirty = false;
                 }
                 last_sync = Instant::now();
-                for ack in flushes {
+                for ack in group.flushes.drain(..) {
                     let _ = ack.send(result.as_ref().map(|_| ()).map_err(clone_error));
                 }
             } else {
-                if interval_due {
-                    last_sync = Instant::now();
-                }
-                for ack in flushes {
+                for ack in group.flushes.drain(..) {
                     let _ = ack.send(Ok(()));
                 }
             }
+            spare = group.buf;
+            spare.clear();
         }
         if dirty {
             let _ = self.sync();
+        }
+    }
+
+    /// Waits until there is something to do: `target` frames pending (or fewer once `linger`
+    /// has passed since the first), a flush request, the sync `interval` over, or the end.
+    fn gather(&self, spare: Vec<u8>, target: usize, linger: Duration, interval: Option<Instant>) -> Work {
+        let wakeup = &self.shared.wakeup;
+        let mut first_seen: Option<Instant> = None;
+        let mut spare = Some(spare);
+        loop {
+            // Say what we wait for before looking: an appender that places a frame after the
+            // look sees it and unparks us (an unpark before the park makes the park return).
+            wakeup.wake_at.store(if first_seen.is_some() { target } else { 1 }, Ordering::SeqCst);
+            let closing = wakeup.closing.load(Ordering::SeqCst);
+            let pending = {
+                let mut state = self.shared.state.write().unwrap_or_else(PoisonError::into_inner);
+                let log = state.log.as_mut().expect("a durable store has a pending log");
+                let lingered = first_seen.is_some_and(|t| t.elapsed() >= linger);
+                if log.frames >= target || (log.frames > 0 && (lingered || closing)) || !log.flushes.is_empty() {
+                    wakeup.wake_at.store(usize::MAX, Ordering::SeqCst);
+                    return Work::Group(log.take(spare.take().unwrap_or_default()));
+                }
+                log.frames
+            };
+            if closing {
+                wakeup.wake_at.store(usize::MAX, Ordering::SeqCst);
+                return Work::Stop;
+            }
+            let now = Instant::now();
+            if interval.is_some_and(|due| now >= due) {
+                wakeup.wake_at.store(usize::MAX, Ordering::SeqCst);
+                return Work::IntervalDue;
+            }
+            if pending > 0 && first_seen.is_none() {
+                first_seen = Some(now);
+                continue;
+            }
+            let mut until = interval;
+            if let Some(seen) = first_seen {
+                let due = seen + linger;
+                until = Some(until.map_or(due, |u| u.min(due)));
+            }
+            match until {
+                Some(until) => std::thread::park_timeout(until.saturating_duration_since(now)),
+                None => std::thread::park(),
+            }
         }
     }
 
@@ -557,42 +735,42 @@ impl Writer {
         self.fs.sync_data(&self.active.file, &self.active.path).map_err(|e| io_err(&self.active.path, e))
     }
 
-    /// Writes one group of frames with one write (and one fdatasync in synchronous mode).
-    fn write_batch(&mut self, buf: &mut Vec<u8>, jobs: &[Job]) -> Result<Vec<Loc>> {
-        let batch = self.next_batch;
-        let total: u64 = jobs.iter().map(|j| j.header.frame_len() as u64).sum();
-        if self.active.offset + total > self.segment_size && self.active.offset > SEGMENT_HEADER_LEN as u64 {
-            self.roll()?;
+    /// Writes one group (one `write` per segment it touches, at most `max_batch_bytes` each)
+    /// and, in synchronous mode, syncs it.
+    fn write_group(&mut self, group: &mut Group) -> Result<()> {
+        let last = group.last_frame;
+        format::reseal_frame(&mut group.buf[last..], FLAG_LAST_IN_BATCH);
+        for (i, chunk) in group.chunks.iter().enumerate() {
+            let end = group.chunks.get(i + 1).map_or(group.buf.len(), |next| next.start);
+            if chunk.seq != self.active.seq {
+                self.roll()?;
+                if chunk.seq != self.active.seq || chunk.offset != self.active.offset {
+                    return Err(Error::Closed {
+                        backend: BACKEND_NAME,
+                        reason: Some("log placement out of step".into()),
+                    });
+                }
+            }
+            let bytes = &group.buf[chunk.start..end];
+            let file_end = chunk.offset + bytes.len() as u64;
+            if file_end > self.active.allocated {
+                self.preallocate(file_end)?;
+            }
+            let path = &self.active.path;
+            for (n, piece) in bytes.chunks(self.max_batch_bytes).enumerate() {
+                let at = chunk.offset + (n * self.max_batch_bytes) as u64;
+                self.fs.write_at(&self.active.file, path, piece, at).map_err(|e| io_err(path, e))?;
+            }
+            self.active.offset = file_end;
         }
-        buf.clear();
-        let mut locs = Vec::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            let mut header = job.header;
-            header.batch = batch;
-            header.flags = if i + 1 == jobs.len() { FLAG_LAST_IN_BATCH } else { 0 };
-            locs.push(Loc {
-                segment: self.active.seq,
-                offset: self.active.offset + buf.len() as u64,
-                len: header.frame_len() as u32,
-            });
-            format::write_frame(buf, &header, &job.payload);
-        }
-        let end = self.active.offset + buf.len() as u64;
-        if end > self.active.allocated {
-            self.preallocate(end)?;
-        }
-        let path = &self.active.path;
-        self.fs.write_at(&self.active.file, path, buf, self.active.offset).map_err(|e| io_err(path, e))?;
         if self.mode == SyncMode::Synchronous {
             self.sync()?;
         }
-        self.next_batch += 1;
-        self.active.offset = end;
         let stats = &self.shared.writer_stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.frames.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-        stats.wal_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        Ok(locs)
+        stats.frames.fetch_add(group.frames as u64, Ordering::Relaxed);
+        stats.wal_bytes.fetch_add(group.buf.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Extends the active segment with zeros to cover `end`, so later syncs overwrite
@@ -620,48 +798,38 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes a written group readable, then acknowledges it.
-    fn commit(&self, jobs: Vec<Job>, locs: Vec<Loc>) {
-        let last = {
+    /// Makes a written group readable, then wakes its appenders.
+    fn commit(&self, group: &Group) {
+        {
             let mut state = self.shared.state.write().unwrap_or_else(PoisonError::into_inner);
-            let Some(start) = state.frame_index(jobs[0].header.first_position) else {
-                drop(state);
-                return self.fail(jobs, Error::Closed { backend: BACKEND_NAME, reason: Some("index lost".into()) });
-            };
-            for (i, loc) in locs.into_iter().enumerate() {
-                if let Some(frame) = state.frames.get_mut(start + i) {
-                    frame.loc = Some(loc);
-                }
-            }
-            let last = jobs[jobs.len() - 1].header;
-            state.committed = last.first_position + last.count as u64 - 1;
-            state.committed
-        };
-        self.shared.signal.publish(last);
-        for job in jobs {
-            let _ = job.ack.send(Ok(()));
+            state.committed = state.committed.max(group.last_position);
         }
+        self.shared.signal.publish(group.last_position);
+        self.shared.wakeup.acks.notify_waiters();
     }
 
-    /// Stops accepting appends after an I/O error; the jobs fail, nothing later is written.
-    fn fail(&self, jobs: Vec<Job>, error: Error) {
+    /// Stops accepting appends after an I/O error: the group's appenders get the error,
+    /// later ones [`Error::Closed`]; nothing later is written.
+    fn fail(&self, group: &Group, error: Error) {
         let reason = error.to_string();
         {
             let mut state = self.shared.state.write().unwrap_or_else(PoisonError::into_inner);
             if state.failed.is_none() {
                 tracing::error!(error = %reason, "allsource: log write failed; the store accepts no more appends until reopened");
                 state.failed = Some(format!("{reason}: {}", source_text(&error)));
+                state.failure = Some(Failure { first_position: group.first_position, error });
             }
         }
-        let mut first = Some(error);
-        for job in jobs {
-            let e = match first.take() {
-                Some(e) => e,
-                None => Error::Closed { backend: BACKEND_NAME, reason: Some(reason.clone()) },
-            };
-            let _ = job.ack.send(Err(e));
-        }
+        self.shared.wakeup.failed.store(true, Ordering::SeqCst);
+        self.shared.wakeup.acks.notify_waiters();
     }
+}
+
+/// The write that failed: appends from `first_position` on get (a copy of) its error.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub first_position: u64,
+    pub error: Error,
 }
 
 fn source_text(error: &Error) -> String {
