@@ -230,32 +230,9 @@ pub(crate) fn open(
             return Err(corruption(&missing, 0, "log segment is missing"));
         }
     }
-    let mut parquet_rows = 0;
-    // Opening a file (length and CRC check) and reading its index columns do not depend on the
-    // other files, so a few files are decoded at once; their rows are replayed into the index
-    // in manifest order, and the first error in that order is the one reported.
-    let width = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    for window in manifest.chunks(width) {
-        let decoded: Vec<Result<(ParquetSegment, Vec<segments::IndexRow>)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = window
-                .iter()
-                .map(|entry| {
-                    scope.spawn(move || {
-                        let segment = ParquetSegment::open(dir, *entry)?;
-                        let rows = segments::index_rows(&segment)?;
-                        Ok((segment, rows))
-                    })
-                })
-                .collect();
-            workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-        });
-        for result in decoded {
-            let (segment, rows) = result?;
-            parquet_rows += segment.entry.rows;
-            replay_parquet(state, &segment, &rows)?;
-            parquet.insert(segment);
-        }
-    }
+    let parquet_rows: u64 = manifest.iter().map(|e| e.rows).sum();
+    state.ids.reserve(parquet_rows as usize);
+    replay_parquet_files(dir, &manifest, state, parquet)?;
     for path in leftovers {
         tracing::info!(file = %path.display(), "allsource: removing a log segment already in Parquet");
         std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
@@ -332,8 +309,94 @@ pub(crate) fn open(
     Ok(Opened { lock, active, next_batch, report, manifest, sealed })
 }
 
+/// Opens the manifest's Parquet files and replays their rows into the index, in order.
+///
+/// Opening a file (length and CRC check) and decoding its index columns do not depend on the
+/// other files, so worker threads decode files ahead (at most a few files ahead, to bound
+/// memory) while this thread replays them in manifest order; the first error in that order is
+/// the one reported.
+fn replay_parquet_files(
+    dir: &Path,
+    manifest: &[ManifestEntry],
+    state: &mut State,
+    parquet: &ParquetFiles,
+) -> Result<()> {
+    type Decoded = Result<(ParquetSegment, Vec<segments::IndexRow>)>;
+    if manifest.is_empty() {
+        return Ok(());
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let ahead = workers * 2;
+    let next = AtomicUsize::new(0);
+    // How many files have been replayed; workers wait while they are `ahead` files past it.
+    let replayed = (std::sync::Mutex::new(0usize), std::sync::Condvar::new());
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Decoded)>();
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, replayed, stop) = (&next, &replayed, &stop);
+            scope.spawn(move || {
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    if index >= manifest.len() || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let mut done = replayed.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    while index >= *done + ahead && !stop.load(Ordering::SeqCst) {
+                        done = replayed.1.wait(done).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    drop(done);
+                    let decoded = ParquetSegment::open(dir, manifest[index])
+                        .and_then(|segment| segments::index_rows(&segment).map(|rows| (segment, rows)));
+                    if tx.send((index, decoded)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut ready = std::collections::BTreeMap::new();
+        let mut ids = Vec::new();
+        let outcome = (|| {
+            for index in 0..manifest.len() {
+                let decoded = loop {
+                    if let Some(decoded) = ready.remove(&index) {
+                        break decoded;
+                    }
+                    match rx.recv() {
+                        Ok((i, decoded)) => {
+                            ready.insert(i, decoded);
+                        }
+                        Err(_) => {
+                            return Err(Error::Closed {
+                                backend: BACKEND_NAME,
+                                reason: Some("a Parquet decoder stopped".into()),
+                            });
+                        }
+                    }
+                };
+                let (segment, rows) = decoded?;
+                replay_parquet(state, &segment, &rows, &mut ids)?;
+                parquet.insert(segment);
+                *replayed.0.lock().unwrap_or_else(PoisonError::into_inner) = index + 1;
+                replayed.1.notify_all();
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::SeqCst);
+        replayed.1.notify_all();
+        outcome
+    })
+}
+
 /// Replays the rows of a Parquet segment into the index (runs of one stream become one entry).
-fn replay_parquet(state: &mut State, segment: &ParquetSegment, rows: &[segments::IndexRow]) -> Result<()> {
+fn replay_parquet(
+    state: &mut State,
+    segment: &ParquetSegment,
+    rows: &[segments::IndexRow],
+    ids: &mut Vec<EventId>,
+) -> Result<()> {
     let seq = segment.entry.seq;
     let loc = Loc { segment: seq, offset: 0, len: 0 };
     let mut i = 0;
@@ -362,8 +425,9 @@ fn replay_parquet(state: &mut State, segment: &ParquetSegment, rows: &[segments:
         {
             end += 1;
         }
-        let ids: Vec<EventId> = rows[i..end].iter().map(|r| r.3).collect();
-        state.register(stream, *position, *version, &ids, Some(loc));
+        ids.clear();
+        ids.extend(rows[i..end].iter().map(|r| r.3));
+        state.register(stream, *position, *version, ids, Some(loc));
         i = end;
     }
     Ok(())
