@@ -467,6 +467,26 @@ fn read_column<T: parquet::data_type::DataType>(
     Ok(values)
 }
 
+/// Lowers the calling thread's CPU priority (nice 10), so that conversion, which can always
+/// wait, yields the CPU to appenders and readers; like RocksDB's low-priority compaction pool.
+/// (On Linux the nice value is per thread.) Failure only costs throughput, so it is logged.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `setpriority` takes plain integers and touches no memory of ours; `who = 0`
+        // is the calling thread.
+        let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, CONVERTER_NICE) };
+        if status != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "allsource: could not lower the converter's priority");
+        }
+    }
+}
+
+/// The nice value of the Parquet converter thread (0 is normal, 19 the lowest).
+#[cfg(target_os = "linux")]
+const CONVERTER_NICE: libc::c_int = 10;
+
 /// The background thread that rewrites sealed log segments as Parquet.
 pub(crate) struct Converter {
     pub shared: Arc<crate::Shared>,
@@ -481,6 +501,7 @@ impl Converter {
     /// Converts segments as they are sealed, until the writer is gone or `stop` is set.
     pub fn run(mut self) {
         use std::sync::atomic::Ordering;
+        lower_priority();
         while let Ok(seq) = self.rx.recv() {
             if self.stop.load(Ordering::SeqCst) {
                 break;

@@ -38,11 +38,11 @@ pub(crate) struct State {
     /// Every frame, committed then pending, in position order.
     pub frames: Vec<FrameMeta>,
     /// Per stream, the position of each version (version v at index v - 1); includes pending.
-    pub streams: HashMap<StreamId, Vec<u64>>,
+    pub streams: HashMap<StreamId, Vec<u64>, KeyedHashing>,
     /// Stream ids in byte order.
     pub stream_order: BTreeSet<StreamId>,
     /// The position of every stored (or pending) event id.
-    pub ids: HashMap<EventId, u64, IdHashing>,
+    pub ids: HashMap<EventId, u64, KeyedHashing>,
     /// The latest durable snapshot of each stream.
     pub snapshots: HashMap<StreamId, Snapshot>,
     /// Highest position handed out (committed or pending).
@@ -169,43 +169,44 @@ impl State {
     }
 }
 
-/// Hashing for the event-id index. Ids are 16 mostly random bytes, so two keyed folded
-/// multiplies (as in foldhash) spread them well at a fraction of SipHash's cost; the keys are
-/// random per process, so ids chosen by a client cannot be aimed at one bucket in advance.
+/// Hashing for the index maps (event ids, stream ids): one keyed folded multiply per 8 bytes
+/// (as in foldhash) at a fraction of SipHash's cost. Event ids are mostly random bytes and
+/// spread well; the keys are random per process, so ids chosen by a client cannot be aimed at
+/// one bucket in advance.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct IdHashing {
+pub(crate) struct KeyedHashing {
     keys: [u64; 2],
 }
 
-impl Default for IdHashing {
+impl Default for KeyedHashing {
     fn default() -> Self {
         let random = std::collections::hash_map::RandomState::new();
-        IdHashing { keys: [random.hash_one(0x1d5u64) | 1, random.hash_one(0x2e6u64) | 1] }
+        KeyedHashing { keys: [random.hash_one(0x1d5u64) | 1, random.hash_one(0x2e6u64) | 1] }
     }
 }
 
-impl BuildHasher for IdHashing {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher { keys: self.keys, state: self.keys[0] }
+impl BuildHasher for KeyedHashing {
+    type Hasher = KeyedHasher;
+    fn build_hasher(&self) -> KeyedHasher {
+        KeyedHasher { keys: self.keys, state: self.keys[0] }
     }
 }
 
-/// The hasher of [`IdHashing`].
+/// The hasher of [`KeyedHashing`].
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct IdHasher {
+pub(crate) struct KeyedHasher {
     keys: [u64; 2],
     state: u64,
 }
 
-impl IdHasher {
+impl KeyedHasher {
     fn mix(&mut self, word: u64) {
         let product = u128::from(self.state ^ word) * u128::from(self.keys[1]);
         self.state = (product as u64) ^ ((product >> 64) as u64);
     }
 }
 
-impl Hasher for IdHasher {
+impl Hasher for KeyedHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
@@ -228,8 +229,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn id_hashing_separates_ids_that_differ_in_one_byte() {
-        let hashing = IdHashing::default();
+    fn keyed_hashing_separates_ids_that_differ_in_one_byte() {
+        let hashing = KeyedHashing::default();
         let base = EventId::new();
         let mut seen = std::collections::HashSet::new();
         seen.insert(hashing.hash_one(base));
