@@ -2,9 +2,9 @@
 //!
 //! [`AllSourceBackend`] stores events in a directory of the local file system, in one
 //! process, with no server: a segmented write-ahead log with one CRC-checked frame per
-//! append, written by a dedicated thread that commits concurrent appends together (group
-//! commit: one `write` and one `fdatasync` for all of them), and an in-memory index so reads
-//! go straight to the frames they need.
+//! append, placed by the appender and written by a dedicated thread that commits concurrent
+//! appends together (group commit: one `write` and one `fdatasync` for all of them), and an
+//! in-memory index so reads go straight to the frames they need.
 //!
 //! ```no_run
 //! use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig, SyncMode};
@@ -198,7 +198,8 @@ pub struct AllSourceConfig {
     pub sync: SyncMode,
     /// Size at which a log segment is sealed and the next one started, in bytes.
     pub segment_size: u64,
-    /// Most bytes of frames written by one group commit.
+    /// Most bytes one `pwrite` call of a group commit writes (a larger group is written in
+    /// several calls, then synced once).
     pub max_batch_bytes: usize,
     /// Input limits (stream id length, event size, events per append).
     pub limits: Limits,
@@ -511,7 +512,7 @@ fn decode(bytes: &Bytes, loc: Option<Loc>, dir: &Path) -> Result<Vec<RecordedEve
 
 impl Drop for AllSourceBackend {
     fn drop(&mut self) {
-        // Closing the channel lets the writer finish what it has, sync, and stop; joining it
+        // Closing lets the writer finish what is placed, sync, and stop; joining it
         // means the store's files and lock are released when `drop` returns.
         self.shared.wakeup.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         self.shared.wakeup.unpark();
