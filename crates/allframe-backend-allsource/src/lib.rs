@@ -88,7 +88,9 @@
 //! each stream's versions contiguous). A frame that is cut short or fails its checksum is a
 //! **torn tail** when it is in the last segment and no frame of a later group-commit write
 //! follows it: the crash interrupted the last write, which was never acknowledged. It is cut
-//! off, logged with `tracing::warn!` and reported by `stats()` (`recovery_torn_tail`). Any
+//! off, logged with `tracing::warn!` and reported by `stats()` (`recovery_torn_tail`). Zeros
+//! where a frame should start end the segment only if nothing but zeros follows them;
+//! otherwise they count as a bad frame (a power cut kept later sectors of the write). Any
 //! other damage fails the open with [`Error::Corruption`]
 //! naming the file and byte offset; nothing is skipped or rewritten.
 //!

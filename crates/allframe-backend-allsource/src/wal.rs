@@ -256,7 +256,14 @@ pub(crate) fn open(
         }
         let mut at = SEGMENT_HEADER_LEN;
         loop {
-            match format::read_frame(&buf[at..]) {
+            let read = match format::read_frame(&buf[at..]) {
+                // Zeros, then more bytes: a power cut kept later sectors of the last write but
+                // not this one. Handled like a torn frame (below), so no stale frame is left
+                // behind the end where the next appends go.
+                FrameRead::End if buf[at..].iter().any(|&b| b != 0) => FrameRead::Bad("zeros followed by more bytes"),
+                read => read,
+            };
+            match read {
                 FrameRead::End => break,
                 FrameRead::Frame(h) => {
                     let payload = &buf[at + FRAME_HEADER_LEN..at + h.frame_len()];
