@@ -180,7 +180,7 @@ async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_pr
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut outcomes = std::collections::BTreeMap::new();
     for trial in 0..240u64 {
-        let sector = if trial % 2 == 0 { 512 } else { 4096 };
+        let sector = if trial.is_multiple_of(2) { 512 } else { 4096 };
         // Which sectors of the write reached the disk: all, none, or a random subset.
         let keep_all = trial == 0;
         let keep_none = trial == 1;
@@ -188,7 +188,7 @@ async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_pr
         let mut at = torn_start / sector * sector;
         while at < torn_end {
             let end = (at + sector).min(image.len());
-            let lost = keep_none || (!keep_all && rng.next() % 3 == 0);
+            let lost = keep_none || (!keep_all && rng.next().is_multiple_of(3));
             if lost {
                 // Before the write, the sector held the acknowledged bytes up to `torn_start`
                 // and the preallocation's zeros after.
