@@ -356,6 +356,8 @@ impl AllSourceBackend {
             segment_size,
             max_batch_bytes: config.max_batch_bytes.max(1),
             convert_tx,
+            ahead: None,
+            helper: None,
         };
         let handle = std::thread::Builder::new()
             .name("allsource-writer".into())

@@ -26,7 +26,7 @@ const SEGMENT: &str = "wal-0000000001.log";
 const ACKNOWLEDGED: u64 = 20;
 const TORN_APPENDS: u64 = 30;
 
-/// Blocks the first log write once armed, until released; then fails the second sync.
+/// Once armed, blocks the writer's first log write until released, then fails its second sync.
 #[derive(Debug, Default)]
 struct Hook {
     armed: AtomicBool,
@@ -39,7 +39,9 @@ struct Hook {
 
 impl IoHook for Hook {
     fn before(&self, op: IoOp, path: &Path) -> io::Result<()> {
-        if !self.armed.load(Ordering::SeqCst) || !path.ends_with(SEGMENT) {
+        // Only the writer's own log I/O (not the helper that preallocates ahead of it).
+        let writer = std::thread::current().name() == Some("allsource-writer");
+        if !self.armed.load(Ordering::SeqCst) || !path.ends_with(SEGMENT) || !writer {
             return Ok(());
         }
         match op {
