@@ -356,7 +356,7 @@ impl AllSourceBackend {
             segment_size,
             max_batch_bytes: config.max_batch_bytes.max(1),
             convert_tx,
-            ahead: None,
+            next: None,
             helper: None,
         };
         let handle = std::thread::Builder::new()

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -662,69 +662,82 @@ impl Wakeup {
     }
 }
 
-/// The active segment's allocation (bytes already written, with zeros or data).
+/// The next log segment, created and filled with zeros to its full size by a helper thread
+/// (`allsource-prealloc`) while the writer fills the current one.
+///
+/// The writer used to extend the active segment itself, 8 MiB of zeros and an `fdatasync` at a
+/// time (10 to 20 ms during which every appender waited). Extending the *active* file from
+/// another thread is no better: its `fdatasync`s would then flush the helper's zeros and
+/// size changes too. A separate file is independent: when the writer rolls, it renames the
+/// prepared file into place, and every sync of that segment overwrites allocated blocks.
 #[derive(Debug)]
-pub(crate) struct Extent {
-    file: Arc<File>,
-    path: PathBuf,
-    allocated: u64,
-}
-
-/// Zeros written ahead of the writer by a helper thread (`allsource-prealloc`), so that group
-/// commits overwrite allocated blocks without writing zeros themselves: extending a segment by
-/// 8 MiB took 10 to 20 ms, during which every appender waited.
-#[derive(Debug)]
-pub(crate) struct Ahead {
-    /// Held while zeros are written and synced, and while the writer rolls to a new segment.
-    extent: Mutex<Extent>,
-    /// `extent.allocated`, readable without the lock.
-    allocated: AtomicU64,
-    /// How far the writer wants the active segment allocated.
-    want: AtomicU64,
+pub(crate) struct NextSegment {
+    /// A prepared segment: its number, temporary path and open file.
+    ready: Mutex<Option<(u32, PathBuf, Arc<File>)>>,
+    /// The segment number the writer wants prepared (0: none).
+    want: AtomicU32,
     stop: AtomicBool,
-    segment_size: u64,
 }
 
-impl Ahead {
-    /// Extends `extent` with zeros to `to` and syncs it.
-    fn extend(&self, fs: &Fs, extent: &mut Extent, to: u64) -> Result<()> {
-        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-        let mut at = extent.allocated;
-        while at < to {
-            let len = ((to - at) as usize).min(ZEROS.len());
-            fs.write_at(&extent.file, &extent.path, &ZEROS[..len], at).map_err(|e| io_err(&extent.path, e))?;
-            at += len as u64;
-        }
-        fs.sync_data(&extent.file, &extent.path).map_err(|e| io_err(&extent.path, e))?;
-        extent.allocated = to;
-        self.allocated.store(to, Ordering::SeqCst);
-        Ok(())
+impl NextSegment {
+    /// The temporary name of a prepared segment (removed on open, like every `*.tmp`).
+    fn tmp_path(dir: &Path, seq: u32) -> PathBuf {
+        dir.join(format!("{}.next.tmp", segment_name(seq)))
     }
 
-    /// The helper thread: extends the active segment to what the writer wants, until stopped.
-    fn run(&self, fs: &Fs) {
+    /// Creates segment `seq` under its temporary name: header, zeros to `size`, `fdatasync`.
+    fn prepare(dir: &Path, fs: &Fs, seq: u32, size: u64) -> Result<(PathBuf, Arc<File>)> {
+        static ZEROS: [u8; 256 * 1024] = [0; 256 * 1024];
+        let tmp = Self::tmp_path(dir, seq);
+        let _ = std::fs::remove_file(&tmp);
+        let file = fs.create_new(&tmp).map_err(|e| io_err(&tmp, e))?;
+        fs.write_at(&file, &tmp, &format::encode_segment_header(seq as u64), 0).map_err(|e| io_err(&tmp, e))?;
+        let mut at = SEGMENT_HEADER_LEN as u64;
+        while at < size {
+            let len = ((size - at) as usize).min(ZEROS.len());
+            fs.write_at(&file, &tmp, &ZEROS[..len], at).map_err(|e| io_err(&tmp, e))?;
+            at += len as u64;
+        }
+        fs.sync_data(&file, &tmp).map_err(|e| io_err(&tmp, e))?;
+        Ok((tmp, Arc::new(file)))
+    }
+
+    /// The helper thread: prepares the segment the writer asks for, until stopped.
+    fn run(&self, dir: &Path, fs: &Fs, size: u64) {
         while !self.stop.load(Ordering::SeqCst) {
-            let want = self.want.load(Ordering::SeqCst);
-            if want <= self.allocated.load(Ordering::SeqCst) {
+            let seq = self.want.load(Ordering::SeqCst);
+            let prepared = self.ready.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.0);
+            if seq == 0 || prepared == Some(seq) {
                 std::thread::park();
                 continue;
             }
-            let mut extent = self.extent.lock().unwrap_or_else(PoisonError::into_inner);
-            let to = want.min(self.segment_size);
-            if to > extent.allocated
-                && let Err(error) = self.extend(fs, &mut extent, to)
-            {
-                // The writer extends the segment itself when it runs short, and reports the
-                // error to the appenders if it persists.
-                tracing::debug!(%error, "allsource: preallocating ahead failed");
-                self.want.store(0, Ordering::SeqCst);
+            if let Some(stale) = prepared {
+                let _ = std::fs::remove_file(Self::tmp_path(dir, stale));
+            }
+            match Self::prepare(dir, fs, seq, size) {
+                Ok((tmp, file)) => *self.ready.lock().unwrap_or_else(PoisonError::into_inner) = Some((seq, tmp, file)),
+                Err(error) => {
+                    // The writer creates the segment itself at the roll, and reports the error
+                    // to the appenders if it persists.
+                    tracing::debug!(%error, segment = seq, "allsource: preparing the next log segment failed");
+                    let _ = self.want.compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Takes the prepared segment `seq`, if it is ready.
+    fn take(&self, seq: u32) -> Option<(PathBuf, Arc<File>)> {
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        match ready.take() {
+            Some((ready_seq, tmp, file)) if ready_seq == seq => Some((tmp, file)),
+            other => {
+                *ready = other;
+                None
             }
         }
     }
 }
-
-/// The most the helper keeps the active segment allocated ahead of the writer.
-const AHEAD: u64 = 16 * 1024 * 1024;
 
 /// The writer thread: takes the frames appenders placed, writes them with one `write`, syncs
 /// (one `fdatasync` per group in synchronous mode), then makes them readable and wakes the
@@ -739,8 +752,8 @@ pub(crate) struct Writer {
     pub max_batch_bytes: usize,
     /// Where sealed segments go to be rewritten as Parquet.
     pub convert_tx: Option<std::sync::mpsc::Sender<u32>>,
-    /// The preallocation helper (set by `run`).
-    pub ahead: Option<Arc<Ahead>>,
+    /// The next segment's helper (set by `run`).
+    pub next: Option<Arc<NextSegment>>,
     pub helper: Option<Thread>,
 }
 
@@ -757,25 +770,16 @@ enum Work {
 impl Writer {
     /// Runs until the store is dropped.
     pub fn run(mut self) {
-        let ahead = Arc::new(Ahead {
-            extent: Mutex::new(Extent {
-                file: self.active.file.clone(),
-                path: self.active.path.clone(),
-                allocated: self.active.allocated,
-            }),
-            allocated: AtomicU64::new(self.active.allocated),
-            want: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            segment_size: self.segment_size,
-        });
+        let next =
+            Arc::new(NextSegment { ready: Mutex::new(None), want: AtomicU32::new(0), stop: AtomicBool::new(false) });
         let helper = {
-            let (ahead, fs) = (ahead.clone(), self.fs.clone());
-            std::thread::Builder::new().name("allsource-prealloc".into()).spawn(move || ahead.run(&fs)).ok()
+            let (next, fs, dir, size) = (next.clone(), self.fs.clone(), self.dir.clone(), self.segment_size);
+            std::thread::Builder::new().name("allsource-prealloc".into()).spawn(move || next.run(&dir, &fs, size)).ok()
         };
-        self.ahead = Some(ahead.clone());
+        self.next = Some(next.clone());
         self.helper = helper.as_ref().map(|h| h.thread().clone());
         self.write_loop();
-        ahead.stop.store(true, Ordering::SeqCst);
+        next.stop.store(true, Ordering::SeqCst);
         if let Some(helper) = helper {
             helper.thread().unpark();
             let _ = helper.join();
@@ -944,7 +948,7 @@ impl Writer {
             if file_end > self.active.allocated {
                 self.preallocate(file_end)?;
             }
-            self.ask_ahead();
+            self.ask_for_next();
             let path = &self.active.path;
             for (n, piece) in bytes.chunks(self.max_batch_bytes).enumerate() {
                 let at = chunk.offset + (n * self.max_batch_bytes) as u64;
@@ -962,33 +966,26 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes sure the active segment is allocated (written with zeros) to cover `end`, so
-    /// syncs overwrite allocated blocks instead of growing the file: usually the helper has
-    /// done it already; if not, waits for it, or extends the segment here.
+    /// Extends the active segment with zeros to cover `end`, so later syncs overwrite
+    /// allocated blocks instead of growing the file. (Segments prepared by the helper are
+    /// allocated in full; a store's first segment grows this way.)
     fn preallocate(&mut self, end: u64) -> Result<()> {
-        let Some(ahead) = self.ahead.clone() else { return Ok(()) };
-        self.active.allocated = self.active.allocated.max(ahead.allocated.load(Ordering::SeqCst));
-        if end <= self.active.allocated {
-            return Ok(());
-        }
-        let mut extent = ahead.extent.lock().unwrap_or_else(PoisonError::into_inner);
-        if end > extent.allocated {
-            let step = extent.allocated.clamp(MIN_PREALLOC, MAX_PREALLOC);
-            let target = (end + step).min(self.segment_size.max(end));
-            ahead.extend(&self.fs, &mut extent, target)?;
-        }
-        self.active.allocated = extent.allocated;
+        let step = self.active.allocated.clamp(MIN_PREALLOC, MAX_PREALLOC);
+        let target = (end + step).min(self.segment_size.max(end));
+        let zeros = vec![0u8; (target - self.active.allocated) as usize];
+        let path = &self.active.path;
+        self.fs.write_at(&self.active.file, path, &zeros, self.active.allocated).map_err(|e| io_err(path, e))?;
+        self.fs.sync_data(&self.active.file, path).map_err(|e| io_err(path, e))?;
+        self.active.allocated = target;
         Ok(())
     }
 
-    /// Asks the helper to keep the active segment allocated well ahead of the writer.
-    fn ask_ahead(&self) {
-        let (Some(ahead), Some(helper)) = (&self.ahead, &self.helper) else { return };
-        let allocated = ahead.allocated.load(Ordering::SeqCst).max(self.active.allocated);
-        // The distance grows with the segment (a small store stays small on disk), up to AHEAD.
-        let distance = allocated.clamp(MIN_PREALLOC, AHEAD);
-        if allocated < self.segment_size && allocated - self.active.offset.min(allocated) < distance / 2 {
-            ahead.want.fetch_max((self.active.offset + distance).min(self.segment_size), Ordering::SeqCst);
+    /// Once the active segment is half full, asks the helper to prepare the next one.
+    fn ask_for_next(&self) {
+        let (Some(next), Some(helper)) = (&self.next, &self.helper) else { return };
+        let seq = self.active.seq + 1;
+        if self.active.offset > self.segment_size / 2 && next.want.load(Ordering::SeqCst) != seq {
+            next.want.store(seq, Ordering::SeqCst);
             helper.unpark();
         }
     }
@@ -996,13 +993,18 @@ impl Writer {
     /// Seals the active segment and starts the next one.
     fn roll(&mut self) -> Result<()> {
         self.sync()?;
-        let next = create_segment(&self.dir, &self.fs, self.active.seq + 1, &self.shared.segments, self.segment_size)?;
-        if let Some(ahead) = &self.ahead {
-            let mut extent = ahead.extent.lock().unwrap_or_else(PoisonError::into_inner);
-            *extent = Extent { file: next.file.clone(), path: next.path.clone(), allocated: next.allocated };
-            ahead.want.store(0, Ordering::SeqCst);
-            ahead.allocated.store(next.allocated, Ordering::SeqCst);
-        }
+        let seq = self.active.seq + 1;
+        let next = match self.next.as_ref().and_then(|next| next.take(seq)) {
+            Some((tmp, file)) => {
+                let path = self.dir.join(segment_name(seq));
+                self.fs.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+                self.fs.sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+                self.shared.segments.insert(seq, file.clone());
+                let offset = SEGMENT_HEADER_LEN as u64;
+                ActiveSegment { seq, path, file, offset, allocated: self.segment_size.max(offset) }
+            }
+            None => create_segment(&self.dir, &self.fs, seq, &self.shared.segments, self.segment_size)?,
+        };
         let sealed = std::mem::replace(&mut self.active, next);
         if let Some(tx) = &self.convert_tx {
             let _ = tx.send(sealed.seq);
