@@ -550,8 +550,6 @@ impl EventStoreBackend for AllSourceBackend {
             return Err(Error::EventTooLarge { size: payload.len(), limit: format::MAX_FRAME_PAYLOAD as usize });
         }
         let ids: Vec<EventId> = events.iter().map(|e| e.metadata.event_id).collect();
-        let mut payload_crc = crc32fast::Hasher::new();
-        payload_crc.update(&payload);
         let placed = {
             let mut guard = self.write();
             let state = &mut *guard;
@@ -583,7 +581,7 @@ impl EventStoreBackend for AllSourceBackend {
                 match state.log.as_mut() {
                     None => {
                         let mut frame = Vec::with_capacity(header.frame_len());
-                        format::write_frame_with(&mut frame, &header, &payload, &payload_crc);
+                        format::write_frame(&mut frame, &header, &payload);
                         let loc = Loc {
                             segment: MEMORY_SEGMENT,
                             offset: state.mem_frames.len() as u64,
@@ -597,7 +595,7 @@ impl EventStoreBackend for AllSourceBackend {
                         return Ok(result);
                     }
                     Some(log) => {
-                        let loc = log.place(header, &payload, &payload_crc);
+                        let loc = log.place(header, &payload);
                         let pending = log.frames;
                         state.register(stream, header.first_position, header.first_version, &ids, Some(loc));
                         Placed::Wait(result, pending)

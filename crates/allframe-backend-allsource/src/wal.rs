@@ -561,7 +561,7 @@ impl PendingLog {
 
     /// Places one frame after the others (starting the next segment when this one is full)
     /// and returns where it will be in the log.
-    pub fn place(&mut self, mut header: FrameHeader, payload: &[u8], payload_crc: &crc32fast::Hasher) -> Loc {
+    pub fn place(&mut self, mut header: FrameHeader, payload: &[u8]) -> Loc {
         let len = header.frame_len() as u64;
         if self.offset + len > self.segment_size && self.offset > SEGMENT_HEADER_LEN as u64 {
             self.seq += 1;
@@ -576,7 +576,7 @@ impl PendingLog {
         header.batch = self.epoch;
         header.flags = 0;
         self.last_frame = self.buf.len();
-        format::write_frame_with(&mut self.buf, &header, payload, payload_crc);
+        format::write_frame(&mut self.buf, &header, payload);
         let loc = Loc { segment: self.seq, offset: self.offset, len: len as u32 };
         self.offset += len;
         self.frames += 1;
