@@ -6,7 +6,12 @@ use std::time::Instant;
 
 /// The workspace root (the parent of this crate's directory).
 pub fn root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo xtask` (cargo run) sets CARGO_MANIFEST_DIR for the process. Prefer it to the value
+    // compiled in: with a target directory shared by several checkouts, cargo may reuse an
+    // xtask binary built in another checkout, whose compiled-in path points there.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 

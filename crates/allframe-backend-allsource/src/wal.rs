@@ -687,15 +687,16 @@ impl NextSegment {
 
     /// Creates segment `seq` under its temporary name: header, zeros to `size`, `fdatasync`.
     fn prepare(dir: &Path, fs: &Fs, seq: u32, size: u64) -> Result<(PathBuf, Arc<File>)> {
-        static ZEROS: [u8; 256 * 1024] = [0; 256 * 1024];
+        // Allocated at run time: a `static` array of zeros would add its size to the binary.
+        let zeros = vec![0u8; 256 * 1024];
         let tmp = Self::tmp_path(dir, seq);
         let _ = std::fs::remove_file(&tmp);
         let file = fs.create_new(&tmp).map_err(|e| io_err(&tmp, e))?;
         fs.write_at(&file, &tmp, &format::encode_segment_header(seq as u64), 0).map_err(|e| io_err(&tmp, e))?;
         let mut at = SEGMENT_HEADER_LEN as u64;
         while at < size {
-            let len = ((size - at) as usize).min(ZEROS.len());
-            fs.write_at(&file, &tmp, &ZEROS[..len], at).map_err(|e| io_err(&tmp, e))?;
+            let len = ((size - at) as usize).min(zeros.len());
+            fs.write_at(&file, &tmp, &zeros[..len], at).map_err(|e| io_err(&tmp, e))?;
             at += len as u64;
         }
         fs.sync_data(&file, &tmp).map_err(|e| io_err(&tmp, e))?;
