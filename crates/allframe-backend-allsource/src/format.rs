@@ -89,13 +89,18 @@ pub(crate) fn write_frame(out: &mut Vec<u8>, header: &FrameHeader, payload: &[u8
     out.resize(start + FRAME_HEADER_LEN, 0);
     header.write_without_crc(&mut out[start..]);
     out.extend_from_slice(payload);
-    let crc = crc32fast::hash(&out[start..]);
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    seal(&mut out[start..]);
 }
 
 /// Sets `flags` on the whole frame at the start of `frame` and recomputes its CRC.
 pub(crate) fn reseal_frame(frame: &mut [u8], flags: u8) {
     frame[7] = flags;
+    seal(frame);
+}
+
+/// Computes the CRC of a whole frame (header with a zero CRC field, then payload) into its
+/// CRC field.
+fn seal(frame: &mut [u8]) {
     frame[8..12].copy_from_slice(&[0; 4]);
     let crc = crc32fast::hash(frame);
     frame[8..12].copy_from_slice(&crc.to_le_bytes());

@@ -490,17 +490,32 @@ pub(crate) fn create_segment(
     let initial = MIN_PREALLOC.min(segment_size).max(SEGMENT_HEADER_LEN as u64);
     let path = dir.join(segment_name(seq));
     let tmp = dir.join(format!("{}.tmp", segment_name(seq)));
-    let _ = std::fs::remove_file(&tmp);
-    let file = fs.create_new(&tmp).map_err(|e| io_err(&tmp, e))?;
-    let mut first = vec![0u8; initial as usize];
-    first[..SEGMENT_HEADER_LEN].copy_from_slice(&format::encode_segment_header(seq as u64));
-    fs.write_at(&file, &tmp, &first, 0).map_err(|e| io_err(&tmp, e))?;
-    fs.sync_data(&file, &tmp).map_err(|e| io_err(&tmp, e))?;
+    let file = write_new_segment(fs, &tmp, seq, initial)?;
     fs.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
     fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
     let file = Arc::new(file);
     segments.insert(seq, file.clone());
     Ok(ActiveSegment { seq, path, file, offset: SEGMENT_HEADER_LEN as u64, allocated: initial })
+}
+
+/// Writes segment `seq` as `tmp`: a new file holding the header, then zeros up to `size`, synced.
+fn write_new_segment(fs: &Fs, tmp: &Path, seq: u32, size: u64) -> Result<File> {
+    let _ = std::fs::remove_file(tmp);
+    let file = fs.create_new(tmp).map_err(|e| io_err(tmp, e))?;
+    // Zeros in pieces, allocated at run time (a `static` array would add its size to the binary).
+    let mut piece = vec![0u8; (size as usize).clamp(SEGMENT_HEADER_LEN, 256 * 1024)];
+    piece[..SEGMENT_HEADER_LEN].copy_from_slice(&format::encode_segment_header(seq as u64));
+    let mut at = 0;
+    while at < size {
+        let len = ((size - at) as usize).min(piece.len());
+        fs.write_at(&file, tmp, &piece[..len], at).map_err(|e| io_err(tmp, e))?;
+        if at == 0 {
+            piece[..SEGMENT_HEADER_LEN].fill(0);
+        }
+        at += len as u64;
+    }
+    fs.sync_data(&file, tmp).map_err(|e| io_err(tmp, e))?;
+    Ok(file)
 }
 
 /// Where one segment's part of a [`PendingLog`] buffer starts.
@@ -687,19 +702,8 @@ impl NextSegment {
 
     /// Creates segment `seq` under its temporary name: header, zeros to `size`, `fdatasync`.
     fn prepare(dir: &Path, fs: &Fs, seq: u32, size: u64) -> Result<(PathBuf, Arc<File>)> {
-        // Allocated at run time: a `static` array of zeros would add its size to the binary.
-        let zeros = vec![0u8; 256 * 1024];
         let tmp = Self::tmp_path(dir, seq);
-        let _ = std::fs::remove_file(&tmp);
-        let file = fs.create_new(&tmp).map_err(|e| io_err(&tmp, e))?;
-        fs.write_at(&file, &tmp, &format::encode_segment_header(seq as u64), 0).map_err(|e| io_err(&tmp, e))?;
-        let mut at = SEGMENT_HEADER_LEN as u64;
-        while at < size {
-            let len = ((size - at) as usize).min(zeros.len());
-            fs.write_at(&file, &tmp, &zeros[..len], at).map_err(|e| io_err(&tmp, e))?;
-            at += len as u64;
-        }
-        fs.sync_data(&file, &tmp).map_err(|e| io_err(&tmp, e))?;
+        let file = write_new_segment(fs, &tmp, seq, size)?;
         Ok((tmp, Arc::new(file)))
     }
 

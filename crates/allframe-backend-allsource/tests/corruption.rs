@@ -2,6 +2,9 @@
 //! A torn final frame is repaired; any other damage is a typed `Error::Corruption` naming the
 //! file and offset, and no other event is lost or changed.
 
+#[path = "support/disk.rs"]
+mod disk;
+
 use std::path::{Path, PathBuf};
 
 use allframe_backend_allsource::AllSourceBackend;
@@ -9,27 +12,9 @@ use allframe_cqrs_core::{Error, EventStoreBackend, ExpectedVersion, NewEvent, Re
 
 const SEGMENT: &str = "wal-0000000001.log";
 
-/// Frame start offsets in a segment, read with the documented layout (32-byte segment
-/// header, 40-byte frame headers starting with the payload length).
+/// Frame start and end offsets in a segment file.
 fn frame_offsets(path: &Path) -> Vec<(u64, u64)> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut at = 32usize;
-    let mut out = Vec::new();
-    while at + 40 <= bytes.len() && bytes[at..at + 40].iter().any(|&b| b != 0) {
-        let len = 40 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        out.push((at as u64, (at + len) as u64));
-        at += len;
-    }
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
+    disk::frames(&std::fs::read(path).unwrap()).into_iter().map(|(start, end, _)| (start as u64, end as u64)).collect()
 }
 
 /// A closed store with `n` single-event appends (each a frame) and a snapshot; returns the
@@ -77,7 +62,7 @@ fn truncating_the_last_frame_at_every_offset_is_repaired() {
     for cut in start..end {
         for zero_instead in [false, true] {
             let copy = tempfile::tempdir().unwrap();
-            copy_dir(dir.path(), copy.path());
+            disk::copy_store(dir.path(), copy.path());
             let segment = copy.path().join(SEGMENT);
             if zero_instead {
                 // A torn write inside preallocated space: the rest of the frame is zeros.
@@ -116,7 +101,7 @@ fn a_flipped_byte_in_an_earlier_frame_is_reported_and_nothing_is_lost() {
     let (start, end) = frames[2];
     for at in start..end {
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
+        disk::copy_store(dir.path(), copy.path());
         let segment = copy.path().join(SEGMENT);
         let mut bytes = std::fs::read(&segment).unwrap();
         let original = bytes.clone();

@@ -14,6 +14,9 @@
 //! - after more appends and another reopen, the store still opens with everything acknowledged
 //!   (leftovers of the torn group beyond the repaired end must not resurface).
 
+#[path = "support/disk.rs"]
+mod disk;
+
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,28 +74,6 @@ fn config(dir: &Path, hook: Option<Arc<Hook>>) -> AllSourceConfig {
 
 fn event(tag: &str, i: u64) -> NewEvent {
     NewEvent::new("Thing", format!("{tag} payload {i} {}", "x".repeat((i % 7 * 40) as usize)))
-}
-
-/// Frames of a segment image: (start, end, event count), by the documented layout.
-fn frames(bytes: &[u8]) -> Vec<(usize, usize, u64)> {
-    let mut at = 32;
-    let mut out = Vec::new();
-    while at + 40 <= bytes.len() && bytes[at..at + 40].iter().any(|&b| b != 0) {
-        let len = 40 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let count = u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap()) as u64;
-        out.push((at, at + len, count));
-        at += len;
-    }
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "LOCK" {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// A small deterministic generator (xorshift64*), so a failure can be replayed.
@@ -160,7 +141,7 @@ async fn build_torn_store() -> (tempfile::TempDir, Vec<RecordedEvent>) {
 async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_prefix() {
     let (dir, acknowledged) = build_torn_store().await;
     let written = std::fs::read(dir.path().join(SEGMENT)).unwrap();
-    let all_frames = frames(&written);
+    let all_frames = disk::frames(&written);
     let acked_frames = (ACKNOWLEDGED + 1) as usize;
     assert_eq!(all_frames.len(), acked_frames + TORN_APPENDS as usize, "the torn group reached the file");
     let torn_start = all_frames[acked_frames - 1].1;
@@ -172,7 +153,7 @@ async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_pr
     }
     // The events of the whole torn group, as they would read had its sync succeeded.
     let whole = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), whole.path());
+    disk::copy_store(dir.path(), whole.path());
     let full: Vec<RecordedEvent> = {
         let store = AllSourceBackend::with_config(config(whole.path(), None)).unwrap();
         store.read_all(0, usize::MAX).await.unwrap()
@@ -201,7 +182,7 @@ async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_pr
             at = end;
         }
         let copy = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), copy.path());
+        disk::copy_store(dir.path(), copy.path());
         std::fs::write(copy.path().join(SEGMENT), &image).unwrap();
 
         let store = AllSourceBackend::with_config(config(copy.path(), None))
@@ -218,7 +199,7 @@ async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_pr
         // Whatever the torn group left beyond the recovered end is gone from the file, so
         // later appends cannot end up next to stale frames.
         let repaired = std::fs::read(copy.path().join(SEGMENT)).unwrap();
-        let end = frames(&repaired).last().map_or(32, |f| f.1);
+        let end = disk::frames(&repaired).last().map_or(32, |f| f.1);
         assert!(repaired[end..].iter().all(|&b| b == 0), "trial {trial}: bytes left after the recovered end");
 
         // Appends after the repair, then another reopen: nothing of the torn group resurfaces.
