@@ -125,6 +125,7 @@
 //!
 #![deny(missing_docs)]
 
+mod cold;
 mod format;
 mod io;
 mod segments;
@@ -170,6 +171,7 @@ pub mod arrow {
     }
 }
 
+use cold::ColdSegment;
 use format::{FRAME_HEADER_LEN, FrameHeader, FrameRead};
 use io::Fs;
 use snapshots::SnapshotFile;
@@ -265,10 +267,18 @@ enum Placed {
     Wait(AppendResult, usize),
 }
 
-/// Where the bytes of one frame are, as found under the index lock.
+/// Where the bytes of some events are, as found under the index lock.
 enum Source {
+    /// One frame of an in-memory store.
     Memory(Bytes),
+    /// One frame of the log (or of the Parquet file that replaced its segment): its location,
+    /// first position and count.
     Disk(Loc, u64, u32),
+    /// Positions `first..first + count` of a cold segment.
+    Parquet(u32, u64, u64),
+    /// One stream's versions `first_version..first_version + count` in a cold segment, starting
+    /// at `row` of the segment's position table.
+    Run { segment: Arc<ColdSegment>, stream: StreamId, first_version: u64, row: u64, count: u64 },
 }
 
 impl AllSourceBackend {
@@ -463,6 +473,14 @@ impl AllSourceBackend {
                     out.push(decode(bytes, None, dir)?);
                     i += 1;
                 }
+                Source::Parquet(seq, first, count) => {
+                    out.push(self.read_parquet(*seq, *first, *count)?);
+                    i += 1;
+                }
+                Source::Run { segment, stream, first_version, row, count } => {
+                    out.push(self.read_run(segment, stream, *first_version, *row, *count)?);
+                    i += 1;
+                }
                 Source::Disk(first, first_position, count) => {
                     let Some(file) = self.shared.segments.get(first.segment) else {
                         let events = self.shared.parquet.read(first.segment, *first_position, *count as u64)?;
@@ -493,6 +511,46 @@ impl AllSourceBackend {
                     }
                     i = end;
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Positions `first..first + count` of Parquet segment `seq`.
+    fn read_parquet(&self, seq: u32, first: u64, count: u64) -> Result<Vec<RecordedEvent>> {
+        let dir = self.config.data_dir.as_deref().unwrap_or(Path::new(""));
+        self.shared.parquet.read(seq, first, count)?.ok_or_else(|| Error::Corruption {
+            backend: BACKEND_NAME,
+            file: dir.join(segments::parquet_name(seq)),
+            offset: 0,
+            reason: "a cold segment has no open Parquet file".into(),
+        })
+    }
+
+    /// One stream's run of a cold segment: positions from the index file, events from the
+    /// Parquet file (one read per run of consecutive positions), checked against the stream.
+    fn read_run(
+        &self,
+        segment: &ColdSegment,
+        stream: &StreamId,
+        first_version: u64,
+        row: u64,
+        count: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let positions = segment.positions(row, count)?;
+        let mut out = Vec::with_capacity(positions.len());
+        let mut i = 0;
+        while i < positions.len() {
+            let mut end = i + 1;
+            while end < positions.len() && positions[end] == positions[end - 1] + 1 {
+                end += 1;
+            }
+            out.extend(self.read_parquet(segment.seq, positions[i], (end - i) as u64)?);
+            i = end;
+        }
+        for (i, event) in out.iter().enumerate() {
+            if event.stream_id != *stream || event.version != first_version + i as u64 {
+                return Err(segment.damaged(row * 8, "the index file points at another stream's events"));
             }
         }
         Ok(out)
@@ -556,7 +614,7 @@ impl EventStoreBackend for AllSourceBackend {
             if let Some(reason) = &state.failed {
                 return Err(Self::closed(reason));
             }
-            if let Some(original) = state.find_retry(stream, &events)? {
+            if let Some(original) = state.find_retry(stream, &events, &self.shared.parquet)? {
                 Placed::Retry(original)
             } else {
                 let current = state.assigned_version(stream);
@@ -620,24 +678,44 @@ impl EventStoreBackend for AllSourceBackend {
     async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         let (sources, last_version) = {
             let state = self.read();
-            let Some(positions) = state.streams.get(stream) else { return Ok(Vec::new()) };
-            let visible = positions.partition_point(|&p| p <= state.committed);
-            let start = (after_version as usize).min(visible);
-            let end = start.saturating_add(limit).min(visible);
+            let Some((stream_id, index)) = state.streams.get_key_value(stream) else { return Ok(Vec::new()) };
+            let visible = index.committed(state.committed);
+            let start = after_version.min(visible);
+            let end = start.saturating_add(limit as u64).min(visible);
             if start >= end {
                 return Ok(Vec::new());
             }
             let mut sources = Vec::new();
+            // Versions start + 1 ..= end: first those in cold segments, by run.
+            let cold_end = end.min(index.cold_versions);
+            let first_run = index.cold.partition_point(|r| r.first_version + u64::from(r.count) <= start + 1);
+            for run in index.cold.iter().skip(first_run).take_while(|r| r.first_version <= cold_end) {
+                let from = run.first_version.max(start + 1);
+                let to = cold_end.min(run.first_version + u64::from(run.count) - 1);
+                let segment = state
+                    .cold_segment(run.segment)
+                    .ok_or_else(|| Self::closed("a stream run names no cold segment"))?;
+                sources.push(Source::Run {
+                    segment: segment.clone(),
+                    stream: stream_id.clone(),
+                    first_version: from,
+                    row: run.row + (from - run.first_version),
+                    count: to - from + 1,
+                });
+            }
+            // Then those of the log tail, by frame.
+            let hot_start = start.max(index.cold_versions) - index.cold_versions;
+            let hot_end = end.saturating_sub(index.cold_versions);
             let mut last_frame = usize::MAX;
-            for &position in &positions[start..end] {
-                let index =
+            for &position in index.hot.get(hot_start as usize..hot_end as usize).unwrap_or_default() {
+                let frame =
                     state.frame_index(position).ok_or_else(|| Self::closed("index has no frame for a position"))?;
-                if index != last_frame {
-                    sources.push(Self::source(&state, index)?);
-                    last_frame = index;
+                if frame != last_frame {
+                    sources.push(Self::source(&state, frame)?);
+                    last_frame = frame;
                 }
             }
-            (sources, end as u64)
+            (sources, end)
         };
         let frames = self.load(sources)?;
         Ok(frames.into_iter().flatten().filter(|e| e.version > after_version && e.version <= last_version).collect())
@@ -650,13 +728,25 @@ impl EventStoreBackend for AllSourceBackend {
             if after_position >= last {
                 return Ok(Vec::new());
             }
-            let first = state.frame_index(after_position + 1).ok_or_else(|| Self::closed("index has no frame"))?;
             let mut sources = Vec::new();
-            for index in first..state.frames.len() {
-                if state.frames[index].first_position > last {
+            let mut next = after_position + 1;
+            let first_cold = state.cold.partition_point(|s| s.last_position() < next);
+            for segment in state.cold.iter().skip(first_cold) {
+                if next > last {
                     break;
                 }
-                sources.push(Self::source(&state, index)?);
+                let to = last.min(segment.last_position());
+                sources.push(Source::Parquet(segment.seq, next, to - next + 1));
+                next = to + 1;
+            }
+            if next <= last {
+                let first = state.frame_index(next).ok_or_else(|| Self::closed("index has no frame"))?;
+                for index in first..state.frames.len() {
+                    if state.frames[index].first_position > last {
+                        break;
+                    }
+                    sources.push(Self::source(&state, index)?);
+                }
             }
             (sources, last)
         };
@@ -733,6 +823,9 @@ impl EventStoreBackend for AllSourceBackend {
             stats.streams = state.committed_streams();
             stats.snapshots = state.snapshots.len() as u64;
             stats.details.insert("index_frames".into(), state.frames.len().to_string());
+            stats.details.insert("index_tail_ids".into(), state.ids.len().to_string());
+            stats.details.insert("index_cold_segments".into(), state.cold.len().to_string());
+            stats.details.insert("index_cold_memory_bytes".into(), state.cold_memory().to_string());
             if let Some(reason) = &state.failed {
                 stats.details.insert("failed".into(), reason.clone());
             }
@@ -761,6 +854,7 @@ impl EventStoreBackend for AllSourceBackend {
                 d.insert("recovery_frames".into(), r.frames.to_string());
                 d.insert("recovery_bytes".into(), r.bytes.to_string());
                 d.insert("recovery_parquet_rows".into(), r.parquet_rows.to_string());
+                d.insert("recovery_rebuilt_indexes".into(), r.rebuilt_indexes.to_string());
                 d.insert("recovery_millis".into(), r.duration.as_millis().to_string());
                 d.insert("recovery_torn_tail".into(), r.torn_tail.is_some().to_string());
                 if let Some((file, offset, bytes)) = &r.torn_tail {

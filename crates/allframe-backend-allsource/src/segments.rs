@@ -18,6 +18,7 @@ use parquet::file::serialized_reader::SerializedRowGroupReader;
 use parquet::file::writer::SerializedFileWriter;
 
 use crate::BACKEND_NAME;
+use crate::cold;
 use crate::format;
 use crate::io::Fs;
 use crate::wal::io_err;
@@ -534,13 +535,34 @@ impl Converter {
             }
         }
         let entry = write_parquet(&self.dir, &self.fs, seq, &events)?;
+        let rows: Vec<cold::IndexRow<'_>> = events
+            .iter()
+            .map(|e| cold::IndexRow {
+                stream: e.stream_id.as_str(),
+                version: e.version,
+                position: e.position,
+                id: e.metadata.event_id,
+            })
+            .collect();
+        cold::write(&self.dir, &self.fs, seq, &cold::encode(seq, &rows))?;
         self.manifest.push(entry);
         if let Err(e) = self.fs.write_file_atomic(&self.dir, MANIFEST_FILE, &encode_manifest(&self.manifest)) {
             self.manifest.pop();
             return Err(io_err(&self.dir.join(MANIFEST_FILE), e));
         }
+        let index_path = self.dir.join(cold::index_name(seq));
+        let (cold, entries) = cold::ColdSegment::load(&self.dir, seq, entry.first_position, entry.rows)?
+            .map_err(|reason| corruption(&index_path, 0, reason))?;
         let segment = ParquetSegment::open(&self.dir, entry)?;
         self.shared.parquet.insert(segment);
+        // The segment's events are now read through its index file and Parquet file; its
+        // event ids leave the exact in-memory map a few thousand at a time, so appenders wait
+        // for the index lock only briefly.
+        self.shared.state.write().unwrap_or_else(PoisonError::into_inner).make_cold(Arc::new(cold), &entries)?;
+        for chunk in events.chunks(4096) {
+            let ids = chunk.iter().map(|e| e.metadata.event_id);
+            self.shared.state.write().unwrap_or_else(PoisonError::into_inner).forget_ids(ids);
+        }
         self.shared.segments.remove(seq);
         std::fs::remove_file(&wal_path).map_err(|e| io_err(&wal_path, e))?;
         self.fs.sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;

@@ -2,9 +2,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 use allframe_cqrs_core::{AppendResult, Bytes, Error, EventId, NewEvent, Result, Snapshot, StreamId};
 
+use crate::cold::{ColdRun, ColdSegment, StreamEntry};
+use crate::segments::ParquetFiles;
 use crate::wal::{Failure, PendingLog};
 
 /// Segment number used for frames held in memory (`new()` stores).
@@ -32,17 +35,50 @@ pub(crate) struct FrameMeta {
     pub loc: Option<Loc>,
 }
 
+/// One stream's versions: runs held in cold (Parquet) segments, then the positions of the rest.
+#[derive(Debug, Default)]
+pub(crate) struct StreamIndex {
+    /// Runs in cold segments, in version order (all committed).
+    pub cold: Vec<ColdRun>,
+    /// Number of versions in `cold`.
+    pub cold_versions: u64,
+    /// Positions of versions `cold_versions + 1..`, committed then pending.
+    pub hot: Vec<u64>,
+}
+
+impl StreamIndex {
+    /// The version counting pending appends.
+    pub fn assigned(&self) -> u64 {
+        self.cold_versions + self.hot.len() as u64
+    }
+
+    /// The version counting appends committed up to position `committed`.
+    pub fn committed(&self, committed: u64) -> u64 {
+        self.cold_versions + self.hot.partition_point(|&p| p <= committed) as u64
+    }
+}
+
 /// The whole index, behind one lock.
+///
+/// The log tail (events not yet in a Parquet segment) is indexed exactly in memory: frames,
+/// positions per stream, event ids. Cold segments keep only a summary here ([`ColdSegment`],
+/// per-stream [`ColdRun`]s); the rest is in their index files.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    /// Every frame, committed then pending, in position order.
+    /// Frames of the log tail, committed then pending, in position order.
     pub frames: Vec<FrameMeta>,
-    /// Per stream, the position of each version (version v at index v - 1); includes pending.
-    pub streams: HashMap<StreamId, Vec<u64>, KeyedHashing>,
+    /// Per stream, where its versions are; includes pending appends.
+    pub streams: HashMap<StreamId, StreamIndex, KeyedHashing>,
     /// Stream ids in byte order.
     pub stream_order: BTreeSet<StreamId>,
-    /// The position of every stored (or pending) event id.
+    /// The position of every event id of the log tail (stored or pending).
     pub ids: HashMap<EventId, u64, KeyedHashing>,
+    /// Cold segments in position order.
+    pub cold: Vec<Arc<ColdSegment>>,
+    /// The last position held in a cold segment (0 when none).
+    pub cold_head: u64,
+    /// The largest event id of any cold segment: a newer time-ordered id skips them all.
+    pub cold_max_id: EventId,
     /// The latest durable snapshot of each stream.
     pub snapshots: HashMap<StreamId, Snapshot>,
     /// Highest position handed out (committed or pending).
@@ -62,69 +98,114 @@ pub(crate) struct State {
 impl State {
     /// The stream's version counting pending appends.
     pub fn assigned_version(&self, stream: &str) -> u64 {
-        self.streams.get(stream).map_or(0, |v| v.len() as u64)
+        self.streams.get(stream).map_or(0, StreamIndex::assigned)
     }
 
     /// The stream's committed version.
     pub fn committed_version(&self, stream: &str) -> u64 {
-        self.streams.get(stream).map_or(0, |v| v.partition_point(|&p| p <= self.committed) as u64)
+        self.streams.get(stream).map_or(0, |s| s.committed(self.committed))
     }
 
-    /// Index of the frame holding `position`.
+    /// Index in `frames` of the (log tail) frame holding `position`.
     pub fn frame_index(&self, position: u64) -> Option<usize> {
         let i = self.frames.partition_point(|f| f.first_position + f.count as u64 <= position);
         self.frames.get(i).filter(|f| f.first_position <= position).map(|_| i)
     }
 
-    /// Stream and version of the event at `position`.
-    fn locate(&self, position: u64) -> Option<(StreamId, u64)> {
-        let frame = &self.frames[self.frame_index(position)?];
-        Some((frame.stream.clone(), frame.first_version + (position - frame.first_position)))
+    /// The cold segment holding `position`.
+    pub fn cold_segment_at(&self, position: u64) -> Option<&Arc<ColdSegment>> {
+        let i = self.cold.partition_point(|s| s.last_position() < position);
+        self.cold.get(i).filter(|s| s.first_position <= position)
     }
 
-    fn duplicate(&self, event_id: EventId, position: u64) -> Error {
-        let (stored_stream, stored_version) = self.locate(position).unwrap_or_else(|| (StreamId::from("?"), 0));
-        Error::DuplicateEventId { event_id, stored_stream, stored_version }
+    /// The cold segment numbered `seq`.
+    pub fn cold_segment(&self, seq: u32) -> Option<&Arc<ColdSegment>> {
+        self.cold.binary_search_by_key(&seq, |s| s.seq).ok().map(|i| &self.cold[i])
+    }
+
+    /// The position of a stored (or pending) event id.
+    pub fn find_id(&self, id: &EventId) -> Result<Option<u64>> {
+        if let Some(&position) = self.ids.get(id) {
+            return Ok(Some(position));
+        }
+        if self.cold.is_empty() || *id > self.cold_max_id {
+            return Ok(None);
+        }
+        for segment in self.cold.iter().rev() {
+            if let Some(position) = segment.find(id)? {
+                return Ok(Some(position));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stream and version of the event at `position` (cold ones are read from Parquet).
+    fn locate(&self, position: u64, parquet: &ParquetFiles) -> Result<Option<(StreamId, u64)>> {
+        if position <= self.cold_head {
+            let Some(segment) = self.cold_segment_at(position) else { return Ok(None) };
+            let events = parquet.read(segment.seq, position, 1)?.unwrap_or_default();
+            return Ok(events.into_iter().next().map(|e| (e.stream_id, e.version)));
+        }
+        let Some(index) = self.frame_index(position) else { return Ok(None) };
+        let frame = &self.frames[index];
+        Ok(Some((frame.stream.clone(), frame.first_version + (position - frame.first_position))))
+    }
+
+    fn duplicate(&self, event_id: EventId, position: u64, parquet: &ParquetFiles) -> Error {
+        match self.locate(position, parquet) {
+            Ok(found) => {
+                let (stored_stream, stored_version) = found.unwrap_or_else(|| (StreamId::from("?"), 0));
+                Error::DuplicateEventId { event_id, stored_stream, stored_version }
+            }
+            Err(error) => error,
+        }
     }
 
     /// If every event id of the append is stored, contiguously and in order, in `stream`, the
     /// result of the original append; if none is stored, `None`; otherwise an error.
     /// (The reference semantics of the memory backend.)
-    pub fn find_retry(&self, stream: &str, events: &[NewEvent]) -> Result<Option<AppendResult>> {
-        let mut found = events.iter().map(|e| (e.metadata.event_id, self.ids.get(&e.metadata.event_id).copied()));
-        let Some((first_id, first)) = found.next() else { return Ok(None) };
-        let Some(first_position) = first else {
-            return match found.find_map(|(id, position)| position.map(|p| (id, p))) {
-                Some((id, position)) => Err(self.duplicate(id, position)),
-                None => Ok(None),
+    pub fn find_retry(
+        &self,
+        stream: &str,
+        events: &[NewEvent],
+        parquet: &ParquetFiles,
+    ) -> Result<Option<AppendResult>> {
+        let Some(first) = events.first() else { return Ok(None) };
+        let first_id = first.metadata.event_id;
+        let Some(first_position) = self.find_id(&first_id)? else {
+            for event in &events[1..] {
+                if let Some(position) = self.find_id(&event.metadata.event_id)? {
+                    return Err(self.duplicate(event.metadata.event_id, position, parquet));
+                }
+            }
+            return Ok(None);
+        };
+        let first_version = match self.locate(first_position, parquet)? {
+            Some((stored, version)) if *stored == *stream => version,
+            _ => return Err(self.duplicate(first_id, first_position, parquet)),
+        };
+        let mut last_position = first_position;
+        for (i, event) in events.iter().enumerate().skip(1) {
+            let id = event.metadata.event_id;
+            let Some(position) = self.find_id(&id)? else {
+                return Err(self.duplicate(first_id, first_position, parquet));
             };
-        };
-        let Some((first_stream, first_version)) = self.locate(first_position) else {
-            return Err(self.duplicate(first_id, first_position));
-        };
-        if *first_stream != *stream {
-            return Err(self.duplicate(first_id, first_position));
-        }
-        let versions = &self.streams[stream];
-        for (offset, (id, position)) in found.enumerate() {
-            let expected = versions.get(first_version as usize + offset).copied();
-            if position != expected || expected.is_none() {
-                return Err(match position {
-                    Some(position) => self.duplicate(id, position),
-                    None => self.duplicate(first_id, first_position),
-                });
+            match self.locate(position, parquet)? {
+                Some((stored, version)) if *stored == *stream && version == first_version + i as u64 => {
+                    last_position = position;
+                }
+                _ => return Err(self.duplicate(id, position, parquet)),
             }
         }
-        let last_version = first_version + events.len() as u64 - 1;
         Ok(Some(AppendResult {
-            stream_version: last_version,
+            stream_version: first_version + events.len() as u64 - 1,
             first_position,
-            last_position: versions[last_version as usize - 1],
+            last_position,
             deduplicated: true,
         }))
     }
 
-    /// Records a new (pending or replayed) append in the index.
+    /// Records a new (pending or replayed) append of the log tail in the index.
     pub fn register(
         &mut self,
         stream: &str,
@@ -133,28 +214,91 @@ impl State {
         ids: &[EventId],
         loc: Option<Loc>,
     ) {
-        let stream_id = match self.streams.get_key_value(stream) {
-            Some((key, _)) => key.clone(),
-            None => {
-                let key = StreamId::from(stream);
-                self.streams.insert(key.clone(), Vec::new());
-                self.stream_order.insert(key.clone());
-                key
-            }
-        };
-        let versions = self.streams.get_mut(stream).expect("stream entry was just ensured");
+        let (stream_id, index) = self.stream_entry(stream);
+        index.hot.extend((0..ids.len() as u64).map(|i| first_position + i));
         for (i, id) in ids.iter().enumerate() {
-            versions.push(first_position + i as u64);
             self.ids.insert(*id, first_position + i as u64);
         }
         self.frames.push(FrameMeta { first_position, count: ids.len() as u32, first_version, stream: stream_id, loc });
         self.assigned = first_position + ids.len() as u64 - 1;
     }
 
+    /// The stream's shared id and index entry, created if new.
+    fn stream_entry(&mut self, stream: &str) -> (StreamId, &mut StreamIndex) {
+        let key = match self.streams.get_key_value(stream) {
+            Some((key, _)) => key.clone(),
+            None => {
+                let key = StreamId::from(stream);
+                self.streams.insert(key.clone(), StreamIndex::default());
+                self.stream_order.insert(key.clone());
+                key
+            }
+        };
+        let index = self.streams.get_mut(stream).expect("stream entry was just ensured");
+        (key, index)
+    }
+
+    /// Makes `segment` cold: its streams' versions become runs of its index file, and the
+    /// frames it held leave the log-tail index (its event ids are removed by [`State::forget_ids`]).
+    /// On open, before the log tail is replayed, this is how cold segments are loaded.
+    pub fn make_cold(&mut self, segment: Arc<ColdSegment>, entries: &[StreamEntry]) -> Result<()> {
+        for entry in entries {
+            let index = self.streams.get(entry.stream.as_str());
+            let (cold_versions, hot) = index.map_or((0, 0), |s| (s.cold_versions, s.hot.len()));
+            if entry.first_version != cold_versions + 1 || (hot != 0 && hot < entry.count as usize) {
+                return Err(segment.damaged(
+                    0,
+                    &format!(
+                        "stream `{}` continues at version {}, expected {}",
+                        entry.stream,
+                        entry.first_version,
+                        cold_versions + 1
+                    ),
+                ));
+            }
+        }
+        for entry in entries {
+            let (_, index) = self.stream_entry(entry.stream.as_str());
+            if !index.hot.is_empty() {
+                index.hot.drain(..entry.count as usize);
+                if index.hot.capacity() > 4 * index.hot.len().max(4) {
+                    index.hot.shrink_to_fit();
+                }
+            }
+            index.cold.push(ColdRun {
+                segment: segment.seq,
+                count: entry.count,
+                first_version: entry.first_version,
+                row: entry.row,
+            });
+            index.cold_versions += u64::from(entry.count);
+        }
+        let last = segment.last_position();
+        let tail = self.frames.partition_point(|f| f.first_position <= last);
+        self.frames.drain(..tail);
+        self.cold_head = last;
+        self.cold_max_id = self.cold_max_id.max(segment.max_id);
+        self.cold.push(segment);
+        Ok(())
+    }
+
+    /// Removes event ids that are now found through a cold segment.
+    pub fn forget_ids(&mut self, ids: impl Iterator<Item = EventId>) {
+        for id in ids {
+            self.ids.remove(&id);
+        }
+    }
+
+    /// Bytes held by the cold segments' summaries (bloom filters and fences).
+    pub fn cold_memory(&self) -> usize {
+        self.cold.iter().map(|s| s.memory()).sum()
+    }
+
     /// Number of streams with at least one committed event.
     pub fn committed_streams(&self) -> u64 {
         let committed = self.committed;
-        self.streams.values().filter(|v| v.first().is_some_and(|&p| p <= committed)).count() as u64
+        self.streams.values().filter(|s| s.cold_versions > 0 || s.hot.first().is_some_and(|&p| p <= committed)).count()
+            as u64
     }
 
     /// Keeps `snapshot` unless a higher version is stored.

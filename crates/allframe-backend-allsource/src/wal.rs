@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use allframe_cqrs_core::{Bytes, Error, EventId, Result};
+use allframe_cqrs_core::{Bytes, Error, Result};
 use tokio::sync::{Notify, oneshot};
 
+use crate::cold::{self, ColdSegment};
 use crate::format::{self, FLAG_LAST_IN_BATCH, FRAME_HEADER_LEN, FrameHeader, FrameRead, SEGMENT_HEADER_LEN};
 use crate::io::Fs;
 use crate::segments::{self, MANIFEST_FILE, ManifestEntry, ParquetFiles, ParquetSegment};
@@ -58,8 +59,10 @@ pub(crate) struct RecoveryReport {
     pub segments: u32,
     pub frames: u64,
     pub bytes: u64,
-    /// Events read back from Parquet segments.
+    /// Events held in Parquet segments.
     pub parquet_rows: u64,
+    /// Index files that were missing or damaged and were rebuilt from their Parquet segment.
+    pub rebuilt_indexes: u32,
     /// `(file, offset, bytes removed)` of a repaired torn tail.
     pub torn_tail: Option<(PathBuf, u64, u64)>,
     pub duration: Duration,
@@ -215,7 +218,7 @@ pub(crate) fn open(
             } else {
                 seqs.push(seq);
             }
-        } else if let Some(seq) = segments::parse_parquet_name(name) {
+        } else if let Some(seq) = segments::parse_parquet_name(name).or_else(|| cold::parse_index_name(name)) {
             if seq > converted {
                 // Written but never listed: the crash came before the manifest; it is redone.
                 std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
@@ -233,8 +236,7 @@ pub(crate) fn open(
         }
     }
     let parquet_rows: u64 = manifest.iter().map(|e| e.rows).sum();
-    state.ids.reserve(parquet_rows as usize);
-    replay_parquet_files(dir, &manifest, state, parquet)?;
+    let rebuilt_indexes = load_cold_segments(dir, fs, &manifest, state, parquet)?;
     for path in leftovers {
         tracing::info!(file = %path.display(), "allsource: removing a log segment already in Parquet");
         std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
@@ -242,7 +244,7 @@ pub(crate) fn open(
     if !seqs.is_empty() || converted > 0 {
         fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
     }
-    let mut report = RecoveryReport { parquet_rows, ..RecoveryReport::default() };
+    let mut report = RecoveryReport { parquet_rows, rebuilt_indexes, ..RecoveryReport::default() };
     let mut next_batch = 1;
     let mut last_flags = FLAG_LAST_IN_BATCH;
     let mut active = None;
@@ -318,47 +320,47 @@ pub(crate) fn open(
     Ok(Opened { lock, active, next_batch, report, manifest, sealed })
 }
 
-/// Opens the manifest's Parquet files and replays their rows into the index, in order.
+/// Opens the manifest's Parquet files and their index files and makes them cold segments of
+/// the index, in order; returns how many index files had to be rebuilt.
 ///
-/// Opening a file (length and CRC check) and decoding its index columns do not depend on the
-/// other files, so worker threads decode files ahead (at most a few files ahead, to bound
-/// memory) while this thread replays them in manifest order; the first error in that order is
-/// the one reported.
-fn replay_parquet_files(
+/// Opening a file (length and CRC check) and loading (or rebuilding) its index file do not
+/// depend on the other files, so worker threads do it ahead (at most a few files ahead, to
+/// bound memory) while this thread registers them in manifest order; the first error in that
+/// order is the one reported.
+fn load_cold_segments(
     dir: &Path,
+    fs: &Fs,
     manifest: &[ManifestEntry],
     state: &mut State,
     parquet: &ParquetFiles,
-) -> Result<()> {
-    type Decoded = Result<(ParquetSegment, Vec<segments::IndexRow>)>;
+) -> Result<u32> {
+    type Loaded = Result<(ParquetSegment, ColdSegment, Vec<cold::StreamEntry>, bool)>;
     if manifest.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let ahead = workers * 2;
     let next = AtomicUsize::new(0);
-    // How many files have been replayed; workers wait while they are `ahead` files past it.
-    let replayed = (std::sync::Mutex::new(0usize), std::sync::Condvar::new());
+    // How many files have been registered; workers wait while they are `ahead` files past it.
+    let registered = (std::sync::Mutex::new(0usize), std::sync::Condvar::new());
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, Decoded)>();
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Loaded)>();
         for _ in 0..workers {
             let tx = tx.clone();
-            let (next, replayed, stop) = (&next, &replayed, &stop);
+            let (next, registered, stop) = (&next, &registered, &stop);
             scope.spawn(move || {
                 loop {
                     let index = next.fetch_add(1, Ordering::SeqCst);
                     if index >= manifest.len() || stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    let mut done = replayed.0.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut done = registered.0.lock().unwrap_or_else(PoisonError::into_inner);
                     while index >= *done + ahead && !stop.load(Ordering::SeqCst) {
-                        done = replayed.1.wait(done).unwrap_or_else(PoisonError::into_inner);
+                        done = registered.1.wait(done).unwrap_or_else(PoisonError::into_inner);
                     }
                     drop(done);
-                    let decoded = ParquetSegment::open(dir, manifest[index])
-                        .and_then(|segment| segments::index_rows(&segment).map(|rows| (segment, rows)));
-                    if tx.send((index, decoded)).is_err() {
+                    if tx.send((index, load_cold_segment(dir, fs, manifest[index]))).is_err() {
                         return;
                     }
                 }
@@ -366,78 +368,93 @@ fn replay_parquet_files(
         }
         drop(tx);
         let mut ready = std::collections::BTreeMap::new();
-        let mut ids = Vec::new();
+        let mut rebuilt = 0;
         let outcome = (|| {
             for index in 0..manifest.len() {
-                let decoded = loop {
-                    if let Some(decoded) = ready.remove(&index) {
-                        break decoded;
+                let loaded = loop {
+                    if let Some(loaded) = ready.remove(&index) {
+                        break loaded;
                     }
                     match rx.recv() {
-                        Ok((i, decoded)) => {
-                            ready.insert(i, decoded);
+                        Ok((i, loaded)) => {
+                            ready.insert(i, loaded);
                         }
                         Err(_) => {
                             return Err(Error::Closed {
                                 backend: BACKEND_NAME,
-                                reason: Some("a Parquet decoder stopped".into()),
+                                reason: Some("a Parquet loader stopped".into()),
                             });
                         }
                     }
                 };
-                let (segment, rows) = decoded?;
-                replay_parquet(state, &segment, &rows, &mut ids)?;
+                let (segment, cold, entries, was_rebuilt) = loaded?;
+                if cold.first_position != state.assigned + 1 {
+                    return Err(corruption(
+                        &segment.path,
+                        0,
+                        format!("segment starts at position {}, expected {}", cold.first_position, state.assigned + 1),
+                    ));
+                }
+                state.assigned = cold.last_position();
+                state.make_cold(Arc::new(cold), &entries)?;
                 parquet.insert(segment);
-                *replayed.0.lock().unwrap_or_else(PoisonError::into_inner) = index + 1;
-                replayed.1.notify_all();
+                rebuilt += u32::from(was_rebuilt);
+                *registered.0.lock().unwrap_or_else(PoisonError::into_inner) = index + 1;
+                registered.1.notify_all();
             }
-            Ok(())
+            Ok(rebuilt)
         })();
         stop.store(true, Ordering::SeqCst);
-        replayed.1.notify_all();
+        registered.1.notify_all();
         outcome
     })
 }
 
-/// Replays the rows of a Parquet segment into the index (runs of one stream become one entry).
-fn replay_parquet(
-    state: &mut State,
-    segment: &ParquetSegment,
-    rows: &[segments::IndexRow],
-    ids: &mut Vec<EventId>,
-) -> Result<()> {
-    let seq = segment.entry.seq;
-    let loc = Loc { segment: seq, offset: 0, len: 0 };
-    let mut i = 0;
-    while i < rows.len() {
-        let (stream, version, position, _) = &rows[i];
-        if *position != state.assigned + 1 {
-            return Err(corruption(
-                &segment.path,
-                i as u64,
-                format!("row has position {position}, expected {}", state.assigned + 1),
-            ));
+/// Opens one listed Parquet file and loads its index file, rebuilding the index file from the
+/// Parquet rows when it is missing or damaged (the `bool`).
+fn load_cold_segment(
+    dir: &Path,
+    fs: &Fs,
+    entry: ManifestEntry,
+) -> Result<(ParquetSegment, ColdSegment, Vec<cold::StreamEntry>, bool)> {
+    let segment = ParquetSegment::open(dir, entry)?;
+    let reason = match ColdSegment::load(dir, entry.seq, entry.first_position, entry.rows)? {
+        Ok((cold, entries)) => return Ok((segment, cold, entries, false)),
+        Err(reason) => reason,
+    };
+    let index_path = dir.join(cold::index_name(entry.seq));
+    tracing::warn!(file = %index_path.display(), reason, "allsource: rebuilding an index file from its Parquet segment");
+    let rows = segments::index_rows(&segment)?;
+    check_rows(&rows, entry.first_position).map_err(|reason| corruption(&segment.path, 0, reason))?;
+    let rows: Vec<cold::IndexRow<'_>> = rows
+        .iter()
+        .map(|(stream, version, position, id)| cold::IndexRow {
+            stream,
+            version: *version,
+            position: *position,
+            id: *id,
+        })
+        .collect();
+    cold::write(dir, fs, entry.seq, &cold::encode(entry.seq, &rows))?;
+    match ColdSegment::load(dir, entry.seq, entry.first_position, entry.rows)? {
+        Ok((cold, entries)) => Ok((segment, cold, entries, true)),
+        Err(reason) => Err(corruption(&index_path, 0, reason)),
+    }
+}
+
+/// Checks that a segment's rows hold consecutive positions from `first_position` and, within
+/// the segment, consecutive versions per stream.
+fn check_rows(rows: &[segments::IndexRow], first_position: u64) -> std::result::Result<(), String> {
+    let mut last_version: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for (i, (stream, version, position, _)) in rows.iter().enumerate() {
+        if *position != first_position + i as u64 {
+            return Err(format!("row {i} has position {position}, expected {}", first_position + i as u64));
         }
-        let current = state.assigned_version(stream);
-        if *version != current + 1 {
-            return Err(corruption(
-                &segment.path,
-                i as u64,
-                format!("stream `{stream}` continues at version {version}, expected {}", current + 1),
-            ));
-        }
-        let mut end = i + 1;
-        while end < rows.len()
-            && rows[end].0 == *stream
-            && rows[end].1 == version + (end - i) as u64
-            && rows[end].2 == position + (end - i) as u64
+        if let Some(last) = last_version.insert(stream.as_str(), *version)
+            && *version != last + 1
         {
-            end += 1;
+            return Err(format!("stream `{stream}` continues at version {version}, expected {}", last + 1));
         }
-        ids.clear();
-        ids.extend(rows[i..end].iter().map(|r| r.3));
-        state.register(stream, *position, *version, ids, Some(loc));
-        i = end;
     }
     Ok(())
 }
