@@ -151,6 +151,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let store = AllSourceBackend::with_config(config).expect("reopen");
         let reopen = started.elapsed();
         println!("reopen of {events} events: {reopen:?}; resident memory {:.0} MiB -> {:.0} MiB", before, rss_mib());
+        let stats = store.stats().await.expect("stats");
+        println!(
+            "index: {} cold segments, {} bytes of bloom filters and fences, {} event ids and {} frames in the tail index",
+            stats.details["index_cold_segments"],
+            stats.details["index_cold_memory_bytes"],
+            stats.details["index_tail_ids"],
+            stats.details["index_frames"],
+        );
         let mut lat = Vec::new();
         let streams = events / 1000;
         for i in 0..200u64 {

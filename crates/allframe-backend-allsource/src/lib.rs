@@ -100,13 +100,31 @@
 //!
 //! ## Memory
 //!
-//! Event payloads live only in the log (read back through the OS page cache) in durable
-//! stores. The index holds per event about 8 bytes (its position in its stream's version list)
-//! plus about 32 bytes (its event id, for idempotent retries), per append about 56 bytes
-//! (where its frame is), per stream its id twice plus about 100 bytes, and the latest snapshot of
-//! each stream. So memory grows with the number of events (about 40 bytes each plus 56 per
-//! append), not with their size. A store opened with [`AllSourceBackend::new`] keeps the frames
-//! themselves in memory too.
+//! Event payloads live only in the log and in Parquet files (read back through the OS page
+//! cache) in durable stores. The index is exact and in memory for the log tail, the events not
+//! yet rewritten as Parquet: per event about 8 bytes (its position in its stream's version
+//! list) and about 32 bytes (its event id), per append about 56 bytes (where its frame is). Once
+//! a segment is rewritten as Parquet its events leave that index ("cold" segments): memory
+//! keeps a bloom filter of its event ids (10 bits per event), one id in every 256, and per
+//! stream one run (first version, count, row in the index file) for each segment the stream
+//! appears in; the rest is in the segment's index file. Per stream: its id twice plus about
+//! 100 bytes, and its latest snapshot. So memory is about 1.3 bytes per cold event, plus the
+//! open Parquet files' footers, plus about 100 bytes per event of the log tail (bounded by the
+//! segment size times the segments not yet converted), plus the streams. A store opened with
+//! [`AllSourceBackend::new`], or with `parquet_segments: false`, has no cold segments: it keeps
+//! the exact index for every event (and an in-memory store the frames too).
+//!
+//! ## Index files
+//!
+//! Beside each `seg-N.parquet` an index file `seg-N.idx` (written, synced and renamed into
+//! place before the manifest lists the segment) holds, little-endian: magic `AFSRCIDX`, `u16`
+//! format version, `u16` zero, `u32` segment, `u64` first position, `u64` rows, `u32` streams,
+//! `u32` bloom blocks, the smallest and largest event id (16 bytes each), `u64` stream table
+//! length; the stream table (per stream: `u32` name length, name, `u64` first version, `u32`
+//! count); every event's position (`u64`), grouped by stream in table order; every event id
+//! with its position (16 + 8 bytes), sorted by id; the bloom filter (64-byte blocks, 6 probes);
+//! a CRC32 of everything before it. It is derived data: a missing or damaged index file is
+//! rebuilt from the Parquet file on open.
 //!
 //! ## Parquet segments
 //!
