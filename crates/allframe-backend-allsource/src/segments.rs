@@ -289,36 +289,21 @@ impl ParquetSegment {
         .map_err(|e| parquet_err(&self.path, e))
     }
 
-    /// Reads row group `index` (all columns, or all but the payload).
-    pub fn read_group(&self, index: usize, with_payload: bool) -> Result<Vec<RecordedEvent>> {
+    /// Reads the columns of row group `index` (values decoded, rows not yet built).
+    pub fn read_group(&self, index: usize) -> Result<GroupColumns> {
         let path = &self.path;
         let group = self.row_group(index)?;
         let rows = group.metadata().num_rows() as usize;
         let ints = |column: usize| read_column::<Int64Type>(&group, column, rows, path);
         let blobs = |column: usize| read_column::<ByteArrayType>(&group, column, rows, path);
-        let positions = ints(0)?;
-        let streams = blobs(1)?;
-        let versions = ints(2)?;
-        let types = blobs(3)?;
-        let payloads = if with_payload { blobs(4)? } else { vec![ByteArray::from(Vec::<u8>::new()); rows] };
-        let metadata = blobs(5)?;
-        let mut out = Vec::with_capacity(rows);
-        let mut last_stream: Option<StreamId> = None;
-        for i in 0..rows {
-            let stream_id = shared_stream_id(streams[i].data(), &mut last_stream, path)?;
-            let event_type =
-                std::str::from_utf8(types[i].data()).map_err(|_| corruption(path, 0, "event type is not UTF-8"))?;
-            let meta = Metadata::decode(metadata[i].data()).map_err(|e| corruption(path, 0, e.to_string()))?;
-            out.push(RecordedEvent {
-                stream_id,
-                version: versions[i] as u64,
-                position: positions[i] as u64,
-                event_type: event_type.to_string().into(),
-                payload: Bytes::copy_from_slice(payloads[i].data()),
-                metadata: meta,
-            });
-        }
-        Ok(out)
+        Ok(GroupColumns {
+            positions: ints(0)?,
+            streams: blobs(1)?,
+            versions: ints(2)?,
+            types: blobs(3)?,
+            payloads: blobs(4)?,
+            metadata: blobs(5)?,
+        })
     }
 
     /// The row groups holding positions `first..first + count`.
@@ -334,8 +319,49 @@ impl ParquetSegment {
     }
 }
 
-/// A decoded row group: (segment, row group) and its events.
-type CachedGroup = ((u32, usize), Arc<Vec<RecordedEvent>>);
+/// The decoded columns of one row group (byte arrays share the decompressed pages).
+#[derive(Debug)]
+pub(crate) struct GroupColumns {
+    positions: Vec<i64>,
+    streams: Vec<ByteArray>,
+    versions: Vec<i64>,
+    types: Vec<ByteArray>,
+    payloads: Vec<ByteArray>,
+    metadata: Vec<ByteArray>,
+}
+
+impl GroupColumns {
+    /// Builds the events of rows `rows` (only those: building one costs a few allocations).
+    fn events(&self, rows: std::ops::Range<usize>, path: &Path, out: &mut Vec<RecordedEvent>) -> Result<()> {
+        let mut last_stream: Option<StreamId> = None;
+        let mut last_type: Option<std::borrow::Cow<'static, str>> = None;
+        for i in rows {
+            let stream_id = shared_stream_id(self.streams[i].data(), &mut last_stream, path)?;
+            let event_type = match &last_type {
+                Some(t) if t.as_bytes() == self.types[i].data() => t.clone(),
+                _ => {
+                    let text = std::str::from_utf8(self.types[i].data())
+                        .map_err(|_| corruption(path, 0, "event type is not UTF-8"))?;
+                    std::borrow::Cow::Owned(text.to_string())
+                }
+            };
+            last_type = Some(event_type.clone());
+            let meta = Metadata::decode(self.metadata[i].data()).map_err(|e| corruption(path, 0, e.to_string()))?;
+            out.push(RecordedEvent {
+                stream_id,
+                version: self.versions[i] as u64,
+                position: self.positions[i] as u64,
+                event_type,
+                payload: Bytes::copy_from_slice(self.payloads[i].data()),
+                metadata: meta,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A decoded row group: (segment, row group) and its columns.
+type CachedGroup = ((u32, usize), Arc<GroupColumns>);
 
 /// The live Parquet segments plus a small cache of decoded row groups.
 #[derive(Debug, Default)]
@@ -373,12 +399,13 @@ impl ParquetFiles {
         let Some(segment) = self.get(seq) else { return Ok(None) };
         let mut out = Vec::with_capacity(count as usize);
         for group in segment.groups_for(first, count) {
-            let rows = self.group(&segment, group)?;
+            let columns = self.group(&segment, group)?;
             // Rows of a group hold consecutive positions from the group's start.
             let start = segment.group_starts[group];
-            let from = first.saturating_sub(start) as usize;
-            let to = ((first + count).saturating_sub(start) as usize).min(rows.len());
-            out.extend(rows.get(from..to).unwrap_or_default().iter().cloned());
+            let rows = columns.positions.len();
+            let from = (first.saturating_sub(start) as usize).min(rows);
+            let to = ((first + count).saturating_sub(start) as usize).min(rows);
+            columns.events(from..to, &segment.path, &mut out)?;
         }
         if out.iter().enumerate().any(|(i, e)| e.position != first + i as u64) {
             return Err(corruption(&segment.path, 0, format!("positions {first}.. are not where the index says")));
@@ -389,7 +416,7 @@ impl ParquetFiles {
         Ok(Some(out))
     }
 
-    fn group(&self, segment: &ParquetSegment, group: usize) -> Result<Arc<Vec<RecordedEvent>>> {
+    fn group(&self, segment: &ParquetSegment, group: usize) -> Result<Arc<GroupColumns>> {
         let key = (segment.entry.seq, group);
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -397,7 +424,7 @@ impl ParquetFiles {
                 return Ok(rows.clone());
             }
         }
-        let rows = Arc::new(segment.read_group(group, true)?);
+        let rows = Arc::new(segment.read_group(group)?);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHE_GROUPS {
             cache.pop_back();
