@@ -58,6 +58,12 @@ impl Fs {
         file.write_all_at(buf, offset)
     }
 
+    /// Sets the file's length (a longer file reads as zeros past the old end).
+    pub fn set_len(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+        self.check(IoOp::Write, path)?;
+        file.set_len(len)
+    }
+
     /// `fdatasync`.
     pub fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
         self.check(IoOp::Sync, path)?;

@@ -339,7 +339,8 @@ impl AllSourceBackend {
         };
         let segment_size = config.segment_size.max(64 * 1024);
         let parquet = segments::ParquetFiles::default();
-        let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats, segment_size, &parquet)?;
+        let zero_fill = config.sync != SyncMode::NoSync;
+        let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats, segment_size, zero_fill, &parquet)?;
         let snapshots = SnapshotFile::open(&dir, &fs, &mut state)?;
         state.log = Some(wal::PendingLog::new(&opened.active, opened.next_batch, segment_size));
         let head = state.committed;

@@ -142,6 +142,7 @@ pub(crate) struct ActiveSegment {
 }
 
 /// Opens (or creates) the store at `dir`: checks it is ours, locks it, replays the log into `state`.
+#[allow(clippy::too_many_arguments)] // the parts of `Shared` it fills, before `Shared` exists
 pub(crate) fn open(
     dir: &Path,
     fs: &Fs,
@@ -149,6 +150,7 @@ pub(crate) fn open(
     segments: &Segments,
     stats: &WriterStats,
     segment_size: u64,
+    zero_fill: bool,
     parquet: &ParquetFiles,
 ) -> Result<Opened> {
     let started = Instant::now();
@@ -309,7 +311,7 @@ pub(crate) fn open(
     }
     let active = match active {
         Some(active) => active,
-        None => create_segment(dir, fs, converted + 1, segments, segment_size)?,
+        None => create_segment(dir, fs, converted + 1, segments, segment_size, zero_fill)?,
     };
     let sealed = seqs.iter().copied().filter(|&seq| seq != active.seq).collect();
     report.segments = seqs.len() as u32;
@@ -503,11 +505,12 @@ pub(crate) fn create_segment(
     seq: u32,
     segments: &Segments,
     segment_size: u64,
+    zero_fill: bool,
 ) -> Result<ActiveSegment> {
     let initial = MIN_PREALLOC.min(segment_size).max(SEGMENT_HEADER_LEN as u64);
     let path = dir.join(segment_name(seq));
     let tmp = dir.join(format!("{}.tmp", segment_name(seq)));
-    let file = write_new_segment(fs, &tmp, seq, initial)?;
+    let file = write_new_segment(fs, &tmp, seq, initial, zero_fill)?;
     fs.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
     fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
     let file = Arc::new(file);
@@ -516,9 +519,18 @@ pub(crate) fn create_segment(
 }
 
 /// Writes segment `seq` as `tmp`: a new file holding the header, then zeros up to `size`, synced.
-fn write_new_segment(fs: &Fs, tmp: &Path, seq: u32, size: u64) -> Result<File> {
+/// Writes a new segment file of `size` bytes: its header, then zeros (`zero_fill`: written,
+/// so that later syncs overwrite allocated blocks) or a sparse extension (no sync mode, where
+/// writing zeros would only double the bytes written); then `fdatasync`.
+fn write_new_segment(fs: &Fs, tmp: &Path, seq: u32, size: u64, zero_fill: bool) -> Result<File> {
     let _ = std::fs::remove_file(tmp);
     let file = fs.create_new(tmp).map_err(|e| io_err(tmp, e))?;
+    if !zero_fill {
+        fs.write_at(&file, tmp, &format::encode_segment_header(seq as u64), 0).map_err(|e| io_err(tmp, e))?;
+        fs.set_len(&file, tmp, size.max(SEGMENT_HEADER_LEN as u64)).map_err(|e| io_err(tmp, e))?;
+        fs.sync_data(&file, tmp).map_err(|e| io_err(tmp, e))?;
+        return Ok(file);
+    }
     // Zeros in pieces, allocated at run time (a `static` array would add its size to the binary).
     let mut piece = vec![0u8; (size as usize).clamp(SEGMENT_HEADER_LEN, 256 * 1024)];
     piece[..SEGMENT_HEADER_LEN].copy_from_slice(&format::encode_segment_header(seq as u64));
@@ -718,14 +730,14 @@ impl NextSegment {
     }
 
     /// Creates segment `seq` under its temporary name: header, zeros to `size`, `fdatasync`.
-    fn prepare(dir: &Path, fs: &Fs, seq: u32, size: u64) -> Result<(PathBuf, Arc<File>)> {
+    fn prepare(dir: &Path, fs: &Fs, seq: u32, size: u64, zero_fill: bool) -> Result<(PathBuf, Arc<File>)> {
         let tmp = Self::tmp_path(dir, seq);
-        let file = write_new_segment(fs, &tmp, seq, size)?;
+        let file = write_new_segment(fs, &tmp, seq, size, zero_fill)?;
         Ok((tmp, Arc::new(file)))
     }
 
     /// The helper thread: prepares the segment the writer asks for, until stopped.
-    fn run(&self, dir: &Path, fs: &Fs, size: u64) {
+    fn run(&self, dir: &Path, fs: &Fs, size: u64, zero_fill: bool) {
         while !self.stop.load(Ordering::SeqCst) {
             let seq = self.want.load(Ordering::SeqCst);
             let prepared = self.ready.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.0);
@@ -736,7 +748,7 @@ impl NextSegment {
             if let Some(stale) = prepared {
                 let _ = std::fs::remove_file(Self::tmp_path(dir, stale));
             }
-            match Self::prepare(dir, fs, seq, size) {
+            match Self::prepare(dir, fs, seq, size, zero_fill) {
                 Ok((tmp, file)) => *self.ready.lock().unwrap_or_else(PoisonError::into_inner) = Some((seq, tmp, file)),
                 Err(error) => {
                     // The writer creates the segment itself at the roll, and reports the error
@@ -796,7 +808,11 @@ impl Writer {
             Arc::new(NextSegment { ready: Mutex::new(None), want: AtomicU32::new(0), stop: AtomicBool::new(false) });
         let helper = {
             let (next, fs, dir, size) = (next.clone(), self.fs.clone(), self.dir.clone(), self.segment_size);
-            std::thread::Builder::new().name("allsource-prealloc".into()).spawn(move || next.run(&dir, &fs, size)).ok()
+            let zero_fill = self.zero_fill();
+            std::thread::Builder::new()
+                .name("allsource-prealloc".into())
+                .spawn(move || next.run(&dir, &fs, size, zero_fill))
+                .ok()
         };
         self.next = Some(next.clone());
         self.helper = helper.as_ref().map(|h| h.thread().clone());
@@ -991,9 +1007,21 @@ impl Writer {
     /// Extends the active segment with zeros to cover `end`, so later syncs overwrite
     /// allocated blocks instead of growing the file. (Segments prepared by the helper are
     /// allocated in full; a store's first segment grows this way.)
+    /// Whether new log space is written with zeros (every mode that syncs; see
+    /// [`write_new_segment`]).
+    fn zero_fill(&self) -> bool {
+        self.mode != SyncMode::NoSync
+    }
+
     fn preallocate(&mut self, end: u64) -> Result<()> {
         let step = self.active.allocated.clamp(MIN_PREALLOC, MAX_PREALLOC);
         let target = (end + step).min(self.segment_size.max(end));
+        if !self.zero_fill() {
+            let path = &self.active.path;
+            self.fs.set_len(&self.active.file, path, target).map_err(|e| io_err(path, e))?;
+            self.active.allocated = target;
+            return Ok(());
+        }
         let zeros = vec![0u8; (target - self.active.allocated) as usize];
         let path = &self.active.path;
         self.fs.write_at(&self.active.file, path, &zeros, self.active.allocated).map_err(|e| io_err(path, e))?;
@@ -1025,7 +1053,9 @@ impl Writer {
                 let offset = SEGMENT_HEADER_LEN as u64;
                 ActiveSegment { seq, path, file, offset, allocated: self.segment_size.max(offset) }
             }
-            None => create_segment(&self.dir, &self.fs, seq, &self.shared.segments, self.segment_size)?,
+            None => {
+                create_segment(&self.dir, &self.fs, seq, &self.shared.segments, self.segment_size, self.zero_fill())?
+            }
         };
         let sealed = std::mem::replace(&mut self.active, next);
         if let Some(tx) = &self.convert_tx {

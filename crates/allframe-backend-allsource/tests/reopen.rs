@@ -144,3 +144,35 @@ async fn the_reopening_conformance_wrapper_reopens() {
     let reopens = backend.reopens.load(std::sync::atomic::Ordering::SeqCst);
     assert!(reopens >= 3, "reopened {reopens} times");
 }
+
+/// Syncing modes write zeros ahead of the log (so syncs overwrite allocated blocks instead of
+/// growing the file); no sync mode only extends the file (sparse), as zeros would double the
+/// bytes it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_space_is_zero_filled_when_syncing_and_sparse_without_sync() {
+    use std::os::unix::fs::MetadataExt;
+    for sync in [SyncMode::Synchronous, SyncMode::NoSync] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AllSourceBackend::with_config(AllSourceConfig {
+            segment_size: 4 << 20,
+            ..small_segments(dir.path(), sync)
+        })
+        .unwrap();
+        for n in 0..10 {
+            store.append("s", ExpectedVersion::Exact(n), vec![event(n)]).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        let meta = std::fs::metadata(dir.path().join("wal-0000000001.log")).unwrap();
+        let allocated = meta.blocks() * 512;
+        assert!(meta.len() >= 64 * 1024, "{sync:?}: the segment is extended ahead of the log ({} bytes)", meta.len());
+        match sync {
+            SyncMode::NoSync => {
+                assert!(allocated < meta.len() / 2, "{sync:?}: {allocated} of {} bytes allocated", meta.len())
+            }
+            _ => assert!(allocated >= meta.len(), "{sync:?}: {allocated} of {} bytes allocated", meta.len()),
+        }
+        drop(store);
+        let store = AllSourceBackend::with_config(small_segments(dir.path(), sync)).unwrap();
+        assert_eq!(store.stream_version("s").await.unwrap(), 10, "{sync:?}");
+    }
+}
