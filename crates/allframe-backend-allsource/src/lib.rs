@@ -130,7 +130,7 @@
 //!
 //! A background thread rewrites each sealed log segment `wal-N.log` as `seg-N.parquet`
 //! (parquet crate without Arrow, low-level column writers, snappy, 1,024 rows per row group,
-//! chunk statistics), columns `position int64`, `stream string`, `version int64`,
+//! chunk statistics on position, version and timestamp), columns `position int64`, `stream string`, `version int64`,
 //! `event_type string`, `payload binary`, `metadata binary` (the `Metadata::encode_into` form),
 //! `timestamp int64 TIMESTAMP(MICROS, UTC)`. The Parquet file is written as a temporary file,
 //! synced, renamed, the directory synced; then `MANIFEST` (magic `AFSRCMAN`, `u32` version,
@@ -865,6 +865,7 @@ impl EventStoreBackend for AllSourceBackend {
                 d.insert("frames_written".into(), w.frames.load(Relaxed).to_string());
                 d.insert("fsyncs".into(), w.syncs.load(Relaxed).to_string());
                 d.insert("parquet_files".into(), self.shared.parquet.len().to_string());
+                d.insert("parquet_footer_memory_bytes".into(), self.shared.parquet.footer_memory().to_string());
                 d.insert("parquet_conversions".into(), w.conversions.load(Relaxed).to_string());
                 if let Some(e) = &*self.shared.conversion_error.lock().unwrap_or_else(PoisonError::into_inner) {
                     d.insert("parquet_conversion_error".into(), e.clone());

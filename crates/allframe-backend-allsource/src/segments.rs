@@ -163,7 +163,14 @@ pub(crate) fn write_parquet(dir: &Path, fs: &Fs, seq: u32, events: &[RecordedEve
     let props = Arc::new(
         WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_statistics_enabled(EnabledStatistics::Chunk)
+            // Statistics only where they prune: the sorted position column (how reads find row
+            // groups), version and time. Min/max of stream, type, payload and metadata span
+            // almost everything in a row group of mixed streams, and every reader keeps them in
+            // memory with the footer.
+            .set_statistics_enabled(EnabledStatistics::None)
+            .set_column_statistics_enabled("position".into(), EnabledStatistics::Chunk)
+            .set_column_statistics_enabled("version".into(), EnabledStatistics::Chunk)
+            .set_column_statistics_enabled("timestamp".into(), EnabledStatistics::Chunk)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(format!("allframe-allsource {}", env!("CARGO_PKG_VERSION")))
             .build(),
@@ -384,6 +391,16 @@ impl ParquetFiles {
 
     pub fn len(&self) -> usize {
         self.files.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Bytes of memory held by the open files' Parquet footers (row-group metadata).
+    pub fn footer_memory(&self) -> usize {
+        self.files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|f| f.reader.metadata().memory_size())
+            .sum()
     }
 
     /// Paths of the live files, in segment order.
