@@ -607,6 +607,7 @@ impl Converter {
             let ids = chunk.iter().map(|e| e.metadata.event_id);
             self.shared.state.write().unwrap_or_else(PoisonError::into_inner).forget_ids(ids);
         }
+        self.shared.state.write().unwrap_or_else(PoisonError::into_inner).shrink_tail();
         self.shared.segments.remove(seq);
         std::fs::remove_file(&wal_path).map_err(|e| io_err(&wal_path, e))?;
         self.fs.sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;

@@ -289,6 +289,19 @@ impl State {
         }
     }
 
+    /// Gives back the memory of a log tail that has shrunk to under an eighth of its peak, as
+    /// after a burst of appends has been converted (the maps and lists keep their largest size
+    /// otherwise). A tail that merely swings between one and two segments is left alone, so it
+    /// is not regrown after every conversion.
+    pub fn shrink_tail(&mut self) {
+        if self.ids.len() * 8 < self.ids.capacity() {
+            self.ids.shrink_to(self.ids.len() * 2);
+        }
+        if self.frames.len() * 8 < self.frames.capacity() {
+            self.frames.shrink_to(self.frames.len() * 2);
+        }
+    }
+
     /// Bytes held by the cold segments' summaries (bloom filters and fences).
     pub fn cold_memory(&self) -> usize {
         self.cold.iter().map(|s| s.memory()).sum()
