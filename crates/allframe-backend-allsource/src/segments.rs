@@ -251,14 +251,16 @@ impl ParquetSegment {
     /// Opens a listed file, checking its length and CRC against the manifest.
     pub fn open(dir: &Path, entry: ManifestEntry) -> Result<ParquetSegment> {
         let path = dir.join(parquet_name(entry.seq));
-        let contents = std::fs::read(&path).map_err(|e| match e.kind() {
+        let file = File::open(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => corruption(&path, 0, "Parquet segment listed in the manifest is missing"),
             _ => io_err(&path, e),
         })?;
-        if contents.len() as u64 != entry.file_len || crc32fast::hash(&contents) != entry.file_crc {
+        // Checked in pieces: holding whole files while several are opened at once would raise
+        // the memory the allocator keeps after open.
+        let (len, crc) = file_crc(&file).map_err(|e| io_err(&path, e))?;
+        if len != entry.file_len || crc != entry.file_crc {
             return Err(corruption(&path, 0, "Parquet segment does not match the length and CRC in the manifest"));
         }
-        let file = File::open(&path).map_err(|e| io_err(&path, e))?;
         let reader_file = file.try_clone().map_err(|e| io_err(&path, e))?;
         let reader = SerializedFileReader::new(reader_file).map_err(|e| parquet_err(&path, e))?;
         let file = Arc::new(file);
@@ -364,6 +366,25 @@ impl GroupColumns {
             });
         }
         Ok(())
+    }
+}
+
+/// Length and CRC32 of a whole file, read in 256 KiB pieces.
+fn file_crc(file: &File) -> std::io::Result<(u64, u32)> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut hasher = crc32fast::Hasher::new();
+    let mut at = 0u64;
+    loop {
+        match file.read_at(&mut buf, at) {
+            Ok(0) => return Ok((at, hasher.finalize())),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                at += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
