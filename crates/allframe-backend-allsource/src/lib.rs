@@ -110,7 +110,9 @@
 //! appears in; the rest is in the segment's index file. Per stream: its id twice plus about
 //! 100 bytes, and its latest snapshot. So memory is about 1.3 bytes per cold event, plus the
 //! open Parquet files' footers, plus about 100 bytes per event of the log tail (bounded by the
-//! segment size times the segments not yet converted), plus the streams. A store opened with
+//! segment size times the segments not yet converted, at most
+//! `max_conversion_backlog + 2`: appends wait for a converter that falls further behind), plus
+//! the streams. A store opened with
 //! [`AllSourceBackend::new`], or with `parquet_segments: false`, has no cold segments: it keeps
 //! the exact index for every event (and an in-memory store the frames too).
 //!
@@ -227,6 +229,11 @@ pub struct AllSourceConfig {
     pub limits: Limits,
     /// Rewrite sealed log segments as Parquet files in the background (durable stores).
     pub parquet_segments: bool,
+    /// Most sealed log segments that may wait for their Parquet conversion. When appends
+    /// outrun the converter for long, the writer waits at the next segment until the converter
+    /// has caught up, so the exactly indexed log tail (and its memory) stays bounded by about
+    /// `(max_conversion_backlog + 1) × segment_size` of log.
+    pub max_conversion_backlog: usize,
     /// An I/O seam for tests: called before each file operation, may inject errors.
     pub io_hook: Option<Arc<dyn IoHook>>,
 }
@@ -240,6 +247,7 @@ impl Default for AllSourceConfig {
             max_batch_bytes: 8 * 1024 * 1024,
             limits: Limits::default(),
             parquet_segments: true,
+            max_conversion_backlog: 4,
             io_hook: None,
         }
     }
@@ -261,6 +269,10 @@ pub(crate) struct Shared {
     pub writer_stats: WriterStats,
     pub parquet: segments::ParquetFiles,
     pub conversion_error: std::sync::Mutex<Option<String>>,
+    /// Sealed log segments handed to the converter and not yet converted.
+    pub conversion_backlog: std::sync::atomic::AtomicU64,
+    /// Whether the converter thread is running (the writer never waits for a stopped one).
+    pub converter_running: std::sync::atomic::AtomicBool,
     pub wakeup: wal::Wakeup,
 }
 
@@ -324,6 +336,8 @@ impl AllSourceBackend {
                 writer_stats,
                 parquet: Default::default(),
                 conversion_error: Default::default(),
+                conversion_backlog: Default::default(),
+                converter_running: Default::default(),
                 wakeup: Default::default(),
             });
             return Ok(AllSourceBackend {
@@ -351,6 +365,8 @@ impl AllSourceBackend {
             writer_stats,
             parquet,
             conversion_error: Default::default(),
+            conversion_backlog: Default::default(),
+            converter_running: Default::default(),
             wakeup: Default::default(),
         });
         let mut converter = None;
@@ -360,6 +376,8 @@ impl AllSourceBackend {
             for &seq in &opened.sealed {
                 let _ = ctx.send(seq);
             }
+            shared.conversion_backlog.store(opened.sealed.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            shared.converter_running.store(true, std::sync::atomic::Ordering::SeqCst);
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let job = segments::Converter {
                 shared: shared.clone(),
@@ -385,6 +403,7 @@ impl AllSourceBackend {
             segment_size,
             max_batch_bytes: config.max_batch_bytes.max(1),
             convert_tx,
+            max_conversion_backlog: config.max_conversion_backlog.max(1) as u64,
             next: None,
             helper: None,
         };
@@ -867,6 +886,8 @@ impl EventStoreBackend for AllSourceBackend {
                 d.insert("parquet_files".into(), self.shared.parquet.len().to_string());
                 d.insert("parquet_footer_memory_bytes".into(), self.shared.parquet.footer_memory().to_string());
                 d.insert("parquet_conversions".into(), w.conversions.load(Relaxed).to_string());
+                d.insert("parquet_backlog".into(), self.shared.conversion_backlog.load(Relaxed).to_string());
+                d.insert("parquet_backlog_waits".into(), w.backlog_waits.load(Relaxed).to_string());
                 if let Some(e) = &*self.shared.conversion_error.lock().unwrap_or_else(PoisonError::into_inner) {
                     d.insert("parquet_conversion_error".into(), e.clone());
                 }

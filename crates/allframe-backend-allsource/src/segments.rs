@@ -578,6 +578,17 @@ impl Converter {
                 break;
             }
             self.shared.writer_stats.conversions.fetch_add(1, Ordering::Relaxed);
+            self.shared.conversion_backlog.fetch_sub(1, Ordering::SeqCst);
+            self.wake_writer();
+        }
+        self.shared.converter_running.store(false, Ordering::SeqCst);
+        self.wake_writer();
+    }
+
+    /// Wakes the writer if it waits for the converter (a spurious wake-up costs it nothing).
+    fn wake_writer(&self) {
+        if let Some(writer) = self.shared.wakeup.writer.get() {
+            writer.unpark();
         }
     }
 

@@ -77,6 +77,8 @@ pub(crate) struct WriterStats {
     pub wal_bytes: AtomicU64,
     pub segments: AtomicU64,
     pub conversions: AtomicU64,
+    /// Times the writer waited for the Parquet converter (backlog full).
+    pub backlog_waits: AtomicU64,
 }
 
 /// The open segment files, for reads.
@@ -786,6 +788,8 @@ pub(crate) struct Writer {
     pub max_batch_bytes: usize,
     /// Where sealed segments go to be rewritten as Parquet.
     pub convert_tx: Option<std::sync::mpsc::Sender<u32>>,
+    /// Most sealed segments waiting for conversion before the writer waits for the converter.
+    pub max_conversion_backlog: u64,
     /// The next segment's helper (set by `run`).
     pub next: Option<Arc<NextSegment>>,
     pub helper: Option<Thread>,
@@ -1059,10 +1063,28 @@ impl Writer {
         };
         let sealed = std::mem::replace(&mut self.active, next);
         if let Some(tx) = &self.convert_tx {
+            self.shared.conversion_backlog.fetch_add(1, Ordering::SeqCst);
             let _ = tx.send(sealed.seq);
+            self.wait_for_converter();
         }
         self.shared.writer_stats.segments.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Backpressure: while more sealed segments wait for conversion than allowed, waits (and
+    /// so do the appenders) until the converter catches up, stops, or the store closes.
+    fn wait_for_converter(&self) {
+        let shared = &self.shared;
+        let over = || shared.conversion_backlog.load(Ordering::SeqCst) > self.max_conversion_backlog;
+        if !over() {
+            return;
+        }
+        shared.writer_stats.backlog_waits.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("allsource: appends wait for the Parquet converter to catch up");
+        while over() && shared.converter_running.load(Ordering::SeqCst) && !shared.wakeup.closing.load(Ordering::SeqCst)
+        {
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
     }
 
     /// Makes a written group readable, then wakes its appenders.

@@ -164,3 +164,45 @@ fn a_log_segment_left_after_its_conversion_is_removed_not_replayed_twice() {
     assert!(!wal.exists(), "the leftover segment is removed");
     assert_ne!(stats.details["parquet_files"], "0");
 }
+
+/// Slows every sync of a Parquet file being written, as a slow disk would.
+#[derive(Debug)]
+struct SlowConversion;
+
+impl allframe_backend_allsource::IoHook for SlowConversion {
+    fn before(&self, op: allframe_backend_allsource::IoOp, path: &Path) -> std::io::Result<()> {
+        if op == allframe_backend_allsource::IoOp::Sync && path.to_string_lossy().ends_with(".parquet.tmp") {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn appends_wait_for_a_converter_that_falls_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = AllSourceBackend::with_config(AllSourceConfig {
+            sync: allframe_backend_allsource::SyncMode::NoSync,
+            max_conversion_backlog: 1,
+            io_hook: Some(std::sync::Arc::new(SlowConversion)),
+            ..config(dir.path())
+        })
+        .unwrap();
+        let mut most = 0;
+        for n in 0..2500u64 {
+            let event = NewEvent::new("Queued", format!("{{\"n\":{n},\"pad\":\"{}\"}}", "q".repeat(180)));
+            store.append("queue", ExpectedVersion::Exact(n), vec![event]).await.unwrap();
+            let backlog: u64 = store.stats().await.unwrap().details["parquet_backlog"].parse().unwrap();
+            most = most.max(backlog);
+        }
+        let stats = store.stats().await.unwrap();
+        // The writer waits at a roll while the backlog is over the limit, and appends wait
+        // for the writer: no acknowledged append ever sees more than the limit plus the
+        // segment just sealed.
+        assert!(most <= 2, "{most} sealed segments waited for conversion (limit 1)");
+        assert_ne!(stats.details["parquet_backlog_waits"], "0", "the converter did fall behind");
+        assert_eq!(store.read_stream("queue", 0, usize::MAX).await.unwrap().len(), 2500);
+    });
+}
