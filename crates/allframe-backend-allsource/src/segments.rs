@@ -171,6 +171,12 @@ pub(crate) fn write_parquet(dir: &Path, fs: &Fs, seq: u32, events: &[RecordedEve
             .set_column_statistics_enabled("position".into(), EnabledStatistics::Chunk)
             .set_column_statistics_enabled("version".into(), EnabledStatistics::Chunk)
             .set_column_statistics_enabled("timestamp".into(), EnabledStatistics::Chunk)
+            // Dictionaries only for the columns that repeat (stream ids, event types): for
+            // payloads and metadata, unique per event, the writer would hash every value into a
+            // dictionary it then abandons.
+            .set_dictionary_enabled(false)
+            .set_column_dictionary_enabled("stream".into(), true)
+            .set_column_dictionary_enabled("event_type".into(), true)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_created_by(format!("allframe-allsource {}", env!("CARGO_PKG_VERSION")))
             .build(),
