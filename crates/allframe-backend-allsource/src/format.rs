@@ -203,6 +203,61 @@ pub(crate) fn decode_append(header: &FrameHeader, payload: &Bytes) -> Result<Vec
     Ok(out)
 }
 
+/// One event of a sealed log segment as the Parquet converter writes it: every byte field is
+/// a slice of the segment's buffer (no copy), the metadata in its stored binary form.
+pub(crate) struct SegmentRow {
+    pub stream: Bytes,
+    pub version: u64,
+    pub position: u64,
+    pub event_type: Bytes,
+    pub payload: Bytes,
+    pub metadata: Bytes,
+    pub id: allframe_cqrs_core::EventId,
+    pub timestamp_micros: i64,
+}
+
+impl SegmentRow {
+    /// The stream id as text (checked to be UTF-8 when the row was decoded).
+    pub fn stream_str(&self) -> &str {
+        std::str::from_utf8(&self.stream).unwrap_or_default()
+    }
+}
+
+/// Decodes the events of an append payload into [`SegmentRow`]s, appended to `out`. The
+/// payload is checked exactly as [`decode_append`] checks it.
+pub(crate) fn decode_rows(
+    header: &FrameHeader,
+    payload: &Bytes,
+    out: &mut Vec<SegmentRow>,
+) -> Result<(), &'static str> {
+    let mut cursor = Cursor { bytes: payload, at: 0 };
+    let stream = cursor.slice()?;
+    std::str::from_utf8(&payload[stream.0..stream.1]).map_err(|_| "text is not UTF-8")?;
+    let stream = payload.slice(stream.0..stream.1);
+    out.reserve((header.count as usize).min(4096));
+    for i in 0..header.count as u64 {
+        let event_type = cursor.slice()?;
+        std::str::from_utf8(&payload[event_type.0..event_type.1]).map_err(|_| "text is not UTF-8")?;
+        let meta = cursor.slice()?;
+        let metadata = Metadata::decode(&payload[meta.0..meta.1]).map_err(|_| "malformed metadata")?;
+        let body = cursor.slice()?;
+        out.push(SegmentRow {
+            stream: stream.clone(),
+            version: header.first_version + i,
+            position: header.first_position + i,
+            event_type: payload.slice(event_type.0..event_type.1),
+            payload: payload.slice(body.0..body.1),
+            metadata: payload.slice(meta.0..meta.1),
+            id: metadata.event_id,
+            timestamp_micros: metadata.timestamp.as_micros(),
+        });
+    }
+    if cursor.at != payload.len() {
+        return Err("trailing bytes in append payload");
+    }
+    Ok(())
+}
+
 /// Reads only the stream id and event ids of an append payload (recovery).
 pub(crate) fn decode_append_ids(
     header: &FrameHeader,

@@ -19,7 +19,7 @@ use parquet::file::writer::SerializedFileWriter;
 
 use crate::BACKEND_NAME;
 use crate::cold;
-use crate::format;
+use crate::format::{self, SegmentRow};
 use crate::io::Fs;
 use crate::wal::io_err;
 
@@ -154,7 +154,7 @@ pub(crate) fn read_manifest(path: &Path) -> Result<Vec<ManifestEntry>> {
 
 /// Writes `events` (one sealed segment, in position order) as a Parquet file at `path`:
 /// temporary file, fsync, rename, directory fsync. Returns its manifest entry.
-pub(crate) fn write_parquet(dir: &Path, fs: &Fs, seq: u32, events: &[RecordedEvent]) -> Result<ManifestEntry> {
+pub(crate) fn write_parquet(dir: &Path, fs: &Fs, seq: u32, events: &[SegmentRow]) -> Result<ManifestEntry> {
     let path = dir.join(parquet_name(seq));
     let tmp = dir.join(format!("{}.tmp", parquet_name(seq)));
     let _ = std::fs::remove_file(&tmp);
@@ -183,37 +183,25 @@ pub(crate) fn write_parquet(dir: &Path, fs: &Fs, seq: u32, events: &[RecordedEve
     );
     // The seam sees the write before any byte goes out (a full disk fails here in tests).
     fs.write_at(&file, &tmp, &[], 0).map_err(|e| io_err(&tmp, e))?;
-    let mut writer = SerializedFileWriter::new(&file, schema, props).map_err(|e| parquet_err(&tmp, e))?;
+    let mut out = HashingWriter { file: &file, hasher: crc32fast::Hasher::new(), len: 0 };
+    let mut writer = SerializedFileWriter::new(&mut out, schema, props).map_err(|e| parquet_err(&tmp, e))?;
     for chunk in events.chunks(ROW_GROUP_ROWS) {
         let mut group = writer.next_row_group().map_err(|e| parquet_err(&tmp, e))?;
         let mut column = 0;
         while let Some(mut col) = group.next_column().map_err(|e| parquet_err(&tmp, e))? {
-            let ints = |f: &dyn Fn(&RecordedEvent) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
-            let bytes = |f: &dyn Fn(&RecordedEvent) -> ByteArray| chunk.iter().map(f).collect::<Vec<ByteArray>>();
+            let ints = |f: &dyn Fn(&SegmentRow) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
+            // Byte columns are slices of the log segment's buffer: no copy per value.
+            let bytes = |f: &dyn Fn(&SegmentRow) -> &Bytes| {
+                chunk.iter().map(|e| ByteArray::from(f(e).clone())).collect::<Vec<ByteArray>>()
+            };
             let written = match column {
                 0 => col.typed::<Int64Type>().write_batch(&ints(&|e| e.position as i64), None, None),
-                1 => col.typed::<ByteArrayType>().write_batch(
-                    &bytes(&|e| ByteArray::from(e.stream_id.as_str().as_bytes().to_vec())),
-                    None,
-                    None,
-                ),
+                1 => col.typed::<ByteArrayType>().write_batch(&bytes(&|e| &e.stream), None, None),
                 2 => col.typed::<Int64Type>().write_batch(&ints(&|e| e.version as i64), None, None),
-                3 => col.typed::<ByteArrayType>().write_batch(
-                    &bytes(&|e| ByteArray::from(e.event_type.as_bytes().to_vec())),
-                    None,
-                    None,
-                ),
-                4 => col.typed::<ByteArrayType>().write_batch(
-                    &bytes(&|e| ByteArray::from(e.payload.clone())),
-                    None,
-                    None,
-                ),
-                5 => col.typed::<ByteArrayType>().write_batch(
-                    &bytes(&|e| ByteArray::from(e.metadata.encode())),
-                    None,
-                    None,
-                ),
-                _ => col.typed::<Int64Type>().write_batch(&ints(&|e| e.metadata.timestamp.as_micros()), None, None),
+                3 => col.typed::<ByteArrayType>().write_batch(&bytes(&|e| &e.event_type), None, None),
+                4 => col.typed::<ByteArrayType>().write_batch(&bytes(&|e| &e.payload), None, None),
+                5 => col.typed::<ByteArrayType>().write_batch(&bytes(&|e| &e.metadata), None, None),
+                _ => col.typed::<Int64Type>().write_batch(&ints(&|e| e.timestamp_micros), None, None),
             };
             written.map_err(|e| parquet_err(&tmp, e))?;
             col.close().map_err(|e| parquet_err(&tmp, e))?;
@@ -222,18 +210,39 @@ pub(crate) fn write_parquet(dir: &Path, fs: &Fs, seq: u32, events: &[RecordedEve
         group.close().map_err(|e| parquet_err(&tmp, e))?;
     }
     writer.close().map_err(|e| parquet_err(&tmp, e))?;
+    let (file_len, file_crc) = (out.len, out.hasher.finalize());
     fs.sync_data(&file, &tmp).map_err(|e| io_err(&tmp, e))?;
     drop(file);
-    let contents = std::fs::read(&tmp).map_err(|e| io_err(&tmp, e))?;
     fs.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
     fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
     Ok(ManifestEntry {
         seq,
         first_position: events.first().map_or(0, |e| e.position),
         rows: events.len() as u64,
-        file_len: contents.len() as u64,
-        file_crc: crc32fast::hash(&contents),
+        file_len,
+        file_crc,
     })
+}
+
+/// The Parquet writer's output: the file, with the CRC32 and length of everything written
+/// (the manifest's checksum, without reading the file back).
+struct HashingWriter<'a> {
+    file: &'a File,
+    hasher: crc32fast::Hasher,
+    len: u64,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = (&mut &*self.file).write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&mut &*self.file).flush()
+    }
 }
 
 /// An open Parquet segment.
@@ -601,7 +610,8 @@ impl Converter {
     /// Parquet file, then manifest, both durable; only then the log segment is removed.
     fn convert(&mut self, seq: u32) -> Result<()> {
         let wal_path = self.dir.join(crate::wal::segment_name(seq));
-        let buf = std::fs::read(&wal_path).map_err(|e| io_err(&wal_path, e))?;
+        // One read of the segment; every row's byte fields are slices of this buffer.
+        let buf = Bytes::from(std::fs::read(&wal_path).map_err(|e| io_err(&wal_path, e))?);
         let mut events = Vec::new();
         let mut at = format::SEGMENT_HEADER_LEN;
         loop {
@@ -609,9 +619,8 @@ impl Converter {
                 format::FrameRead::End => break,
                 format::FrameRead::Bad(reason) => return Err(corruption(&wal_path, at as u64, reason)),
                 format::FrameRead::Frame(h) => {
-                    let payload = Bytes::copy_from_slice(&buf[at + format::FRAME_HEADER_LEN..at + h.frame_len()]);
-                    events
-                        .extend(format::decode_append(&h, &payload).map_err(|r| corruption(&wal_path, at as u64, r))?);
+                    let payload = buf.slice(at + format::FRAME_HEADER_LEN..at + h.frame_len());
+                    format::decode_rows(&h, &payload, &mut events).map_err(|r| corruption(&wal_path, at as u64, r))?;
                     at += h.frame_len();
                 }
             }
@@ -619,12 +628,7 @@ impl Converter {
         let entry = write_parquet(&self.dir, &self.fs, seq, &events)?;
         let rows: Vec<cold::IndexRow<'_>> = events
             .iter()
-            .map(|e| cold::IndexRow {
-                stream: e.stream_id.as_str(),
-                version: e.version,
-                position: e.position,
-                id: e.metadata.event_id,
-            })
+            .map(|e| cold::IndexRow { stream: e.stream_str(), version: e.version, position: e.position, id: e.id })
             .collect();
         cold::write(&self.dir, &self.fs, seq, &cold::encode(seq, &rows))?;
         self.manifest.push(entry);
@@ -638,14 +642,14 @@ impl Converter {
         let segment = ParquetSegment::open(&self.dir, entry)?;
         self.shared.parquet.insert(segment);
         // The segment's events are now read through its index file and Parquet file; its
-        // event ids leave the exact in-memory map a few thousand at a time, so appenders wait
-        // for the index lock only briefly.
-        self.shared.state.write().unwrap_or_else(PoisonError::into_inner).make_cold(Arc::new(cold), &entries)?;
-        for chunk in events.chunks(4096) {
-            let ids = chunk.iter().map(|e| e.metadata.event_id);
-            self.shared.state.write().unwrap_or_else(PoisonError::into_inner).forget_ids(ids);
-        }
-        self.shared.state.write().unwrap_or_else(PoisonError::into_inner).shrink_tail();
+        // exact event-id map leaves the index whole, and is freed outside the lock.
+        let forgotten = {
+            let mut state = self.shared.state.write().unwrap_or_else(PoisonError::into_inner);
+            state.make_cold(Arc::new(cold), &entries)?;
+            state.shrink_tail();
+            state.ids.take_segment(seq)
+        };
+        drop(forgotten);
         self.shared.segments.remove(seq);
         std::fs::remove_file(&wal_path).map_err(|e| io_err(&wal_path, e))?;
         self.fs.sync_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;

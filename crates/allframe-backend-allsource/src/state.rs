@@ -58,6 +58,62 @@ impl StreamIndex {
     }
 }
 
+/// The event ids of the log tail: one exact map per log segment (newest last).
+///
+/// When a segment becomes cold, its whole map leaves at once ([`TailIds::take_segment`]): no
+/// per-id removal under the index lock, and no map that keeps its peak size. Each new map is
+/// sized from the previous segment's, so a steady stream of appends does not rehash. Each map
+/// knows its largest id: a new time-ordered (UUIDv7) id is larger than all of them, so the
+/// common lookup, a miss for a new event, skips every map without hashing.
+#[derive(Debug, Default)]
+pub(crate) struct TailIds {
+    maps: Vec<TailMap>,
+}
+
+/// One log segment's event ids.
+#[derive(Debug)]
+pub(crate) struct TailMap {
+    segment: u32,
+    max_id: EventId,
+    ids: HashMap<EventId, u64, KeyedHashing>,
+}
+
+impl TailIds {
+    /// The position of `id`, if it is in the log tail.
+    pub fn get(&self, id: &EventId) -> Option<u64> {
+        self.maps.iter().rev().filter(|m| *id <= m.max_id).find_map(|m| m.ids.get(id).copied())
+    }
+
+    /// Records `ids` at consecutive positions from `first_position`, in log segment `segment`.
+    pub fn insert(&mut self, segment: u32, ids: &[EventId], first_position: u64) {
+        if self.maps.last().is_none_or(|m| m.segment != segment) {
+            let capacity = self.maps.last().map_or(0, |m| m.ids.len());
+            self.maps.push(TailMap {
+                segment,
+                max_id: EventId([0; 16]),
+                ids: HashMap::with_capacity_and_hasher(capacity, KeyedHashing::default()),
+            });
+        }
+        let map = self.maps.last_mut().expect("a map was just ensured");
+        for (i, id) in ids.iter().enumerate() {
+            map.ids.insert(*id, first_position + i as u64);
+            map.max_id = map.max_id.max(*id);
+        }
+    }
+
+    /// Removes the map of log segment `segment` (now cold) and returns it, to be dropped
+    /// outside the index lock.
+    pub fn take_segment(&mut self, segment: u32) -> Option<TailMap> {
+        let i = self.maps.iter().position(|m| m.segment == segment)?;
+        Some(self.maps.remove(i))
+    }
+
+    /// Number of event ids held.
+    pub fn len(&self) -> usize {
+        self.maps.iter().map(|m| m.ids.len()).sum()
+    }
+}
+
 /// The whole index, behind one lock.
 ///
 /// The log tail (events not yet in a Parquet segment) is indexed exactly in memory: frames,
@@ -72,7 +128,7 @@ pub(crate) struct State {
     /// Stream ids in byte order.
     pub stream_order: BTreeSet<StreamId>,
     /// The position of every event id of the log tail (stored or pending).
-    pub ids: HashMap<EventId, u64, KeyedHashing>,
+    pub ids: TailIds,
     /// Cold segments in position order.
     pub cold: Vec<Arc<ColdSegment>>,
     /// The last position held in a cold segment (0 when none).
@@ -125,7 +181,7 @@ impl State {
 
     /// The position of a stored (or pending) event id.
     pub fn find_id(&self, id: &EventId) -> Result<Option<u64>> {
-        if let Some(&position) = self.ids.get(id) {
+        if let Some(position) = self.ids.get(id) {
             return Ok(Some(position));
         }
         if self.cold.is_empty() || *id > self.cold_max_id {
@@ -216,9 +272,8 @@ impl State {
     ) {
         let (stream_id, index) = self.stream_entry(stream);
         index.hot.extend((0..ids.len() as u64).map(|i| first_position + i));
-        for (i, id) in ids.iter().enumerate() {
-            self.ids.insert(*id, first_position + i as u64);
-        }
+        let segment = loc.map_or(MEMORY_SEGMENT, |l| l.segment);
+        self.ids.insert(segment, ids, first_position);
         self.frames.push(FrameMeta { first_position, count: ids.len() as u32, first_version, stream: stream_id, loc });
         self.assigned = first_position + ids.len() as u64 - 1;
     }
@@ -239,7 +294,7 @@ impl State {
     }
 
     /// Makes `segment` cold: its streams' versions become runs of its index file, and the
-    /// frames it held leave the log-tail index (its event ids are removed by [`State::forget_ids`]).
+    /// frames it held leave the log-tail index (its event ids by [`TailIds::take_segment`]).
     /// On open, before the log tail is replayed, this is how cold segments are loaded.
     pub fn make_cold(&mut self, segment: Arc<ColdSegment>, entries: &[StreamEntry]) -> Result<()> {
         for entry in entries {
@@ -282,21 +337,11 @@ impl State {
         Ok(())
     }
 
-    /// Removes event ids that are now found through a cold segment.
-    pub fn forget_ids(&mut self, ids: impl Iterator<Item = EventId>) {
-        for id in ids {
-            self.ids.remove(&id);
-        }
-    }
-
-    /// Gives back the memory of a log tail that has shrunk to under an eighth of its peak, as
-    /// after a burst of appends has been converted (the maps and lists keep their largest size
-    /// otherwise). A tail that merely swings between one and two segments is left alone, so it
-    /// is not regrown after every conversion.
+    /// Gives back the memory of a frame list that has shrunk to under an eighth of its peak, as
+    /// after a burst of appends has been converted (a `Vec` keeps its largest size otherwise).
+    /// A tail that merely swings between one and two segments is left alone, so it is not
+    /// regrown after every conversion. (Event ids need no such care: see [`TailIds`].)
     pub fn shrink_tail(&mut self) {
-        if self.ids.len() * 8 < self.ids.capacity() {
-            self.ids.shrink_to(self.ids.len() * 2);
-        }
         if self.frames.len() * 8 < self.frames.capacity() {
             self.frames.shrink_to(self.frames.len() * 2);
         }
@@ -384,6 +429,27 @@ impl Hasher for KeyedHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_ids_find_ids_in_any_order_across_segments_and_forget_a_segment_whole() {
+        let mut tail = TailIds::default();
+        let id = |n: u8| EventId([n; 16]);
+        // Segment 1 holds a large id, segment 2 smaller ones: the max-id skip must not hide them.
+        tail.insert(1, &[id(9), id(3)], 1);
+        tail.insert(2, &[id(1), id(5)], 3);
+        assert_eq!(tail.get(&id(9)), Some(1));
+        assert_eq!(tail.get(&id(3)), Some(2));
+        assert_eq!(tail.get(&id(1)), Some(3));
+        assert_eq!(tail.get(&id(5)), Some(4));
+        assert_eq!(tail.get(&id(7)), None);
+        assert_eq!(tail.get(&id(200)), None);
+        assert_eq!(tail.len(), 4);
+        assert!(tail.take_segment(1).is_some());
+        assert_eq!(tail.get(&id(9)), None);
+        assert_eq!(tail.get(&id(5)), Some(4));
+        assert!(tail.take_segment(1).is_none());
+        assert_eq!(tail.len(), 2);
+    }
 
     #[test]
     fn keyed_hashing_separates_ids_that_differ_in_one_byte() {
