@@ -94,11 +94,17 @@ pub(crate) fn encode(seq: u32, rows: &[IndexRow<'_>]) -> Vec<u8> {
     let mut order: Vec<(&str, u64, u32)> = Vec::new();
     let mut slot_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     let mut event_slot = Vec::with_capacity(rows.len());
+    // Consecutive rows mostly share a stream (one append is one frame): look up only changes.
+    let mut last: Option<(&str, usize)> = None;
     for row in rows {
-        let slot = *slot_of.entry(row.stream).or_insert_with(|| {
-            order.push((row.stream, row.version, 0));
-            order.len() - 1
-        });
+        let slot = match last {
+            Some((name, slot)) if name == row.stream => slot,
+            _ => *slot_of.entry(row.stream).or_insert_with(|| {
+                order.push((row.stream, row.version, 0));
+                order.len() - 1
+            }),
+        };
+        last = Some((row.stream, slot));
         event_slot.push((slot, order[slot].2));
         order[slot].2 += 1;
     }
@@ -117,14 +123,19 @@ pub(crate) fn encode(seq: u32, rows: &[IndexRow<'_>]) -> Vec<u8> {
     for (row, (slot, offset)) in rows.iter().zip(&event_slot) {
         positions[(starts[*slot] + u64::from(*offset)) as usize] = row.position;
     }
-    let mut ids: Vec<(EventId, u64)> = rows.iter().map(|r| (r.id, r.position)).collect();
+    // Sorted as 128-bit integers, the same order as the ids' bytes, at a fraction of the cost
+    // of comparing byte arrays (the sort was 12 % of the converter's instructions).
+    let mut ids: Vec<(u128, u64)> = rows.iter().map(|r| (u128::from_be_bytes(r.id.0), r.position)).collect();
     ids.sort_unstable();
     let blocks = bloom_blocks(rows.len() as u64);
     let mut bloom = vec![0u8; blocks as usize * BLOCK_BYTES];
     for (id, _) in &ids {
-        bloom_insert(&mut bloom, blocks, id);
+        bloom_insert(&mut bloom, blocks, &EventId(id.to_be_bytes()));
     }
-    let (min, max) = (ids.first().map_or(EventId::nil(), |r| r.0), ids.last().map_or(EventId::nil(), |r| r.0));
+    let (min, max) = (
+        ids.first().map_or(EventId::nil(), |r| EventId(r.0.to_be_bytes())),
+        ids.last().map_or(EventId::nil(), |r| EventId(r.0.to_be_bytes())),
+    );
     let mut out = Vec::with_capacity(HEADER_LEN + table.len() + rows.len() * (8 + ID_ROW) + bloom.len() + 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&format::FORMAT_VERSION.to_le_bytes());
@@ -142,7 +153,7 @@ pub(crate) fn encode(seq: u32, rows: &[IndexRow<'_>]) -> Vec<u8> {
         out.extend_from_slice(&p.to_le_bytes());
     }
     for (id, position) in &ids {
-        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(&position.to_le_bytes());
     }
     out.extend_from_slice(&bloom);

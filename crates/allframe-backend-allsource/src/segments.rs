@@ -254,6 +254,8 @@ pub(crate) struct ParquetSegment {
     props: Arc<ReaderProperties>,
     /// First position of each row group (from the position column's statistics).
     group_starts: Vec<u64>,
+    /// Bytes of memory its footer takes, measured once at open (for `stats()`).
+    footer_bytes: usize,
 }
 
 impl std::fmt::Debug for ParquetSegment {
@@ -296,7 +298,8 @@ impl ParquetSegment {
         if next - entry.first_position != entry.rows {
             return Err(corruption(&path, 0, "row count does not match the manifest"));
         }
-        Ok(ParquetSegment { path, entry, reader, file, props, group_starts })
+        let footer_bytes = reader.metadata().memory_size();
+        Ok(ParquetSegment { path, entry, reader, file, props, group_starts, footer_bytes })
     }
 
     /// A reader of row group `index` (used statically: a `dyn RowGroupReader` would link
@@ -431,12 +434,7 @@ impl ParquetFiles {
 
     /// Bytes of memory held by the open files' Parquet footers (row-group metadata).
     pub fn footer_memory(&self) -> usize {
-        self.files
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|f| f.reader.metadata().memory_size())
-            .sum()
+        self.files.read().unwrap_or_else(PoisonError::into_inner).values().map(|f| f.footer_bytes).sum()
     }
 
     /// Paths of the live files, in segment order.
@@ -626,9 +624,19 @@ impl Converter {
             }
         }
         let entry = write_parquet(&self.dir, &self.fs, seq, &events)?;
+        // The rows of one frame share one slice of the buffer for their stream: check it as
+        // text once per frame, not once per row.
+        let mut last: Option<(&Bytes, &str)> = None;
         let rows: Vec<cold::IndexRow<'_>> = events
             .iter()
-            .map(|e| cold::IndexRow { stream: e.stream_str(), version: e.version, position: e.position, id: e.id })
+            .map(|e| {
+                let stream = match last {
+                    Some((bytes, text)) if bytes.as_ptr() == e.stream.as_ptr() && bytes.len() == e.stream.len() => text,
+                    _ => e.stream_str(),
+                };
+                last = Some((&e.stream, stream));
+                cold::IndexRow { stream, version: e.version, position: e.position, id: e.id }
+            })
             .collect();
         cold::write(&self.dir, &self.fs, seq, &cold::encode(seq, &rows))?;
         self.manifest.push(entry);
