@@ -114,7 +114,7 @@ impl EventId {
         // Per process: three random keys (from the standard library's random hash keys) and a
         // counter. Each id's 74 random bits are a keyed bijection of the counter, so ids of one
         // process never repeat, and ids of different processes differ by their keys. Two
-        // SipHash runs per id used to cost about 440 instructions; this costs about 30.
+        // SipHash runs per id used to cost about 440 instructions; this costs a few dozen.
         static KEYS: OnceLock<[u64; 3]> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let keys = KEYS.get_or_init(|| {
