@@ -62,7 +62,8 @@ pub(crate) fn parse_index_name(name: &str) -> Option<u32> {
 
 /// One event of a segment as the index sees it.
 pub(crate) struct IndexRow<'a> {
-    pub stream: &'a str,
+    /// The stream id's bytes (UTF-8, checked where the row was decoded).
+    pub stream: &'a [u8],
     pub version: u64,
     pub position: u64,
     pub id: EventId,
@@ -91,11 +92,11 @@ pub(crate) struct ColdRun {
 /// Encodes the index file of one segment from its events (in position order).
 pub(crate) fn encode(seq: u32, rows: &[IndexRow<'_>]) -> Vec<u8> {
     // Streams in order of first appearance, with each event's slot in its stream's run.
-    let mut order: Vec<(&str, u64, u32)> = Vec::new();
-    let mut slot_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut order: Vec<(&[u8], u64, u32)> = Vec::new();
+    let mut slot_of: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
     let mut event_slot = Vec::with_capacity(rows.len());
     // Consecutive rows mostly share a stream (one append is one frame): look up only changes.
-    let mut last: Option<(&str, usize)> = None;
+    let mut last: Option<(&[u8], usize)> = None;
     for row in rows {
         let slot = match last {
             Some((name, slot)) if name == row.stream => slot,
@@ -113,7 +114,7 @@ pub(crate) fn encode(seq: u32, rows: &[IndexRow<'_>]) -> Vec<u8> {
     let mut next_row = 0u64;
     for (name, first_version, count) in &order {
         table.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        table.extend_from_slice(name.as_bytes());
+        table.extend_from_slice(name);
         table.extend_from_slice(&first_version.to_le_bytes());
         table.extend_from_slice(&count.to_le_bytes());
         starts.push(next_row);
@@ -391,7 +392,7 @@ mod tests {
             .map(|(i, &stream)| {
                 let version = versions.entry(stream).or_insert(0u64);
                 *version += 1;
-                IndexRow { stream, version: *version, position: 101 + i as u64, id: EventId::new() }
+                IndexRow { stream: stream.as_bytes(), version: *version, position: 101 + i as u64, id: EventId::new() }
             })
             .collect()
     }
@@ -415,7 +416,7 @@ mod tests {
         for entry in &entries {
             let positions = segment.positions(entry.row, u64::from(entry.count)).expect("positions");
             let expected: Vec<u64> =
-                rows.iter().filter(|r| r.stream == entry.stream.as_str()).map(|r| r.position).collect();
+                rows.iter().filter(|r| r.stream == entry.stream.as_str().as_bytes()).map(|r| r.position).collect();
             assert_eq!(positions, expected, "stream {}", entry.stream);
         }
     }

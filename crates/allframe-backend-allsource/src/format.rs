@@ -216,13 +216,6 @@ pub(crate) struct SegmentRow {
     pub timestamp_micros: i64,
 }
 
-impl SegmentRow {
-    /// The stream id as text (checked to be UTF-8 when the row was decoded).
-    pub fn stream_str(&self) -> &str {
-        std::str::from_utf8(&self.stream).unwrap_or_default()
-    }
-}
-
 /// Decodes the events of an append payload into [`SegmentRow`]s, appended to `out`. The
 /// payload is checked exactly as [`decode_append`] checks it.
 pub(crate) fn decode_rows(

@@ -624,19 +624,10 @@ impl Converter {
             }
         }
         let entry = write_parquet(&self.dir, &self.fs, seq, &events)?;
-        // The rows of one frame share one slice of the buffer for their stream: check it as
-        // text once per frame, not once per row.
-        let mut last: Option<(&Bytes, &str)> = None;
+        // Stream ids were checked as UTF-8 once per frame by `decode_rows`.
         let rows: Vec<cold::IndexRow<'_>> = events
             .iter()
-            .map(|e| {
-                let stream = match last {
-                    Some((bytes, text)) if bytes.as_ptr() == e.stream.as_ptr() && bytes.len() == e.stream.len() => text,
-                    _ => e.stream_str(),
-                };
-                last = Some((&e.stream, stream));
-                cold::IndexRow { stream, version: e.version, position: e.position, id: e.id }
-            })
+            .map(|e| cold::IndexRow { stream: &e.stream, version: e.version, position: e.position, id: e.id })
             .collect();
         cold::write(&self.dir, &self.fs, seq, &cold::encode(seq, &rows))?;
         self.manifest.push(entry);

@@ -433,7 +433,7 @@ fn load_cold_segment(
     let rows: Vec<cold::IndexRow<'_>> = rows
         .iter()
         .map(|(stream, version, position, id)| cold::IndexRow {
-            stream,
+            stream: stream.as_bytes(),
             version: *version,
             position: *position,
             id: *id,
