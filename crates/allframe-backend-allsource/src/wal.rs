@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -79,6 +79,12 @@ pub(crate) struct WriterStats {
     pub conversions: AtomicU64,
     /// Times the writer waited for the Parquet converter (backlog full).
     pub backlog_waits: AtomicU64,
+    /// Lone appends whose acknowledgement poll saw the commit (`AllSourceConfig::ack_spin`).
+    pub ack_poll_hits: AtomicU64,
+    /// Lone appends whose poll ran out of time and slept.
+    pub ack_poll_misses: AtomicU64,
+    /// Lone appends that slept without polling, because a recent poll missed.
+    pub ack_poll_skips: AtomicU64,
 }
 
 /// The open segment files, for reads.
@@ -674,6 +680,14 @@ pub(crate) struct Wakeup {
     pub poke: AtomicBool,
     /// Appenders waiting for their group commit.
     pub acks: Notify,
+    /// In synchronous mode, how long the last group's write and sync took (ns) if that group
+    /// held one frame, else 0: a lone appender polls for its acknowledgement for at most twice
+    /// this (see `AllSourceConfig::ack_spin`).
+    pub lone_sync_nanos: AtomicU64,
+    /// Whether polling for acknowledgements has paid off lately: below zero, lone appenders
+    /// skip polling (each skip adds one) because a recent poll ran out of time, the sign of a
+    /// busy CPU where polling only takes time from the writer and everything else.
+    pub poll_credit: AtomicI32,
     /// The writer thread, to unpark.
     pub writer: OnceLock<Thread>,
 }
@@ -686,6 +700,8 @@ impl Default for Wakeup {
             failed: AtomicBool::new(false),
             poke: AtomicBool::new(false),
             acks: Notify::new(),
+            lone_sync_nanos: AtomicU64::new(0),
+            poll_credit: AtomicI32::new(0),
             writer: OnceLock::new(),
         }
     }
@@ -869,6 +885,9 @@ impl Writer {
                     self.write_group(&mut group)
                 };
                 last_sync_time = started.elapsed();
+                let lone = self.mode == SyncMode::Synchronous && group.frames == 1;
+                let nanos = if lone { (last_sync_time.as_nanos() as u64).max(1) } else { 0 };
+                self.shared.wakeup.lone_sync_nanos.store(nanos, Ordering::Relaxed);
                 match outcome {
                     Ok(()) => {
                         dirty = self.mode != SyncMode::Synchronous;
