@@ -57,6 +57,12 @@ async fn appends(store: &AllSourceBackend, n: usize) -> Vec<Duration> {
     lat
 }
 
+/// `n` appends to let the first segment grow to its working size, then `n` measured ones.
+async fn warm_then_measure(store: &AllSourceBackend, n: usize) -> Vec<Duration> {
+    appends(store, n).await;
+    appends(store, n).await
+}
+
 fn open(dir: &std::path::Path, poll: bool) -> AllSourceBackend {
     let ack_spin = if poll { AllSourceConfig::default().ack_spin } else { Duration::ZERO };
     AllSourceBackend::with_config(AllSourceConfig { ack_spin, ..AllSourceConfig::durable(dir) }).expect("open")
@@ -79,26 +85,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (place, into) in by_place.iter_mut().enumerate() {
                 store_no += 1;
                 let store = std::sync::Arc::new(open(&dir.path().join(format!("store-{store_no}")), poll));
-                // Warm up: the first segment grows in steps; measure once it is allocated.
                 let measured = match place {
                     0 => {
                         let s = store.clone();
-                        multi.block_on(async move {
-                            tokio::spawn(async move {
-                                appends(&s, n).await;
-                                appends(&s, n).await
-                            })
-                            .await
-                        })?
+                        multi.block_on(
+                            async move { tokio::spawn(async move { warm_then_measure(&s, n).await }).await },
+                        )?
                     }
-                    1 => multi.block_on(async {
-                        appends(&store, n).await;
-                        appends(&store, n).await
-                    }),
-                    _ => current.block_on(async {
-                        appends(&store, n).await;
-                        appends(&store, n).await
-                    }),
+                    1 => multi.block_on(warm_then_measure(&store, n)),
+                    _ => current.block_on(warm_then_measure(&store, n)),
                 };
                 into.extend(measured);
             }
@@ -106,7 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     floor.sort();
     let f = percentile(&floor, 0.5);
-    summary("raw write + fdatasync", floor.clone(), f);
+    summary("raw write + fdatasync", floor, f);
     for (poll, by_place) in lat.into_iter().enumerate() {
         for (place, l) in by_place.into_iter().enumerate() {
             let place = ["task, multi-thread", "block_on, multi-thread", "current-thread"][place];
