@@ -182,7 +182,9 @@ impl State {
                 });
             }
         }
-        let last = self.log.get(first_index + events.len() - 1);
+        // The retry's last event, found through the stream: the log between the first and the
+        // last may hold other streams' events when the ids span two appends.
+        let last = self.log.get(self.streams[stream][first_event.version as usize + events.len() - 2]);
         Ok(Some(AppendResult {
             stream_version: last.version,
             first_position: first_event.position,
@@ -208,6 +210,9 @@ impl EventStoreBackend for InMemoryBackend {
     }
 
     async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        // Nothing here waits, so without this a task appending in a loop would keep its worker
+        // forever: timers and other tasks would starve. Yields once the task's budget is spent.
+        tokio::task::consume_budget().await;
         self.limits.check_append(stream, &events)?;
         let mut guard = self.write();
         let state = &mut *guard;
@@ -292,7 +297,7 @@ impl EventStoreBackend for InMemoryBackend {
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<()> {
-        self.limits.check_stream_id(stream)?;
+        self.limits.check_snapshot(stream, &snapshot)?;
         let mut state = self.write();
         let current = state.streams.get(stream).map_or(0, |versions| versions.len() as u64);
         snapshot.check_version(stream, current)?;

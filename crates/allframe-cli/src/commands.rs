@@ -21,7 +21,11 @@ pub async fn copy(args: &Args) -> Result<u8, CliError> {
     }
     let source = address::open(&from, Open::Existing).await?;
     let destination = address::open(&to, Open::BulkDestination).await?;
-    let options = CopyOptions { page_size: args.number("page", 1024)?.max(1), snapshots: !args.flag("no-snapshots") };
+    let options = CopyOptions {
+        page_size: args.number("page", 1024)?.max(1),
+        snapshots: !args.flag("no-snapshots"),
+        ..CopyOptions::default()
+    };
     let started = Instant::now();
     let mut bar = ProgressBar::new(started);
     let result = copy_store(&*source, &*destination, options, |progress| bar.show(progress)).await;

@@ -36,9 +36,10 @@ pub const DEFAULT_PAGE_SIZE: usize = 1024;
 /// 6. The durability mode is stated in [`capabilities`](Self::capabilities) and [`stats`](Self::stats).
 /// 7. The latest snapshot per stream is kept; no snapshot is `Ok(None)`.
 /// 8. [`wait_for_commit`](Self::wait_for_commit) wakes only after events are committed and readable.
-/// 9. An append whose events all carry ids already stored by one earlier append to the same
-///    stream, in the same order, succeeds without storing them again and reports the
-///    original positions with `deduplicated: true`. An append that repeats only some
+/// 9. An append whose events all carry ids already stored in the same stream, at consecutive
+///    versions and in the same order (by one earlier append, or by consecutive ones), succeeds
+///    without storing them again and reports the stored positions and the version of its last
+///    event, with `deduplicated: true`. An append that repeats only some
 ///    stored ids, or ids stored in another stream, fails with
 ///    [`Error::DuplicateEventId`](crate::Error::DuplicateEventId).
 /// 10. Bad input (see [`Limits`](crate::Limits)) gets a typed error and changes nothing.

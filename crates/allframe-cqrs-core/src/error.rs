@@ -169,6 +169,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A setting is out of range or inconsistent; found when a store, a subscription or a
+    /// copy is set up, before anything is read or written.
+    #[error("invalid configuration: {reason}")]
+    Configuration {
+        /// What is wrong, naming the setting.
+        reason: String,
+    },
     /// An operation did not finish in time.
     #[error("{backend}: {operation} timed out")]
     Timeout {

@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::backend::EventStoreBackend;
 use crate::error::{Error, Result};
-use crate::types::{ExpectedVersion, NewEvent, RecordedEvent, StreamId};
+use crate::types::{ExpectedVersion, RecordedEvent, StreamId};
 
 /// Settings of [`copy_store`].
 #[derive(Clone, Copy, Debug)]
@@ -17,11 +17,15 @@ pub struct CopyOptions {
     pub page_size: usize,
     /// Whether to copy the latest snapshot of each stream too.
     pub snapshots: bool,
+    /// Most bytes (payloads plus metadata) written in one append: large events are copied in
+    /// several appends, so that one append stays within the destination's frame or message
+    /// limits. An event larger than this is written alone.
+    pub max_append_bytes: usize,
 }
 
 impl Default for CopyOptions {
     fn default() -> Self {
-        CopyOptions { page_size: 1024, snapshots: true }
+        CopyOptions { page_size: 1024, snapshots: true, max_append_bytes: 8 * 1024 * 1024 }
     }
 }
 
@@ -45,9 +49,9 @@ pub struct CopyProgress {
 /// of each stream.
 ///
 /// Resumable: run again after an interruption, it skips what the destination already holds
-/// (by stream version, checked by event id through the destination's idempotent appends)
-/// and stores nothing twice. It fails with [`Error::Conflict`] or
-/// [`Error::DuplicateEventId`] when the destination holds other events for a stream.
+/// and stores nothing twice. What it skips is compared first: when the destination holds
+/// other events for a stream (other ids at those versions, or more events than the source),
+/// the copy fails with [`Error::Conflict`] naming that stream, before writing anything to it.
 ///
 /// Global positions are assigned by the destination; their order follows the source's.
 pub async fn copy_store<F, T>(
@@ -70,7 +74,7 @@ where
         state.read += page.len() as u64;
         // Destination versions of the streams in this page, fetched once per page.
         let mut versions: HashMap<StreamId, u64> = HashMap::new();
-        let mut run: Vec<RecordedEvent> = Vec::new();
+        let mut run = Run::default();
         for event in page {
             let version = match versions.get(&event.stream_id) {
                 Some(version) => *version,
@@ -80,54 +84,111 @@ where
                     version
                 }
             };
-            if event.version <= version {
-                state.skipped += 1;
+            let present = event.version <= version;
+            if !run.takes(&event, present, options.max_append_bytes) {
+                run.finish(to, &mut versions, &mut state).await?;
+            }
+            run.push(event, present);
+        }
+        run.finish(to, &mut versions, &mut state).await?;
+        progress(state);
+    }
+    let snapshots = options.snapshots && from.capabilities().snapshots && to.capabilities().snapshots;
+    let mut after_stream: Option<StreamId> = None;
+    loop {
+        let streams = from.list_streams(after_stream.as_deref(), page_size).await?;
+        let Some((last, _)) = streams.last() else { break };
+        after_stream = Some(last.clone());
+        for (stream, source_version) in streams {
+            // Every source event is in the destination now; more there means foreign events.
+            let copied = to.stream_version(&stream).await?;
+            if copied > source_version {
+                return Err(foreign(stream, source_version, copied));
+            }
+            if !snapshots {
                 continue;
             }
-            if run.last().is_some_and(|previous| previous.stream_id != event.stream_id) {
-                state.written += flush_run(to, &mut run, &mut versions).await?;
-            }
-            run.push(event);
-        }
-        state.written += flush_run(to, &mut run, &mut versions).await?;
-        progress(state);
-    }
-    if options.snapshots && from.capabilities().snapshots && to.capabilities().snapshots {
-        let mut after_stream: Option<StreamId> = None;
-        loop {
-            let streams = from.list_streams(after_stream.as_deref(), page_size).await?;
-            let Some((last, _)) = streams.last() else { break };
-            after_stream = Some(last.clone());
-            for (stream, _) in streams {
-                if let Some(snapshot) = from.get_latest_snapshot(&stream).await? {
-                    to.save_snapshot(&stream, snapshot).await?;
-                    state.snapshots += 1;
-                }
+            if let Some(snapshot) = from.get_latest_snapshot(&stream).await? {
+                to.save_snapshot(&stream, snapshot).await?;
+                state.snapshots += 1;
             }
         }
-        progress(state);
     }
+    progress(state);
     Ok(state)
 }
 
-/// Appends a run of consecutive events of one stream, expecting the version before its first.
-async fn flush_run<T: EventStoreBackend + ?Sized>(
-    to: &T,
-    run: &mut Vec<RecordedEvent>,
-    versions: &mut HashMap<StreamId, u64>,
-) -> Result<u64> {
-    let Some(first) = run.first() else { return Ok(0) };
-    let stream = first.stream_id.clone();
-    let expected = ExpectedVersion::Exact(first.version - 1);
-    let last_version = run.last().map_or(0, |e| e.version);
-    let events: Vec<NewEvent> = run.drain(..).map(|e| e.to_new_event()).collect();
-    let count = events.len() as u64;
-    let result = to.append(&stream, expected, events).await?;
-    if result.stream_version != last_version {
-        return Err(Error::Conflict { stream, expected, actual: result.stream_version });
+/// The conflict for a destination stream that holds events the source does not have.
+fn foreign(stream: StreamId, source_version: u64, destination_version: u64) -> Error {
+    Error::Conflict { stream, expected: ExpectedVersion::Exact(source_version), actual: destination_version }
+}
+
+/// Consecutive source events of one stream, all already in the destination (to compare) or
+/// all missing from it (to append in one go).
+#[derive(Default)]
+struct Run {
+    events: Vec<RecordedEvent>,
+    present: bool,
+    bytes: usize,
+}
+
+impl Run {
+    /// Whether `event` can join this run.
+    fn takes(&self, event: &RecordedEvent, present: bool, max_bytes: usize) -> bool {
+        let Some(first) = self.events.first() else { return true };
+        first.stream_id == event.stream_id
+            && self.present == present
+            && (present || self.bytes + event_bytes(event) <= max_bytes)
     }
-    versions.insert(stream, last_version);
-    Ok(count)
+
+    fn push(&mut self, event: RecordedEvent, present: bool) {
+        self.present = present;
+        self.bytes += event_bytes(&event);
+        self.events.push(event);
+    }
+
+    /// Compares a present run with the destination, or appends a missing one expecting the
+    /// version before its first event.
+    async fn finish<T: EventStoreBackend + ?Sized>(
+        &mut self,
+        to: &T,
+        versions: &mut HashMap<StreamId, u64>,
+        state: &mut CopyProgress,
+    ) -> Result<()> {
+        let events = std::mem::take(&mut self.events);
+        self.bytes = 0;
+        let Some(first) = events.first() else { return Ok(()) };
+        let stream = first.stream_id.clone();
+        let before = first.version - 1;
+        let last_version = events.last().map_or(0, |e| e.version);
+        if self.present {
+            let stored = to.read_stream(&stream, before, events.len()).await?;
+            let same = stored.len() == events.len()
+                && stored.iter().zip(&events).all(|(d, s)| {
+                    d.version == s.version && d.metadata.event_id == s.metadata.event_id && d.event_type == s.event_type
+                });
+            if !same {
+                let actual = versions.get(&stream).copied().unwrap_or(0);
+                return Err(Error::Conflict { stream, expected: ExpectedVersion::Exact(before), actual });
+            }
+            state.skipped += events.len() as u64;
+            return Ok(());
+        }
+        let expected = ExpectedVersion::Exact(before);
+        let count = events.len() as u64;
+        let result = to.append(&stream, expected, events.iter().map(RecordedEvent::to_new_event).collect()).await?;
+        if result.stream_version != last_version {
+            return Err(Error::Conflict { stream, expected, actual: result.stream_version });
+        }
+        versions.insert(stream, last_version);
+        state.written += count;
+        Ok(())
+    }
+}
+
+/// What an event weighs in an append: payload, type name and metadata.
+fn event_bytes(event: &RecordedEvent) -> usize {
+    event.payload.len() + event.event_type.len() + event.metadata.encoded_len()
 }
 
 /// The first difference [`verify_stores`] found.

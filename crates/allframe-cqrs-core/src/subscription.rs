@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::backend::EventStoreBackend;
 use crate::codec::Codec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{Envelope, Event};
 use crate::store::decode_envelope;
 use crate::types::RecordedEvent;
@@ -56,7 +56,15 @@ pub struct RawSubscription<B: ?Sized> {
 
 impl<B: EventStoreBackend + ?Sized> RawSubscription<B> {
     /// Starts a subscription. `StartFrom::End` reads the head position now.
+    ///
+    /// A `page_size` or `max_wait` of zero is refused with [`Error::Configuration`]: either
+    /// would make the subscription spin without ever waiting.
     pub async fn start(backend: Arc<B>, from: StartFrom, options: SubscriptionOptions) -> Result<Self> {
+        if options.page_size == 0 || options.max_wait.is_zero() {
+            return Err(Error::Configuration {
+                reason: format!("subscription page_size and max_wait must be above zero (got {options:?})"),
+            });
+        }
         let checkpoint = match from {
             StartFrom::Beginning => 0,
             StartFrom::After(position) => position,

@@ -585,6 +585,8 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// Most events in one append.
     pub max_events_per_append: usize,
+    /// Largest snapshot payload, in bytes (stored lengths must fit the backends' formats).
+    pub max_snapshot_bytes: usize,
 }
 
 impl Default for Limits {
@@ -594,6 +596,7 @@ impl Default for Limits {
             max_event_type_bytes: 256,
             max_event_bytes: 4 * 1024 * 1024,
             max_events_per_append: 10_000,
+            max_snapshot_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -602,6 +605,20 @@ impl Limits {
     /// Checks a stream id: not empty, not longer than the limit, no NUL byte.
     pub fn check_stream_id(&self, stream: &str) -> Result<()> {
         check_name(stream, self.max_stream_id_bytes).map_err(|reason| Error::InvalidStreamId { reason })
+    }
+
+    /// Checks a snapshot before it is saved: the stream id, and the payload's size, so that a
+    /// snapshot too large for the backend's format is refused instead of stored damaged.
+    pub fn check_snapshot(&self, stream: &str, snapshot: &Snapshot) -> Result<()> {
+        self.check_stream_id(stream)?;
+        let size = snapshot.payload.len();
+        if size > self.max_snapshot_bytes {
+            return Err(Error::InvalidSnapshot {
+                stream: StreamId::from(stream),
+                reason: format!("it is {size} bytes, more than the limit of {} bytes", self.max_snapshot_bytes),
+            });
+        }
+        Ok(())
     }
 
     /// Checks a whole append: the stream id, the count, and each event's type name and size.

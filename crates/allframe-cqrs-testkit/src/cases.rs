@@ -668,3 +668,77 @@ pub async fn flush_and_stats<B: EventStoreBackend>(backend: B) {
     assert_eq!(stats.snapshots, u64::from(backend.capabilities().snapshots));
     assert_eq!(stats.head_position, backend.head_position().await.unwrap());
 }
+
+/// Contracts 1–4 and 8 under concurrency: appenders and readers run at once and every call is
+/// recorded; the history checker (`crate::history`) finds no read of an unacknowledged or
+/// failed append, no acknowledged append missing from a later read, no gap or overlap in
+/// versions or positions, and no event skipped by a tailing reader. Three seeds by default;
+/// `ALLFRAME_HISTORY_SEEDS=N` runs N (the longer run, see docs/TESTING.md).
+pub async fn concurrent_history_is_consistent<B: EventStoreBackend>(backend: B) {
+    let backend = Arc::new(backend);
+    let seeds: u64 = std::env::var("ALLFRAME_HISTORY_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    for seed in 1..=seeds {
+        let options = crate::history::HistoryOptions { seed, ..Default::default() };
+        let report = crate::history::run_history(Arc::clone(&backend), options).await;
+        report.assert_ok();
+        assert!(report.appends_ok > 0 && report.reads > 0, "the history did something: {report}");
+    }
+}
+
+/// Contract 9: a retry whose ids span two earlier appends of one stream (with another stream's
+/// events between them in the log) is answered with that stream's own version and positions.
+pub async fn retry_spanning_two_appends_answers_with_its_stream<B: EventStoreBackend>(backend: B) {
+    if !backend.capabilities().idempotent_appends {
+        return;
+    }
+    let (a, b) = (unique_stream("span-a"), unique_stream("span-b"));
+    let first = events(1, 2);
+    let second = events(3, 2);
+    let r1 = backend.append(&a, ExpectedVersion::Any, first.clone()).await.unwrap();
+    backend.append(&b, ExpectedVersion::Any, events(10, 3)).await.unwrap();
+    let r2 = backend.append(&a, ExpectedVersion::Any, second.clone()).await.unwrap();
+    // Versions 2 and 3 of `a`: the last event of the first append and the first of the second.
+    let span = vec![first[1].clone(), second[0].clone()];
+    let result = backend.append(&a, ExpectedVersion::Any, span).await.expect("contract 9: a retry of stored ids");
+    assert!(result.deduplicated, "contract 9: a retry is reported as deduplicated");
+    assert_eq!(result.stream_version, 3, "contract 9: the retry's version is that of its last event");
+    assert_eq!(result.first_position, r1.last_position, "contract 9: first position of the retry");
+    assert_eq!(result.last_position, r2.first_position, "contract 9: last position of the retry");
+    assert_eq!(backend.stream_version(&a).await.unwrap(), 4, "contract 9: the retry stored nothing");
+    assert_eq!(backend.stream_version(&b).await.unwrap(), 3);
+}
+
+/// Contract 10: a snapshot larger than the configured limit (`Limits::max_snapshot_bytes`,
+/// 64 MiB by default) is refused with a typed error, and the stored one is kept.
+pub async fn oversized_snapshot_is_refused<B: EventStoreBackend>(backend: B) {
+    if !backend.capabilities().snapshots {
+        return;
+    }
+    let stream = unique_stream("big-snapshot");
+    backend.append(&stream, ExpectedVersion::Any, events(1, 2)).await.unwrap();
+    backend.save_snapshot(&stream, Snapshot::new(1, r#"{"s":1}"#)).await.unwrap();
+    let limit = allframe_cqrs_core::Limits::default().max_snapshot_bytes;
+    let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(limit));
+    match backend.save_snapshot(&stream, Snapshot::new(2, huge)).await {
+        Err(Error::InvalidSnapshot { .. }) => {}
+        other => panic!("contract 10: a snapshot over the limit must be refused, got {other:?}"),
+    }
+    let kept = backend.get_latest_snapshot(&stream).await.unwrap().expect("the earlier snapshot is kept");
+    assert_eq!(kept.version, 1, "contract 10: nothing changed");
+}
+
+/// Contract 8 and 10: subscription settings that would make a subscriber spin forever (no
+/// events per read, or no wait between reads) are refused with a typed error.
+pub async fn spinning_subscription_settings_are_refused<B: EventStoreBackend>(backend: B) {
+    let backend = Arc::new(backend);
+    for options in [
+        SubscriptionOptions { page_size: 0, ..SubscriptionOptions::default() },
+        SubscriptionOptions { max_wait: Duration::ZERO, ..SubscriptionOptions::default() },
+    ] {
+        match RawSubscription::start(Arc::clone(&backend), StartFrom::Beginning, options).await {
+            Err(Error::Configuration { .. }) => {}
+            Err(other) => panic!("contract 10: subscription with {options:?} must be refused, got {other:?}"),
+            Ok(_) => panic!("contract 10: subscription with {options:?} must be refused, it started"),
+        }
+    }
+}

@@ -24,8 +24,10 @@
 #![forbid(unsafe_code)]
 
 pub mod cases;
+pub mod history;
 pub mod migrate;
 pub mod model;
+pub mod reference;
 
 #[doc(hidden)]
 pub mod __private {
@@ -86,6 +88,10 @@ macro_rules! __for_each_case {
             slow_subscriber_blocks_nothing
             dropped_append_leaves_store_consistent
             flush_and_stats
+            concurrent_history_is_consistent
+            retry_spanning_two_appends_answers_with_its_stream
+            oversized_snapshot_is_refused
+            spinning_subscription_settings_are_refused
         }
     };
 }

@@ -47,9 +47,10 @@ pub async fn fill_sample<B: EventStoreBackend + ?Sized>(backend: &B, events_per_
 pub async fn copy_round_trip<A: EventStoreBackend, B: EventStoreBackend>(source: A, destination: B) {
     let written = fill_sample(&source, 60).await;
     let mut reports = 0;
-    let copied = copy_store(&source, &destination, CopyOptions { page_size: 100, snapshots: true }, |_| reports += 1)
-        .await
-        .expect("copy");
+    let copied =
+        copy_store(&source, &destination, CopyOptions { page_size: 100, ..CopyOptions::default() }, |_| reports += 1)
+            .await
+            .expect("copy");
     assert_eq!((copied.read, copied.written, copied.skipped, copied.total), (written, written, 0, written));
     assert!(reports >= (written / 100) as usize, "progress is reported every page");
     let verified = verify_stores(&source, &destination, 50).await.expect("verify");
@@ -70,12 +71,12 @@ pub async fn copy_round_trip<A: EventStoreBackend, B: EventStoreBackend>(source:
 /// gives the same result as an uninterrupted one.
 pub async fn interrupted_copy_resumes<A: EventStoreBackend, B: EventStoreBackend>(source: A, destination: B) {
     let written = fill_sample(&source, 45).await;
-    let failing = FailAfter { inner: destination, appends_left: AtomicUsize::new(5) };
-    let error = copy_store(&source, &failing, CopyOptions { page_size: 64, snapshots: true }, |_| {}).await;
+    let failing = FailAfter::new(destination, 5);
+    let error = copy_store(&source, &failing, CopyOptions { page_size: 64, ..CopyOptions::default() }, |_| {}).await;
     assert!(error.is_err(), "the copy was interrupted");
     let partial = failing.inner.stats().await.unwrap().events;
     assert!(partial > 0 && partial < written, "part of the store was copied ({partial} of {written})");
-    let resumed = copy_store(&source, &failing.inner, CopyOptions { page_size: 64, snapshots: true }, |_| {})
+    let resumed = copy_store(&source, &failing.inner, CopyOptions { page_size: 64, ..CopyOptions::default() }, |_| {})
         .await
         .expect("resumed copy");
     assert_eq!(resumed.written + resumed.skipped, written);
@@ -105,13 +106,89 @@ pub async fn verify_finds_first_difference<A: EventStoreBackend, B: EventStoreBa
     assert!(listed.difference.take().is_some());
 }
 
-/// A backend that fails every append after a number of them, to interrupt copies.
+/// A copy into a destination whose stream holds other events at the same versions fails with
+/// a conflict naming that stream, and writes nothing to it (it used to skip them by version
+/// and report success over a mix of two stores).
+pub async fn copy_into_foreign_stream_conflicts<A: EventStoreBackend, B: EventStoreBackend>(source: A, destination: B) {
+    fill_sample(&source, 9).await;
+    let (stream, _) = source.list_streams(None, 1).await.unwrap().remove(0);
+    let foreign = vec![event("Foreign", 1), event("Foreign", 2)];
+    destination.append(&stream, ExpectedVersion::NoStream, foreign.clone()).await.unwrap();
+    match copy_store(&source, &destination, CopyOptions::default(), |_| {}).await {
+        Err(Error::Conflict { stream: named, .. }) => assert_eq!(named, stream, "the conflict names the stream"),
+        other => panic!("a copy into a stream holding other events must conflict, got {other:?}"),
+    }
+    let kept = destination.get_events(&stream).await.unwrap();
+    let ids: Vec<EventId> = kept.iter().map(|e| e.metadata.event_id).collect();
+    let foreign_ids: Vec<EventId> = foreign.iter().map(|e| e.metadata.event_id).collect();
+    assert_eq!(ids, foreign_ids, "nothing was written to the foreign stream");
+}
+
+/// A destination stream with more events than the source's (the source's, then others) is a
+/// conflict too, found when the copy is run again.
+pub async fn copy_refuses_destination_with_extra_events<A: EventStoreBackend, B: EventStoreBackend>(
+    source: A,
+    destination: B,
+) {
+    fill_sample(&source, 6).await;
+    copy_store(&source, &destination, CopyOptions::default(), |_| {}).await.expect("first copy");
+    let (stream, version) = source.list_streams(None, 1).await.unwrap().remove(0);
+    destination.append(&stream, ExpectedVersion::Exact(version), vec![event("Extra", 1)]).await.unwrap();
+    match copy_store(&source, &destination, CopyOptions::default(), |_| {}).await {
+        Err(Error::Conflict { stream: named, actual, .. }) => {
+            assert_eq!((named, actual), (stream, version + 1), "the conflict names the stream and its version")
+        }
+        other => panic!("a destination with extra events must conflict, got {other:?}"),
+    }
+}
+
+/// Large events are copied in appends of at most `max_append_bytes` (one event alone when it
+/// is larger), so a copy never sends an append past the destination's frame or message limit.
+pub async fn large_events_copy_in_bounded_appends<A: EventStoreBackend, B: EventStoreBackend>(
+    source: A,
+    destination: B,
+) {
+    let stream = unique_stream("large");
+    for round in 0..4u64 {
+        let batch: Vec<NewEvent> = (0..6)
+            .map(|i| NewEvent::new("Large", format!(r#"{{"n":{},"pad":"{}"}}"#, round * 6 + i, "x".repeat(200_000))))
+            .collect();
+        source.append(&stream, ExpectedVersion::Any, batch).await.unwrap();
+    }
+    let recording = FailAfter::new(destination, usize::MAX);
+    let options = CopyOptions { max_append_bytes: 500_000, ..CopyOptions::default() };
+    let copied = copy_store(&source, &recording, options, |_| {}).await.expect("copy");
+    assert_eq!(copied.written, 24);
+    let largest = recording.largest_append_bytes.load(Ordering::SeqCst);
+    assert!(largest <= 500_000, "an append of {largest} bytes went past the 500000-byte bound");
+    assert!(recording.appends.load(Ordering::SeqCst) >= 12, "24 events of 200 kB take at least 12 appends");
+    assert_eq!(verify_stores(&source, &recording.inner, 8).await.unwrap().difference, None);
+}
+
+/// A backend that fails every append after a number of them, to interrupt copies, and
+/// records the appends it passes on.
 #[derive(Debug)]
 pub struct FailAfter<B> {
     /// The real backend.
     pub inner: B,
     /// Appends that still succeed.
     pub appends_left: AtomicUsize,
+    /// Appends passed on to `inner`.
+    pub appends: AtomicUsize,
+    /// The largest append passed on, in bytes (payloads, type names and metadata).
+    pub largest_append_bytes: AtomicUsize,
+}
+
+impl<B> FailAfter<B> {
+    /// `inner`, failing every append after the first `appends` ones.
+    pub fn new(inner: B, appends: usize) -> Self {
+        FailAfter {
+            inner,
+            appends_left: AtomicUsize::new(appends),
+            appends: AtomicUsize::new(0),
+            largest_append_bytes: AtomicUsize::new(0),
+        }
+    }
 }
 
 #[async_trait]
@@ -126,6 +203,9 @@ impl<B: EventStoreBackend> EventStoreBackend for FailAfter<B> {
         if self.appends_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
             return Err(Error::Timeout { backend: "fail-after", operation: "append (injected)" });
         }
+        let bytes: usize = events.iter().map(NewEvent::size).sum();
+        self.appends.fetch_add(1, Ordering::SeqCst);
+        self.largest_append_bytes.fetch_max(bytes, Ordering::SeqCst);
         self.inner.append(stream, expected, events).await
     }
     async fn read_stream(&self, stream: &str, after: u64, limit: usize) -> Result<Vec<RecordedEvent>> {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use allframe_cqrs_core::{Error, EventId, EventStoreBackend, ExpectedVersion, NewEvent, Snapshot};
+use allframe_cqrs_core::{AppendResult, Error, EventId, EventStoreBackend, ExpectedVersion, NewEvent, Snapshot};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
@@ -57,6 +57,28 @@ pub enum Op {
         /// Stream index.
         stream: usize,
     },
+    /// Re-send stored events of a stream that may span several appends (versions
+    /// `start % len + 1` on, `count` of them) to `to`.
+    RetrySpan {
+        /// Stream whose events are re-sent.
+        stream: usize,
+        /// Where in that stream the span starts (modulo its length).
+        start: usize,
+        /// How many events.
+        count: usize,
+        /// Stream to send them to (the same stream or another).
+        to: usize,
+    },
+    /// Read a stream's version.
+    StreamVersion {
+        /// Stream index.
+        stream: usize,
+    },
+    /// List the streams.
+    ListStreams {
+        /// Most streams returned.
+        limit: usize,
+    },
 }
 
 const STREAMS: usize = 3;
@@ -79,6 +101,9 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0usize..24, 1usize..7).prop_map(|(after, limit)| Op::ReadAll { after, limit }),
         1 => (0..STREAMS, 0u64..8).prop_map(|(stream, version)| Op::SaveSnapshot { stream, version }),
         1 => (0..STREAMS).prop_map(|stream| Op::GetSnapshot { stream }),
+        1 => (0..STREAMS, 0usize..16, 1usize..5, 0..STREAMS).prop_map(|(stream, start, count, to)| Op::RetrySpan { stream, start, count, to }),
+        1 => (0..STREAMS).prop_map(|stream| Op::StreamVersion { stream }),
+        1 => (1usize..5).prop_map(|limit| Op::ListStreams { limit }),
     ]
 }
 
@@ -105,9 +130,19 @@ struct Model {
 /// What the model says an append does.
 enum Expect {
     Stored,
-    Deduplicated { first: usize, last: usize },
-    Conflict { actual: u64 },
-    Duplicate,
+    Deduplicated {
+        first: usize,
+        last: usize,
+    },
+    Conflict {
+        actual: u64,
+    },
+    /// Refused as a duplicate, naming this id and where it is stored.
+    Duplicate {
+        id: EventId,
+        stream: usize,
+        version: u64,
+    },
 }
 
 impl Model {
@@ -127,15 +162,23 @@ impl Model {
             };
             return if ok { Expect::Stored } else { Expect::Conflict { actual } };
         }
-        let Some(first) = found[0] else { return Expect::Duplicate };
+        // Which id a refusal names: the first stored one when the first is new; the first id
+        // when it is stored elsewhere or the run breaks at a new id; else the id that breaks it.
+        let duplicate = |index: usize| {
+            let at = &self.log[found[index].expect("a stored id")];
+            Expect::Duplicate { id: events[index].metadata.event_id, stream: at.stream, version: at.version }
+        };
+        let Some(first) = found[0] else {
+            return duplicate(found.iter().position(Option::is_some).expect("some id is stored"));
+        };
         let first_event = &self.log[first];
         if first_event.stream != stream {
-            return Expect::Duplicate;
+            return duplicate(0);
         }
         let versions = &self.streams[&stream];
         for (offset, index) in found.iter().enumerate() {
-            if index.as_ref() != versions.get(first_event.version as usize - 1 + offset) {
-                return Expect::Duplicate;
+            if index.is_none() || index.as_ref() != versions.get(first_event.version as usize - 1 + offset) {
+                return duplicate(if index.is_some() { offset } else { 0 });
             }
         }
         Expect::Deduplicated { first, last: found[found.len() - 1].unwrap_or(first) }
@@ -165,10 +208,20 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
             Op::Retry { append, stream } if caps.idempotent_appends && !model.tried.is_empty() => {
                 Some((*stream, ExpectedVersion::Any, model.tried[append % model.tried.len()].1.clone()))
             }
+            Op::RetrySpan { stream, start, count, to } if caps.idempotent_appends => {
+                let stored = model.streams.get(stream).map_or(&[][..], Vec::as_slice);
+                if stored.is_empty() {
+                    None
+                } else {
+                    let from = start % stored.len();
+                    let span = stored[from..(from + count).min(stored.len())].iter();
+                    Some((*to, ExpectedVersion::Any, span.map(|&i| model.log[i].event.clone()).collect()))
+                }
+            }
             _ => None,
         };
         match op {
-            Op::Append { .. } | Op::Retry { .. } => {
+            Op::Append { .. } | Op::Retry { .. } | Op::RetrySpan { .. } => {
                 let Some((stream, expected, events)) = append else { continue };
                 model.tried.push((stream, events.clone()));
                 let name = stream_name(&prefix, stream);
@@ -176,16 +229,15 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
                 match (model.predict(stream, expected, &events), result) {
                     (Expect::Stored, Ok(result)) if !events.is_empty() => {
                         let first_version = model.version(stream) + 1;
-                        prop_assert_eq!(
-                            result.stream_version,
-                            first_version + events.len() as u64 - 1,
-                            "step {}: version",
-                            step
-                        );
                         let stored = backend.read_stream(&name, first_version - 1, events.len()).await.map_err(fail)?;
                         prop_assert_eq!(stored.len(), events.len());
-                        prop_assert_eq!(stored[0].position, result.first_position);
-                        prop_assert_eq!(stored[stored.len() - 1].position, result.last_position);
+                        let want = AppendResult {
+                            stream_version: first_version + events.len() as u64 - 1,
+                            first_position: stored[0].position,
+                            last_position: stored[stored.len() - 1].position,
+                            deduplicated: false,
+                        };
+                        prop_assert_eq!(result, want, "step {}: append result", step);
                         let last_position = model.log.last().map_or(0, |e| e.position);
                         prop_assert!(result.first_position > last_position, "step {}: positions increase", step);
                         for (offset, (event, record)) in events.into_iter().zip(stored).enumerate() {
@@ -201,17 +253,38 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
                         }
                     }
                     (Expect::Stored, Ok(result)) => {
-                        prop_assert_eq!(result.stream_version, model.version(stream));
+                        let want = AppendResult { stream_version: model.version(stream), ..AppendResult::default() };
+                        prop_assert_eq!(result, want, "step {}: empty append result", step);
                     }
                     (Expect::Deduplicated { first, last }, Ok(result)) => {
-                        prop_assert!(result.deduplicated, "step {}: retry reported as deduplicated", step);
-                        prop_assert_eq!(result.first_position, model.log[first].position);
-                        prop_assert_eq!(result.last_position, model.log[last].position);
+                        let want = AppendResult {
+                            stream_version: model.log[last].version,
+                            first_position: model.log[first].position,
+                            last_position: model.log[last].position,
+                            deduplicated: true,
+                        };
+                        prop_assert_eq!(result, want, "step {}: retry result", step);
                     }
-                    (Expect::Conflict { actual }, Err(Error::Conflict { actual: got, .. })) => {
-                        prop_assert_eq!(actual, got)
+                    (Expect::Conflict { actual }, Err(Error::Conflict { stream: s, expected: e, actual: got })) => {
+                        prop_assert_eq!(
+                            (s.as_str(), e, got),
+                            (name.as_str(), expected, actual),
+                            "step {}: conflict",
+                            step
+                        );
                     }
-                    (Expect::Duplicate, Err(Error::DuplicateEventId { .. })) => {}
+                    (
+                        Expect::Duplicate { id, stream: at, version },
+                        Err(Error::DuplicateEventId { event_id, stored_stream, stored_version }),
+                    ) => {
+                        let want = (id, stream_name(&prefix, at), version);
+                        prop_assert_eq!(
+                            (event_id, stored_stream.to_string(), stored_version),
+                            want,
+                            "step {}: duplicate",
+                            step
+                        );
+                    }
                     (_, result) => {
                         return Err(TestCaseError::fail(format!(
                             "step {step}: append to stream {stream} gave {result:?}; the model disagrees"
@@ -262,6 +335,21 @@ async fn run_ops<B: EventStoreBackend>(backend: B, ops: Vec<Op>) -> Result<(), T
                         return Err(TestCaseError::fail(format!("step {step}: snapshot {got:?}, model {want:?}")));
                     }
                 }
+            }
+            Op::StreamVersion { stream } => {
+                let got = backend.stream_version(&stream_name(&prefix, stream)).await.map_err(fail)?;
+                prop_assert_eq!(got, model.version(stream), "step {}: stream_version", step);
+            }
+            Op::ListStreams { limit } => {
+                let got = backend.list_streams(Some(&prefix), limit).await.map_err(fail)?;
+                let mut want: Vec<(String, u64)> = (0..STREAMS)
+                    .filter(|s| model.version(*s) > 0)
+                    .map(|s| (stream_name(&prefix, s), model.version(s)))
+                    .collect();
+                want.sort();
+                want.truncate(limit);
+                let got: Vec<(String, u64)> = got.into_iter().map(|(id, v)| (id.to_string(), v)).collect();
+                prop_assert_eq!(got, want, "step {}: list_streams", step);
             }
             Op::SaveSnapshot { .. } | Op::GetSnapshot { .. } => {}
         }
