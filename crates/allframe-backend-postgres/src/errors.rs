@@ -14,6 +14,19 @@ pub(crate) const WRONG_EXPECTED_VERSION: &str = "AFC01";
 /// unique_violation.
 pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 
+/// SQLSTATEs with which PostgreSQL refuses a text as `jsonb`: invalid_text_representation
+/// (bad JSON, a lone surrogate), untranslatable_character (`\u0000`, an escape the server
+/// encoding cannot hold), numeric_value_out_of_range (a number beyond `numeric`, such as
+/// `1e999999`), invalid_json_text, and program_limit_exceeded (a string or container over
+/// `jsonb`'s size limits).
+const PAYLOAD_REFUSED: &[&str] = &["22P02", "22P05", "22003", "22032", "54000"];
+
+/// Whether `error` is one with which PostgreSQL refuses a `jsonb` value. The same codes can
+/// come from elsewhere in a statement, so callers confirm that a payload is the cause.
+pub(crate) fn payload_refused(error: &sqlx::Error) -> bool {
+    sqlstate(error).is_some_and(|code| PAYLOAD_REFUSED.contains(&code.as_str()))
+}
+
 pub(crate) fn config(message: impl Into<String>) -> Error {
     Error::backend(BACKEND_NAME, false, ConfigError(message.into()))
 }

@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 
 mod errors;
+mod json;
 mod pgtypes;
 
 use std::future::Future;
@@ -321,6 +322,8 @@ struct Queries {
     append: Sql,
     find_ids: Sql,
     stream_version: Sql,
+    /// Casts JSON texts to `jsonb` as an append does, to find one the server refuses.
+    check_json: Sql,
     read_stream: Sql,
     read_all: Sql,
     list_streams_first: Sql,
@@ -354,6 +357,7 @@ impl Queries {
             find_ids: sql("SELECT t.n, e.stream_id, e.version, e.position \
                  FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n) JOIN {s}.events e ON e.event_id = t.id"),
             stream_version: sql("SELECT version FROM {s}.streams WHERE stream_id = $1"),
+            check_json: sql("SELECT count(*) FROM unnest($1::text[]) AS t (body) WHERE body::jsonb IS NULL"),
             read_stream: sql(
                 "SELECT position, version, event_type, payload::text, payload_bytes, metadata FROM {s}.events \
                  WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
@@ -551,10 +555,43 @@ impl PostgresBackend {
         let text = std::str::from_utf8(payload).map_err(|e| invalid(format!("not UTF-8 JSON: {e}")))?;
         serde_json::from_str::<serde::de::IgnoredAny>(text)
             .map_err(|e| invalid(format!("not a JSON document: {e}")))?;
-        if text.contains("\\u0000") {
+        if json::has_nul_escape(text) {
             return Err(invalid("PostgreSQL jsonb cannot store the NUL character (\\u0000)".into()));
         }
         Ok(text)
+    }
+
+    /// The first of `bodies` that PostgreSQL refuses as `jsonb` (a number out of `numeric`'s
+    /// range, an escape serde_json accepts and PostgreSQL does not), with the server's error;
+    /// `None` when every one is accepted, so the append's error was not about a payload.
+    ///
+    /// Runs only after an append failed with one of those errors: it halves the batch at
+    /// each step, so a batch of n events costs about log2(n) + 1 statements.
+    async fn first_refused_payload(&self, bodies: &[&str]) -> Result<Option<(usize, sqlx::Error)>> {
+        let sql = &self.inner.sql.check_json;
+        let probe = |range: std::ops::Range<usize>| {
+            let part = &bodies[range];
+            self.retrying(move || sqlx::query(sql.clone()).bind(part).execute(&self.inner.pool))
+        };
+        let mut refusal = match probe(0..bodies.len()).await {
+            Ok(_) => return Ok(None),
+            Err(error) if errors::payload_refused(&error) => error,
+            Err(error) => return Err(errors::map("checking payloads", error)),
+        };
+        // Invariant: bodies[..lo] are accepted and bodies[lo..hi] hold a refused one.
+        let (mut lo, mut hi) = (0, bodies.len());
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match probe(lo..mid).await {
+                Ok(_) => lo = mid,
+                Err(error) if errors::payload_refused(&error) => {
+                    hi = mid;
+                    refusal = error;
+                }
+                Err(error) => return Err(errors::map("checking payloads", error)),
+            }
+        }
+        Ok(Some((lo, refusal)))
     }
 
     fn decode_event(&self, row: &PgRow, stream: Option<&StreamId>) -> Result<RecordedEvent> {
@@ -706,10 +743,15 @@ impl EventStoreBackend for PostgresBackend {
                         _ => {}
                     }
                 }
-                if matches!(code.as_deref(), Some("22P02" | "22P05")) {
+                if errors::payload_refused(&error)
+                    && let Some(json) = &json
+                    && let Some((index, refusal)) = self.first_refused_payload(json).await?
+                {
                     return Err(Error::InvalidPayload {
-                        event_type: events[0].event_type.to_string(),
-                        reason: format!("PostgreSQL refused a payload of this append: {error}"),
+                        event_type: events[index].event_type.to_string(),
+                        reason: format!(
+                            "PostgreSQL jsonb refused the payload of event {index} of this append: {refusal}"
+                        ),
                     });
                 }
                 Err(errors::map("append", error))
@@ -794,7 +836,7 @@ impl EventStoreBackend for PostgresBackend {
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<()> {
-        self.inner.limits.check_stream_id(stream)?;
+        self.inner.limits.check_snapshot(stream, &snapshot)?;
         let (json, binary) = match self.inner.payload {
             PayloadEncoding::Jsonb => (Some(self.check_payload("snapshot", &snapshot.payload)?), None),
             PayloadEncoding::Bytea => (None, Some(&*snapshot.payload)),
@@ -814,7 +856,16 @@ impl EventStoreBackend for PostgresBackend {
                 .execute(&self.inner.pool)
         })
         .await
-        .map_err(|e| errors::map("save_snapshot", e))?;
+        .map_err(|e| {
+            if errors::payload_refused(&e) && json.is_some() {
+                Error::InvalidPayload {
+                    event_type: "snapshot".into(),
+                    reason: format!("PostgreSQL jsonb refused the snapshot payload: {e}"),
+                }
+            } else {
+                errors::map("save_snapshot", e)
+            }
+        })?;
         Ok(())
     }
 
