@@ -1,7 +1,7 @@
-//! The commands.
+//! The commands, each with its arguments.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,34 +9,100 @@ use allframe::migrate::{CopyOptions, CopyProgress, copy_store, verify_stores};
 use allframe::{DynBackend, EventStoreBackend, StreamId};
 use serde_json::json;
 
+use crate::CliError;
 use crate::address::{self, Address, Open};
-use crate::{Args, CliError};
+
+/// Arguments of `allframe copy`.
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// The store to copy from.
+    #[arg(value_name = "FROM")]
+    pub from: Address,
+    /// The store to copy into (created when missing).
+    #[arg(value_name = "TO")]
+    pub to: Address,
+    /// Events read per page (and most written per append).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub page: u64,
+    /// Copy events only, not the latest snapshots.
+    #[arg(long)]
+    pub no_snapshots: bool,
+}
+
+/// Arguments of `allframe verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The first store.
+    #[arg(value_name = "A")]
+    pub a: Address,
+    /// The second store.
+    #[arg(value_name = "B")]
+    pub b: Address,
+    /// Events and streams read per page.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub page: u64,
+}
+
+/// Arguments of `allframe inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The store.
+    #[arg(value_name = "STORE")]
+    pub store: Address,
+    /// Show the last events of this stream.
+    #[arg(long, value_name = "ID")]
+    pub stream: Option<String>,
+    /// How many events --stream shows.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub last: u64,
+    /// How many streams to list.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub streams: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `allframe check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The store.
+    #[arg(value_name = "STORE")]
+    pub store: Address,
+}
+
+/// Arguments of `allframe demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// `allsource` or `memory` (default: $ALLFRAME_BACKEND, else allsource).
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<String>,
+    /// The AllSource store's directory.
+    #[arg(long, value_name = "DIR", default_value = "./allframe-data")]
+    pub data: String,
+}
 
 /// `allframe copy FROM TO`.
-pub async fn copy(args: &Args) -> Result<u8, CliError> {
-    let [from, to]: [Address; 2] =
-        args.addresses(2, "two stores: copy FROM TO")?.try_into().map_err(|_| CliError::usage("copy FROM TO"))?;
-    if from == to && from != Address::Memory {
+pub async fn copy(args: &CopyArgs) -> Result<u8, CliError> {
+    let (from, to) = (&args.from, &args.to);
+    if from == to && *from != Address::Memory {
         return Err(CliError::usage("FROM and TO are the same store"));
     }
-    let source = address::open(&from, Open::Existing).await?;
-    let destination = address::open(&to, Open::BulkDestination).await?;
-    let options = CopyOptions {
-        page_size: args.number("page", 1024)?.max(1),
-        snapshots: !args.flag("no-snapshots"),
-        ..CopyOptions::default()
-    };
+    let source = address::open(from, Open::Existing).await?;
+    let destination = address::open(to, Open::BulkDestination).await?;
+    let options =
+        CopyOptions { page_size: args.page as usize, snapshots: !args.no_snapshots, ..CopyOptions::default() };
     let started = Instant::now();
     let mut bar = ProgressBar::new(started);
     let result = copy_store(&*source, &*destination, options, |progress| bar.show(progress)).await;
     bar.finish();
     let done = result.map_err(|error| {
         // The error may come from either store; name both and let the message say which.
-        let mut cli = CliError::store(&to, &error);
+        let mut cli = CliError::store(to, &error);
         cli.subject = format!("copy {from} -> {to}");
         cli
     })?;
-    destination.flush().await.map_err(|e| CliError::store(&to, &e))?;
+    destination.flush().await.map_err(|e| CliError::store(to, &e))?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "copied {} events ({} already there, skipped) and {} snapshots from {from} to {to} in {seconds:.1}s ({:.0} events/s)",
@@ -49,22 +115,37 @@ pub async fn copy(args: &Args) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// Progress on standard error: a bar on a terminal, a line a second otherwise.
+/// Progress on standard error: an `indicatif` bar on a terminal, a line a second otherwise
+/// (logs and pipes get lines they can read; scripts wait for the first one).
 struct ProgressBar {
     started: Instant,
     last: Option<Instant>,
-    terminal: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl ProgressBar {
     fn new(started: Instant) -> Self {
-        ProgressBar { started, last: None, terminal: std::io::stderr().is_terminal() }
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            let style = indicatif::ProgressStyle::with_template(
+                "[{bar:30}] {percent:>3}% {pos}/{len} events, {per_sec}, ETA {eta}",
+            )
+            .map(|style| style.progress_chars("#>-"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar
+        });
+        ProgressBar { started, last: None, bar }
     }
 
     fn show(&mut self, progress: CopyProgress) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(progress.total.max(progress.read));
+            bar.set_position(progress.read);
+            return;
+        }
         let now = Instant::now();
-        let every = if self.terminal { Duration::from_millis(100) } else { Duration::from_secs(1) };
-        if self.last.is_some_and(|last| now - last < every) {
+        if self.last.is_some_and(|last| now - last < Duration::from_secs(1)) {
             return;
         }
         self.last = Some(now);
@@ -73,32 +154,23 @@ impl ProgressBar {
         let total = progress.total.max(progress.read).max(1);
         let eta = (total - progress.read) as f64 / rate.max(1.0);
         let percent = progress.read * 100 / total;
-        let line =
-            format!("{percent:>3}% {}/{} events, {:.0} events/s, ETA {eta:.0}s", progress.read, progress.total, rate);
-        if self.terminal {
-            let filled = (percent as usize * 30 / 100).min(30);
-            eprint!("\r[{}{}] {line}   ", "#".repeat(filled), "-".repeat(30 - filled));
-        } else {
-            eprintln!("copy: {line}");
-        }
-        let _ = std::io::stderr().flush();
+        eprintln!("copy: {percent:>3}% {}/{} events, {rate:.0} events/s, ETA {eta:.0}s", progress.read, progress.total);
     }
 
     fn finish(&self) {
-        if self.terminal && self.last.is_some() {
-            eprintln!();
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
     }
 }
 
 /// `allframe verify A B`.
-pub async fn verify(args: &Args) -> Result<u8, CliError> {
-    let [a, b]: [Address; 2] =
-        args.addresses(2, "two stores: verify A B")?.try_into().map_err(|_| CliError::usage("verify A B"))?;
-    let left = address::open(&a, Open::Existing).await?;
-    let right = address::open(&b, Open::Existing).await?;
-    let report = verify_stores(&*left, &*right, args.number("page", 1024)?.max(1)).await.map_err(|error| {
-        let mut cli = CliError::store(&a, &error);
+pub async fn verify(args: &VerifyArgs) -> Result<u8, CliError> {
+    let (a, b) = (&args.a, &args.b);
+    let left = address::open(a, Open::Existing).await?;
+    let right = address::open(b, Open::Existing).await?;
+    let report = verify_stores(&*left, &*right, args.page as usize).await.map_err(|error| {
+        let mut cli = CliError::store(a, &error);
         cli.subject = format!("verify {a} {b}");
         cli
     })?;
@@ -118,24 +190,23 @@ pub async fn verify(args: &Args) -> Result<u8, CliError> {
 }
 
 /// `allframe inspect STORE`.
-pub async fn inspect(args: &Args) -> Result<u8, CliError> {
-    let [store]: [Address; 1] =
-        args.addresses(1, "one store: inspect STORE")?.try_into().map_err(|_| CliError::usage("inspect STORE"))?;
-    let backend = address::open(&store, Open::Existing).await?;
-    let fail = |error: allframe::Error| CliError::store(&store, &error);
+pub async fn inspect(args: &InspectArgs) -> Result<u8, CliError> {
+    let store = &args.store;
+    let backend = address::open(store, Open::Existing).await?;
+    let fail = |error: allframe::Error| CliError::store(store, &error);
     let stats = backend.stats().await.map_err(fail)?;
-    let streams = backend.list_streams(None, args.number("streams", 20)?).await.map_err(fail)?;
-    let last = match args.value("stream") {
+    let streams = backend.list_streams(None, args.streams).await.map_err(fail)?;
+    let last = match args.stream.as_deref() {
         Some(stream) => {
             let version = backend.stream_version(stream).await.map_err(fail)?;
             if version == 0 {
                 return Err(CliError::new(
-                    &store,
+                    store,
                     format!("no stream `{stream}`"),
                     "list streams with `allframe inspect STORE`",
                 ));
             }
-            let count = args.number("last", 10)? as u64;
+            let count = args.last;
             Some((
                 stream.to_owned(),
                 backend.read_stream(stream, version.saturating_sub(count), count as usize).await.map_err(fail)?,
@@ -143,7 +214,7 @@ pub async fn inspect(args: &Args) -> Result<u8, CliError> {
         }
         None => None,
     };
-    if args.flag("json") {
+    if args.json {
         let events = last.as_ref().map(|(stream, events)| {
             json!({
                 "stream": stream,
@@ -197,10 +268,9 @@ pub async fn inspect(args: &Args) -> Result<u8, CliError> {
 }
 
 /// `allframe check STORE`.
-pub async fn check(args: &Args) -> Result<u8, CliError> {
-    let [store]: [Address; 1] =
-        args.addresses(1, "one store: check STORE")?.try_into().map_err(|_| CliError::usage("check STORE"))?;
-    let backend = match address::open(&store, Open::Existing).await {
+pub async fn check(args: &CheckArgs) -> Result<u8, CliError> {
+    let store = &args.store;
+    let backend = match address::open(store, Open::Existing).await {
         Ok(backend) => backend,
         Err(error) if error.message.contains("corruption") => {
             println!("problem: {}", error.message);
@@ -215,7 +285,7 @@ pub async fn check(args: &Args) -> Result<u8, CliError> {
         Err(error) => problems.push(format!("reading the log failed: {error}")),
     }
     if problems.is_empty() {
-        let stats = backend.stats().await.map_err(|e| CliError::store(&store, &e))?;
+        let stats = backend.stats().await.map_err(|e| CliError::store(store, &e))?;
         println!(
             "ok: {} events in {} streams read; checksums, positions, versions and counts are consistent",
             stats.events, stats.streams
@@ -287,14 +357,11 @@ async fn scan(backend: &DynBackend) -> Result<Vec<String>, allframe::Error> {
 }
 
 /// `allframe demo`.
-pub async fn demo(args: &Args) -> Result<u8, CliError> {
+pub async fn demo(args: &DemoArgs) -> Result<u8, CliError> {
     let default = if cfg!(feature = "cqrs-allsource") { "allsource" } else { "memory" };
-    let choice = args
-        .value("backend")
-        .map(str::to_owned)
-        .or_else(|| std::env::var("ALLFRAME_BACKEND").ok())
-        .unwrap_or_else(|| default.to_owned());
-    let data = args.value("data").unwrap_or("./allframe-data");
+    let choice =
+        args.backend.clone().or_else(|| std::env::var("ALLFRAME_BACKEND").ok()).unwrap_or_else(|| default.to_owned());
+    let data = args.data.as_str();
     let address = match choice.as_str() {
         "memory" => Address::Memory,
         "allsource" => Address::AllSource(data.into()),

@@ -2,7 +2,8 @@
 //!
 //! Every error is one line naming the store, what went wrong and what to do, with a
 //! non-zero exit code: 1 when `verify` or `check` finds a problem, 2 for a usage error,
-//! 3 when a store cannot be opened or read.
+//! 3 when a store cannot be opened or read. Arguments are parsed by `clap` (help per
+//! subcommand, suggestions for typos, shell completions with `allframe completions SHELL`).
 
 mod address;
 #[allow(dead_code, unreachable_pub)]
@@ -14,37 +15,66 @@ use std::fmt;
 use std::process::ExitCode;
 
 use address::Address;
+use clap::{CommandFactory, Parser, Subcommand};
 
-const HELP: &str = "allframe: copy, verify, inspect and check AllFrame CQRS event stores
-
-usage: allframe <command> [options]
-
-commands:
-  copy FROM TO [--page N] [--no-snapshots]
-      Copy every stream of FROM into TO, in global order, keeping versions, event ids,
-      types, payloads, metadata and timestamps, then the latest snapshots. Resumable: run it
-      again after an interruption and it goes on where it stopped, storing nothing twice.
-  verify A B [--page N]
-      Compare two stores stream by stream; print the first difference (exit 1) or `same`.
-  inspect STORE [--stream ID] [--last N] [--streams N] [--json]
-      Counts, sizes and durability of a store, its first streams, and with --stream the
-      last N events (default 10) of one stream. --json prints one JSON object.
-  check STORE
-      Read every record; check checksums (the backend's), positions, contiguous versions
-      and counts. Prints each problem with its file and offset where the backend knows it.
-  demo [--backend allsource|memory] [--data DIR]
-      Run the bank demo (AllSource in ./allframe-data by default).
-  help
-      This text.
-
-stores:
+/// What `allframe help` prints after the list of commands.
+const AFTER_HELP: &str = "stores:
   memory:                 a new, empty in-memory store (gone when the command ends)
   allsource:PATH          the embedded AllSource store in directory PATH
   rocksdb:PATH            a RocksDB store in directory PATH (build with --features cqrs-rocksdb)
   postgres://USER@HOST/DB[?schema=NAME]
                           a PostgreSQL database; the store lives in schema NAME (default allframe)
 
-exit codes: 0 success, 1 verify/check found a problem, 2 usage error, 3 store error";
+exit codes: 0 success, 1 verify/check found a problem, 2 usage error, 3 store error
+
+`allframe help COMMAND` describes one command.";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "allframe",
+    version,
+    about = "Copy, verify, inspect and check AllFrame CQRS event stores, and run the demo.",
+    after_help = AFTER_HELP,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Copy every stream of FROM into TO, resumably.
+    ///
+    /// Events go in global order, keeping versions, event ids, types, payloads, metadata and
+    /// timestamps, then the latest snapshots. Run it again after an interruption and it goes
+    /// on where it stopped, storing nothing twice. A destination stream that holds other
+    /// events is refused.
+    Copy(commands::CopyArgs),
+    /// Compare two stores; print the first difference (exit 1) or `same`.
+    ///
+    /// Streams are compared one by one: ids, versions, event ids, types, payloads, metadata
+    /// and latest snapshots. Positions are not compared: each backend assigns its own.
+    Verify(commands::VerifyArgs),
+    /// Counts, sizes and durability of a store, and the last events of a stream.
+    ///
+    /// Lists the first streams by id; with --stream, the last events of that stream.
+    Inspect(commands::InspectArgs),
+    /// Read every record and check every invariant.
+    ///
+    /// Checksums (the backend's), positions, contiguous versions, counts and stream heads.
+    /// Prints each problem with its file and offset where the backend knows it (exit 1).
+    Check(commands::CheckArgs),
+    /// Run the bank demo (AllSource in ./allframe-data by default).
+    Demo(commands::DemoArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
 
 /// A failure, printed as one line.
 #[derive(Debug)]
@@ -82,6 +112,7 @@ impl CliError {
             Error::Conflict { .. } | Error::DuplicateEventId { .. } => {
                 "the destination holds other events for this stream; copy into an empty store"
             }
+            Error::Configuration { .. } => "correct the setting named above",
             _ if error.is_transient() => "the store may be unreachable; try again",
             _ => "see the message above",
         };
@@ -91,6 +122,24 @@ impl CliError {
     /// A usage error.
     pub fn usage(message: impl Into<String>) -> Self {
         CliError { subject: "usage".into(), message: message.into(), hint: Some("see `allframe help`".into()), code: 2 }
+    }
+
+    /// A parse error from clap, as one usage line (clap's own message and tip, without its
+    /// usage block).
+    fn from_clap(error: &clap::Error) -> Self {
+        let rendered = error.render().to_string();
+        let mut message = String::new();
+        let lines = rendered.lines().map(str::trim);
+        for line in
+            lines.filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        {
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            if !message.is_empty() {
+                message.push_str(if message.ends_with(':') { " " } else { "; " });
+            }
+            message.push_str(line);
+        }
+        CliError::usage(message)
     }
 }
 
@@ -104,68 +153,32 @@ impl fmt::Display for CliError {
     }
 }
 
-/// Command-line arguments: positionals plus `--flag [value]` options.
-#[derive(Debug, Default)]
-pub struct Args {
-    positional: Vec<String>,
-    options: Vec<(String, Option<String>)>,
-}
-
-impl Args {
-    fn parse(args: &[String], with_value: &[&str], switches: &[&str]) -> Result<Self, CliError> {
-        let mut parsed = Args::default();
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            if let Some(name) = arg.strip_prefix("--") {
-                let (name, inline) = match name.split_once('=') {
-                    Some((n, v)) => (n, Some(v.to_owned())),
-                    None => (name, None),
-                };
-                if with_value.contains(&name) {
-                    let value = inline.or_else(|| iter.next().cloned());
-                    let value = value.ok_or_else(|| CliError::usage(format!("--{name} needs a value")))?;
-                    parsed.options.push((name.to_owned(), Some(value)));
-                } else if switches.contains(&name) {
-                    parsed.options.push((name.to_owned(), None));
-                } else {
-                    return Err(CliError::usage(format!("unknown option --{name}")));
-                }
-            } else {
-                parsed.positional.push(arg.clone());
-            }
-        }
-        Ok(parsed)
-    }
-
-    /// The value of `--name`.
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.options.iter().rev().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
-    }
-
-    /// Whether `--name` was given.
-    pub fn flag(&self, name: &str) -> bool {
-        self.options.iter().any(|(n, _)| n == name)
-    }
-
-    /// A numeric option with a default.
-    pub fn number(&self, name: &str, default: usize) -> Result<usize, CliError> {
-        match self.value(name) {
-            None => Ok(default),
-            Some(text) => text.parse().map_err(|_| CliError::usage(format!("--{name} wants a number, not `{text}`"))),
-        }
-    }
-
-    /// Exactly `count` store addresses.
-    pub fn addresses(&self, count: usize, what: &str) -> Result<Vec<Address>, CliError> {
-        if self.positional.len() != count {
-            return Err(CliError::usage(format!("expected {what}")));
-        }
-        self.positional.iter().map(|text| text.parse().map_err(CliError::usage)).collect()
-    }
-}
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            use clap::error::ErrorKind;
+            return match error.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    print!("{}", error.render());
+                    ExitCode::SUCCESS
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    eprint!("{}", error.render());
+                    eprintln!("{}", CliError::usage("no command given"));
+                    ExitCode::from(2)
+                }
+                _ => {
+                    eprintln!("{}", CliError::from_clap(&error));
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "allframe", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -173,7 +186,7 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(dispatch(&args)) {
+    match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("{error}");
@@ -182,21 +195,24 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(args: &[String]) -> Result<u8, CliError> {
-    let Some((command, rest)) = args.split_first() else {
-        eprintln!("{HELP}");
-        return Err(CliError::usage("no command given"));
-    };
-    match command.as_str() {
-        "copy" => commands::copy(&Args::parse(rest, &["page"], &["no-snapshots"])?).await,
-        "verify" => commands::verify(&Args::parse(rest, &["page"], &[])?).await,
-        "inspect" => commands::inspect(&Args::parse(rest, &["stream", "last", "streams"], &["json"])?).await,
-        "check" => commands::check(&Args::parse(rest, &[], &[])?).await,
-        "demo" => commands::demo(&Args::parse(rest, &["backend", "data"], &[])?).await,
-        "help" | "--help" | "-h" => {
-            println!("{HELP}");
-            Ok(0)
-        }
-        other => Err(CliError::usage(format!("unknown command `{other}`"))),
+async fn dispatch(command: Command) -> Result<u8, CliError> {
+    match command {
+        Command::Copy(args) => commands::copy(&args).await,
+        Command::Verify(args) => commands::verify(&args).await,
+        Command::Inspect(args) => commands::inspect(&args).await,
+        Command::Check(args) => commands::check(&args).await,
+        Command::Demo(args) => commands::demo(&args).await,
+        Command::Completions { .. } => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks of the command definition.
+    #[test]
+    fn command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

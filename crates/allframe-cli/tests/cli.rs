@@ -36,11 +36,12 @@ fn help_lists_every_command_and_store() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     for word in [
-        "copy FROM TO",
-        "verify A B",
-        "inspect STORE",
-        "check STORE",
+        "copy",
+        "verify",
+        "inspect",
+        "check",
         "demo",
+        "completions",
         "allsource:PATH",
         "rocksdb:PATH",
         "postgres://",
@@ -50,6 +51,32 @@ fn help_lists_every_command_and_store() {
     }
     let out = allframe(&[]);
     assert_eq!(out.status.code(), Some(2), "no command is a usage error");
+    let out = allframe(&["help", "copy"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(help.contains("<FROM>") && help.contains("<TO>") && help.contains("--no-snapshots"), "{help}");
+}
+
+#[test]
+fn typos_get_a_suggestion_on_one_line() {
+    let out = allframe(&["verfiy", "memory:", "memory:"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("'verify'"), "suggests the command: {stderr}");
+    let out = allframe(&["copy", "memory:"]);
+    let stderr = text(&out.stderr);
+    assert_eq!((out.status.code(), stderr.trim().lines().count()), (Some(2), 1), "{stderr}");
+    assert!(stderr.contains("<TO>"), "names the missing argument: {stderr}");
+}
+
+#[test]
+fn completions_are_printed_for_a_shell() {
+    let out = allframe(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = text(&out.stdout);
+    assert!(script.contains("allframe") && script.contains("inspect"), "a bash completion script");
+    assert_eq!(allframe(&["completions", "cmd.exe"]).status.code(), Some(2));
 }
 
 #[test]
