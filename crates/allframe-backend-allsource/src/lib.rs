@@ -146,6 +146,7 @@
 #![deny(missing_docs)]
 
 mod cold;
+mod dir;
 mod format;
 mod io;
 mod segments;

@@ -14,19 +14,15 @@ use allframe_cqrs_core::{Bytes, Error, Result};
 use tokio::sync::{Notify, oneshot};
 
 use crate::cold::{self, ColdSegment};
+use crate::dir::{LOCK_FILE, MARKER_FILE};
 use crate::format::{self, FLAG_LAST_IN_BATCH, FRAME_HEADER_LEN, FrameHeader, FrameRead, SEGMENT_HEADER_LEN};
 use crate::io::Fs;
 use crate::segments::{self, MANIFEST_FILE, ManifestEntry, ParquetFiles, ParquetSegment};
 use crate::state::{Loc, State};
 use crate::{BACKEND_NAME, Shared, SyncMode};
 
-/// The marker file that makes a directory an AllSource store.
-pub(crate) const MARKER_FILE: &str = "ALLSOURCE";
-/// The lock file, locked with an OS lock while a process has the store open.
-pub(crate) const LOCK_FILE: &str = "LOCK";
 /// The snapshot file.
 pub(crate) const SNAPSHOT_FILE: &str = "snapshots.log";
-const MARKER_CONTENTS: &[u8] = b"allframe-allsource store\nformat 1\n";
 /// Smallest preallocation step of a segment.
 const MIN_PREALLOC: u64 = 256 * 1024;
 /// Longest a group commit waits for more appends to join it.
@@ -162,50 +158,7 @@ pub(crate) fn open(
     parquet: &ParquetFiles,
 ) -> Result<Opened> {
     let started = Instant::now();
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
-        let entry = entry.map_err(|e| io_err(dir, e))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
-    let ours = names.iter().any(|n| n == MARKER_FILE);
-    if ours {
-        let marker = dir.join(MARKER_FILE);
-        let contents = std::fs::read(&marker).map_err(|e| io_err(&marker, e))?;
-        if contents != MARKER_CONTENTS {
-            return Err(Error::NotAStore {
-                backend: BACKEND_NAME,
-                path: dir.to_path_buf(),
-                reason: "the ALLSOURCE marker has an unknown format".into(),
-            });
-        }
-    } else if let Some(foreign) = names.iter().find(|n| *n != LOCK_FILE && !n.ends_with(".tmp")) {
-        return Err(Error::NotAStore {
-            backend: BACKEND_NAME,
-            path: dir.to_path_buf(),
-            reason: format!("the directory is not empty and has no ALLSOURCE marker (found `{foreign}`)"),
-        });
-    }
-    let lock_path = dir.join(LOCK_FILE);
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| io_err(&lock_path, e))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::Locked { path: dir.to_path_buf(), source: None });
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(Error::Locked { path: dir.to_path_buf(), source: Some(Box::new(e)) });
-        }
-    }
-    if !ours {
-        fs.write_file_atomic(dir, MARKER_FILE, MARKER_CONTENTS).map_err(|e| io_err(&dir.join(MARKER_FILE), e))?;
-    }
+    let crate::dir::LockedDir { lock, names } = crate::dir::open_dir(dir, fs)?;
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = segments::read_manifest(&manifest_path)?;
     for (i, entry) in manifest.iter().enumerate() {

@@ -3,7 +3,9 @@
 //! Every integer in a key is big-endian, so that RocksDB's byte-wise key order is the numeric
 //! order (log order). Stream ids end with a `0x00` byte inside keys: ids never contain NUL
 //! (see [`Limits`](allframe_cqrs_core::Limits)), so `id ‖ 0x00` is a prefix of no other
-//! stream's keys, and stream keys sort by id byte order. The layout is described in
+//! stream's keys, and stream keys sort by id byte order. Ids that cannot be stored (with a NUL,
+//! or empty) are read as absent without a look at the index, whose range for them would cover
+//! other streams' keys ([`can_be_stored`]). The layout is described in
 //! `docs/ROCKSDB.md` and argued in `docs/decisions/0301-rocksdb-layout.md`.
 
 use allframe_cqrs_core::{Bytes, EventId, Metadata, NewEvent, RecordedEvent, Snapshot, StreamId, Timestamp};
@@ -48,6 +50,20 @@ pub(crate) fn position_key(position: u64) -> [u8; 8] {
 pub(crate) fn read_u64(bytes: &[u8]) -> Result<u64, DecodeError> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| "expected an 8-byte big-endian integer")?;
     Ok(u64::from_be_bytes(array))
+}
+
+/// Whether `stream` can own index keys: every stored id is non-empty and has no NUL byte
+/// ([`Limits`](allframe_cqrs_core::Limits) refuses others on append). The key range of an id
+/// with a NUL would cover another stream's keys (`a ‖ 0x00` is the prefix of all of `a`'s),
+/// so such ids are read as absent without looking at the index.
+pub(crate) fn can_be_stored(stream: &str) -> bool {
+    !stream.is_empty() && !stream.as_bytes().contains(&0)
+}
+
+/// Whether `key` is an index key of the stream whose prefix (`stream ‖ 0x00`) is `prefix`:
+/// exactly the prefix and an 8-byte version.
+pub(crate) fn is_index_key_of(key: &[u8], prefix: &[u8]) -> bool {
+    key.len() == prefix.len() + 8 && key.starts_with(prefix)
 }
 
 /// `stream ‖ 0x00`: the prefix of all of a stream's index keys.
@@ -279,6 +295,21 @@ mod tests {
         );
         assert!(index_key("a", u64::MAX) < stream_upper_bound("a"));
         assert!(stream_upper_bound("a") <= index_key("a-b", 0));
+    }
+
+    #[test]
+    fn only_stored_ids_own_their_index_range() {
+        for id in ["", "a\0", "\0", "a\0b", "\0a"] {
+            assert!(!can_be_stored(id), "{id:?}");
+        }
+        assert!(can_be_stored("a") && can_be_stored("a\u{1}"));
+        // `a`'s keys lie in the range of `a ‖ 0x00`, which is why such ids are never looked up,
+        // and are not keys of it by shape either.
+        let key = index_key("a", 5);
+        assert!(key >= index_key("a\0", 0) && key < stream_upper_bound("a\0"));
+        assert!(!is_index_key_of(&key, &stream_prefix("a\0")));
+        assert!(is_index_key_of(&key, &stream_prefix("a")));
+        assert!(!is_index_key_of(&index_key("ab", 5), &stream_prefix("a")));
     }
 
     #[test]

@@ -433,11 +433,12 @@ impl EventStoreBackend for RocksDbBackend {
 
     async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         let Some(start) = after_version.checked_add(1) else { return Ok(Vec::new()) };
-        if limit == 0 {
+        if limit == 0 || !layout::can_be_stored(stream) {
             return Ok(Vec::new());
         }
         let handles = self.handles()?;
-        let prefix_len = stream.len() + 1;
+        let prefix = layout::stream_prefix(stream);
+        let prefix_len = prefix.len();
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(layout::stream_upper_bound(stream));
         let mut runs = self.db.raw_iterator_cf_opt(handles.index, options);
@@ -448,6 +449,13 @@ impl EventStoreBackend for RocksDbBackend {
         let mut next_version = start;
         while out.len() < limit {
             let Some((key, value)) = runs.item() else { break };
+            if !layout::is_index_key_of(key, &prefix) {
+                return Err(corruption(
+                    &self.path,
+                    0,
+                    format!("an index key in the range of `{stream}` is not its own"),
+                ));
+            }
             let run = Run::decode(key, value, prefix_len).map_err(self.decode_err(0))?;
             let from = next_version.max(run.first_version);
             if from != next_version {
