@@ -541,7 +541,7 @@ impl EventStoreBackend for RocksDbBackend {
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<()> {
-        self.config.limits.check_stream_id(stream)?;
+        self.config.limits.check_snapshot(stream, &snapshot)?;
         let (reply, answer) = oneshot::channel();
         self.send(Request::Snapshot { stream: stream.to_owned(), snapshot, reply })?;
         answer.await.map_err(|_| Self::closed())?
