@@ -36,6 +36,10 @@ pub fn ci(args: &[String]) -> Result<(), String> {
         "cargo clippy",
         cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]),
     )?;
+    run(
+        "cargo doc (warnings denied)",
+        cargo().env("RUSTDOCFLAGS", "-D warnings").args(["doc", "-q", "--no-deps", "--workspace", "--all-features"]),
+    )?;
     run("allframe without features", cargo().args(["check", "-q", "-p", "allframe", "--no-default-features"]))?;
     for (feature, _) in GUARDS {
         run(

@@ -1,7 +1,7 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
 //! * `test`  — the whole test suite (the README's test command);
-//! * `ci`    — everything CI checks after the tests: format, lints, feature builds,
+//! * `ci`    — everything CI checks after the tests: format, lints, docs, feature builds,
 //!   dependency guards, cargo-deny, the demo;
 //! * `size-report [--check]` — binary size per feature against the budgets;
 //! * `bench [--quick] [--compare FILE]` — one workload, every backend, side by side.
@@ -46,7 +46,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test                   run every test of the workspace (all backends; PostgreSQL tests skip
                          with a notice when no server is reachable, except under CI=true)
-  ci                     format, clippy, feature builds, dependency guards, cargo-deny, demo
+  ci                     format, clippy, cargo doc, feature builds, dependency guards, cargo-deny, demo
   size-report [--check]  binary size per feature against xtask/size-budgets.toml;
                          writes target/size-report/{report.md,report.json,chart.svg}
   bench [--quick] [--compare FILE] [--backend NAME]

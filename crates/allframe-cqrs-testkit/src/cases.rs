@@ -453,7 +453,8 @@ pub async fn idempotent_retries<B: EventStoreBackend>(backend: B) {
     assert_eq!(backend.stream_version(&other).await.unwrap(), 0);
 }
 
-/// Contract 10: bad stream ids, event types and sizes get typed errors and change nothing.
+/// Contracts 10 and 11: bad stream ids, event types and sizes get typed errors (not panics)
+/// and change nothing.
 pub async fn bad_input_is_refused<B: EventStoreBackend>(backend: B) {
     let stream = unique_stream("bad");
     backend.append(&stream, ExpectedVersion::Any, events(1, 1)).await.unwrap();
@@ -650,7 +651,8 @@ pub async fn dropped_append_leaves_store_consistent<B: EventStoreBackend>(backen
     assert!(stored.iter().enumerate().all(|(i, e)| e.version == i as u64 + 1));
 }
 
-/// Seed operations: `flush` succeeds and `stats` counts what is stored and names the durability.
+/// Contract 6 and the seed's operations: `flush` succeeds and `stats` counts what is stored and
+/// names the durability mode, the same as `capabilities()`.
 pub async fn flush_and_stats<B: EventStoreBackend>(backend: B) {
     let a = unique_stream("stats-a");
     let b = unique_stream("stats-b");
