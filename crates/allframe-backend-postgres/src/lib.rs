@@ -273,8 +273,10 @@ impl PostgresBuilder {
 
 /// Checks a schema name: `[a-z_][a-z0-9_]*`, at most [`MAX_SCHEMA_LEN`] bytes, not `pg_*`.
 ///
-/// The schema name is the only text put into SQL other than as a parameter, so it must be
-/// a plain identifier that needs no quoting.
+/// The schema name is the only text put into SQL other than as a parameter. It goes in as a
+/// quoted identifier ([`quote_schema`]), so SQL keywords such as `user` or `order` are fine
+/// names; the character rule keeps the quoting trivial and the name the same as typed
+/// (unquoted PostgreSQL names fold to lowercase).
 pub fn validate_schema(schema: &str) -> Result<()> {
     let mut bytes = schema.bytes();
     let first_ok = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'));
@@ -287,10 +289,18 @@ pub fn validate_schema(schema: &str) -> Result<()> {
     Ok(())
 }
 
+/// The schema name as a quoted SQL identifier, `"name"`; `schema` must have passed
+/// [`validate_schema`] (which leaves no character that needs escaping).
+pub fn quote_schema(schema: &str) -> String {
+    debug_assert!(validate_schema(schema).is_ok(), "quote_schema of an unchecked name");
+    format!("\"{schema}\"")
+}
+
 async fn run_migrations(options: &PgConnectOptions, schema: &str, acquire_timeout: Duration) -> Result<()> {
     // The migrations name their tables without a schema: they run with the search path set
     // to the application's schema only, and `append_events` pins that search path.
-    let options = options.clone().options([("search_path", schema)]);
+    let quoted = quote_schema(schema);
+    let options = options.clone().options([("search_path", quoted.as_str())]);
     // A one-connection pool rather than a bare connection: `Migrator::run(&PgPool)` keeps the
     // future `Send` for any caller (with `&mut PgConnection` it is not general enough).
     let pool = PgPoolOptions::new()
@@ -307,14 +317,15 @@ async fn run_migrations(options: &PgConnectOptions, schema: &str, acquire_timeou
             })
             .collect(),
     );
-    migrator.create_schema(schema.to_owned());
-    migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
+    migrator.create_schema(quoted.clone());
+    migrator.dangerous_set_table_name(format!("{quoted}._sqlx_migrations"));
     let result = migrator.run(&pool).await.map_err(errors::migrate);
     pool.close().await;
     result
 }
 
-/// SQL text, built once per backend with the schema name (validated) as the only interpolation.
+/// SQL text, built once per backend with the schema name (validated, quoted) as the only
+/// interpolation.
 #[derive(Debug)]
 struct Queries {
     open: Sql,
@@ -341,14 +352,15 @@ struct Sql(Arc<str>);
 
 impl SqlSafeStr for Sql {
     fn into_sql_str(self) -> sqlx::SqlStr {
-        // The only interpolated text is the schema name, checked by `validate_schema`.
+        // The only interpolated text is the schema name, checked by `validate_schema` and quoted.
         AssertSqlSafe(self.0).into_sql_str()
     }
 }
 
 impl Queries {
     fn new(schema: &str) -> Self {
-        let sql = |text: &str| Sql(text.replace("{s}", schema).into());
+        let quoted = quote_schema(schema);
+        let sql = |text: &str| Sql(text.replace("{s}", &quoted).into());
         Queries {
             open: sql(
                 "SELECT position, current_setting('synchronous_commit'), current_setting('fsync') FROM {s}.log_head",
@@ -1044,7 +1056,8 @@ mod tests {
     #[test]
     fn queries_name_only_the_schema() {
         let queries = Queries::new("app");
-        assert!(queries.append.0.contains("app.append_events("));
+        assert!(queries.append.0.contains("\"app\".append_events("));
+        assert!(queries.stats.0.contains("'\"app\".events'::regclass"));
         assert!(!format!("{queries:?}").contains("{s}"));
     }
 }

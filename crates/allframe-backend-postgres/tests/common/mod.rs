@@ -52,10 +52,20 @@ pub async fn fresh_with(configure: impl FnOnce(PostgresBuilder) -> PostgresBuild
     if !server_available().await {
         return None;
     }
-    let schema = fresh_schema();
+    Some(in_schema(fresh_schema(), configure).await)
+}
+
+/// A backend in the schema `schema`, dropped first if it exists (for fixed names such as
+/// SQL keywords) and again when the backend is dropped. Needs a server.
+pub async fn named_with(schema: &str, configure: impl FnOnce(PostgresBuilder) -> PostgresBuilder) -> TestBackend {
+    drop_schema(schema).await;
+    in_schema(schema.to_owned(), configure).await
+}
+
+async fn in_schema(schema: String, configure: impl FnOnce(PostgresBuilder) -> PostgresBuilder) -> TestBackend {
     let builder = PostgresBackend::builder(&database_url()).schema(&schema).pool_size(4);
     let backend = configure(builder).connect().await.expect("connect to the test server");
-    Some(TestBackend { backend: Some(backend), schema })
+    TestBackend { backend: Some(backend), schema }
 }
 
 /// A backend in a fresh schema with test defaults, or `None` (skip) without a server.
@@ -67,9 +77,12 @@ pub async fn fresh() -> Option<TestBackend> {
 pub async fn drop_schema(schema: &str) {
     allframe_backend_postgres::validate_schema(schema).expect("test schema name");
     if let Ok(mut conn) = sqlx::PgConnection::connect(&database_url()).await {
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-            .execute(&mut conn)
-            .await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            allframe_backend_postgres::quote_schema(schema)
+        )))
+        .execute(&mut conn)
+        .await;
         let _ = conn.close().await;
     }
 }
