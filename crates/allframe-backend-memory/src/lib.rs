@@ -25,9 +25,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
 use allframe_cqrs_core::{
-    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
-    ExpectedVersion, Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
+    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, EventId, EventStoreBackend, ExpectedVersion,
+    Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
 };
 
 /// The backend's name in logs, errors and stats.
@@ -158,44 +159,17 @@ impl InMemoryBackend {
 }
 
 impl State {
-    /// If every event id of the append is stored, contiguously and in order, in `stream`,
-    /// the result of the original append; if none is stored, `None`; otherwise an error.
-    fn find_retry(&self, stream: &str, events: &[NewEvent]) -> Result<Option<AppendResult>> {
-        let mut found = events.iter().map(|e| (e.metadata.event_id, self.ids.get(&e.metadata.event_id)));
-        let Some((first_id, first)) = found.next() else { return Ok(None) };
-        let Some(&first_index) = first else {
-            return match found.find_map(|(id, index)| index.map(|i| (id, i))) {
-                Some((id, &index)) => Err(self.duplicate(id, index)),
-                None => Ok(None),
-            };
-        };
-        let first_event = self.log.get(first_index);
-        if first_event.stream_id != *stream {
-            return Err(self.duplicate(first_id, first_index));
-        }
-        for (offset, (id, index)) in found.enumerate() {
-            let expected_index = self.streams[stream].get(first_event.version as usize + offset).copied();
-            if index.copied() != expected_index || expected_index.is_none() {
-                return Err(match index {
-                    Some(&index) => self.duplicate(id, index),
-                    None => self.duplicate(first_id, first_index),
-                });
-            }
-        }
-        // The retry's last event, found through the stream: the log between the first and the
-        // last may hold other streams' events when the ids span two appends.
-        let last = self.log.get(self.streams[stream][first_event.version as usize + events.len() - 2]);
-        Ok(Some(AppendResult {
-            stream_version: last.version,
-            first_position: first_event.position,
-            last_position: last.position,
-            deduplicated: true,
-        }))
-    }
-
-    fn duplicate(&self, event_id: EventId, index: usize) -> Error {
-        let stored = self.log.get(index);
-        Error::DuplicateEventId { event_id, stored_stream: stored.stream_id.clone(), stored_version: stored.version }
+    /// Where each of the append's ids is stored, for the core's retry rule (contract 9).
+    fn stored_at(&self, events: &[NewEvent]) -> Vec<Option<StoredAt>> {
+        events
+            .iter()
+            .map(|e| {
+                self.ids.get(&e.metadata.event_id).map(|&index| {
+                    let stored = self.log.get(index);
+                    StoredAt { stream: stored.stream_id.clone(), version: stored.version, position: stored.position }
+                })
+            })
+            .collect()
     }
 }
 
@@ -216,7 +190,7 @@ impl EventStoreBackend for InMemoryBackend {
         self.limits.check_append(stream, &events)?;
         let mut guard = self.write();
         let state = &mut *guard;
-        if let Some(original) = state.find_retry(stream, &events)? {
+        if let Some(original) = resolve_retry(stream, &events, &state.stored_at(&events))? {
             return Ok(original);
         }
         let State { log, streams, stream_order, ids, .. } = state;

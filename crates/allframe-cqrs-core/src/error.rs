@@ -231,6 +231,11 @@ impl Error {
         Error::Backend { backend, transient, source: source.into() }
     }
 
+    /// Stored data that failed a checksum or an invariant, in `file` at `offset`.
+    pub fn corruption(backend: &'static str, file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corruption { backend, file: file.into(), offset, reason: reason.into() }
+    }
+
     /// Wraps an I/O error, with the file when known.
     pub fn io(backend: &'static str, path: Option<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { backend, path, source }

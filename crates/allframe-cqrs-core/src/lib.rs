@@ -27,6 +27,7 @@ mod error;
 mod event;
 pub mod migrate;
 pub mod read;
+pub mod retry;
 mod store;
 mod subscription;
 mod types;
