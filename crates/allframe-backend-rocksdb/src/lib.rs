@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod create;
 mod layout;
 mod writer;
 
@@ -193,7 +194,7 @@ pub(crate) fn corruption(path: &Path, offset: u64, reason: impl Into<String>) ->
 }
 
 /// Maps an error from opening the database: a held lock is [`Error::Locked`].
-fn open_error(path: &Path, error: rocksdb::Error) -> Error {
+pub(crate) fn open_error(path: &Path, error: rocksdb::Error) -> Error {
     let message = error.as_ref().to_ascii_lowercase();
     if error.kind() == ErrorKind::IOError && message.contains("lock") {
         return Error::Locked { path: path.to_path_buf(), source: Some(Box::new(error)) };
@@ -209,42 +210,12 @@ pub(crate) fn read_head(db: &DB, handles: &Handles<'_>, path: &Path, stream: &st
     }
 }
 
-/// Whether `path` holds a store (`true`), is free for a new one (`false`), or is something else.
-fn inspect(path: &Path) -> Result<bool> {
-    let not_a_store = |reason: String| Error::NotAStore { backend: BACKEND_NAME, path: path.to_path_buf(), reason };
-    let metadata = match std::fs::metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(path).map_err(|e| Error::io(BACKEND_NAME, Some(path.to_path_buf()), e))?;
-            return Ok(false);
-        }
-        Err(error) => return Err(Error::io(BACKEND_NAME, Some(path.to_path_buf()), error)),
-    };
-    if !metadata.is_dir() {
-        return Err(not_a_store("it is a file, not a directory".into()));
-    }
-    if path.join("CURRENT").is_file() {
-        let families = DB::list_cf(&Options::default(), path).map_err(|e| open_error(path, e))?;
-        let missing: Vec<&str> =
-            layout::ALL_CFS.iter().copied().filter(|name| !families.iter().any(|f| f == name)).collect();
-        if !missing.is_empty() {
-            return Err(not_a_store(format!(
-                "a RocksDB database without the AllFrame column families {missing:?} (it has {families:?})"
-            )));
-        }
-        return Ok(true);
-    }
-    let mut entries = std::fs::read_dir(path).map_err(|e| Error::io(BACKEND_NAME, Some(path.to_path_buf()), e))?;
-    if entries.next().is_some() {
-        return Err(not_a_store("a non-empty directory that is not a RocksDB database".into()));
-    }
-    Ok(false)
-}
-
-fn db_options(config: &RocksDbConfig) -> Options {
+/// Database options; `create` only for a new store (an existing one has all its column
+/// families, checked before the open).
+fn db_options(config: &RocksDbConfig, create: bool) -> Options {
     let mut options = Options::default();
-    options.create_if_missing(true);
-    options.create_missing_column_families(true);
+    options.create_if_missing(create);
+    options.create_missing_column_families(create);
     options.set_max_background_jobs(2);
     options.set_bytes_per_sync(1 << 20);
     options.set_keep_log_file_num(4);
@@ -297,19 +268,28 @@ impl RocksDbBackend {
 
     /// Opens (or creates) the store at `path`.
     ///
-    /// Fails with [`Error::Locked`] when the store is open elsewhere, and with
+    /// Creating a store is atomic as seen from the next open: a process killed during its
+    /// first open leaves a directory that the next open creates the store in again.
+    ///
+    /// Fails with [`Error::Locked`] when the store is open (or being created) elsewhere, and with
     /// [`Error::NotAStore`] when `path` is a file, a non-empty directory that is not a RocksDB
     /// database, or a RocksDB database that is not an AllFrame store.
     pub fn open_with(path: impl AsRef<Path>, config: RocksDbConfig) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let existing = inspect(&path)?;
+        let found = create::inspect(&path)?;
+        let existing = matches!(found, create::Found::Store);
         let cache = Cache::new_lru_cache(config.block_cache_bytes);
         let families = layout::ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name, &config, &cache)))
             .collect::<Vec<_>>();
-        let db = DB::open_cf_descriptors(&db_options(&config), &path, families).map_err(|e| open_error(&path, e))?;
+        let db = DB::open_cf_descriptors(&db_options(&config, !existing), &path, families)
+            .map_err(|e| open_error(&path, e))?;
         let (streams, snapshots, head) = recover(&db, &path, existing)?;
+        if let create::Found::New(creation) = found {
+            // The database, its column families and its marker are synced: the store exists.
+            creation.finish()?;
+        }
         let db = Arc::new(db);
         let signal = Arc::new(CommitSignal::new(head));
         let counters = Arc::new(Counters::default());

@@ -1,0 +1,265 @@
+//! Telling a store from a new or foreign directory, and creating stores so that a process
+//! killed at any point of a first open leaves a directory the next open creates again.
+//!
+//! RocksDB creates a database in several steps (its `LOG`, a manifest, `CURRENT`, then each
+//! missing column family), and the store's format marker is written after all of them. A
+//! kill in between used to leave a directory that every later open refused. Now a creation
+//! first writes (and syncs) an intent file, [`CREATING`], into the empty directory and holds
+//! an exclusive lock on it; it removes the file only once the database, its column families
+//! and the marker are synced. The next open that finds the intent file with no lock held
+//! knows the directory holds nothing but an unfinished creation (nothing can have been
+//! appended: the open never returned), deletes RocksDB's files and creates the store again.
+//! Directories without the intent file are judged as before: RocksDB databases without our
+//! column families, and directories with other files, are refused and left untouched.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use allframe_cqrs_core::{Error, Result};
+use rocksdb::{DB, Options};
+
+use crate::{BACKEND_NAME, layout};
+
+/// Name of the intent file that marks a creation in progress (or cut short).
+pub(crate) const CREATING: &str = "ALLFRAME-CREATING";
+
+/// What the intent file says, for whoever looks into the directory.
+const CREATING_TEXT: &[u8] = b"An AllFrame CQRS RocksDB store is being created in this directory. \
+If no process is creating it, the next open deletes the RocksDB files here and creates it again.\n";
+
+/// How often a look at the directory is repeated when another opener changed it meanwhile.
+const ATTEMPTS: usize = 8;
+
+/// What [`inspect`] found at a store's path.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// A RocksDB database with every column family of a store.
+    Store,
+    /// A directory ready for a new store; the creation is finished with [`Creation::finish`].
+    New(Creation),
+}
+
+/// A creation in progress: holds the lock on the intent file until [`Creation::finish`]
+/// removes it (dropped unfinished, it leaves the file for the next open to start over).
+#[derive(Debug)]
+pub(crate) struct Creation {
+    dir: PathBuf,
+    _intent: File,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |error| Error::io(BACKEND_NAME, Some(path.to_path_buf()), error)
+}
+
+fn not_a_store(path: &Path, reason: String) -> Error {
+    Error::NotAStore { backend: BACKEND_NAME, path: path.to_path_buf(), reason }
+}
+
+fn locked(path: &Path, reason: &str) -> Error {
+    Error::Locked { path: path.to_path_buf(), source: Some(reason.into()) }
+}
+
+/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+impl Creation {
+    /// Marks the creation done: the database and its marker are synced, so the intent file
+    /// goes (and that removal is synced before the store is used).
+    pub(crate) fn finish(self) -> Result<()> {
+        sync_dir(&self.dir)?;
+        let intent = self.dir.join(CREATING);
+        match std::fs::remove_file(&intent) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(&intent)(error)),
+        }
+        sync_dir(&self.dir)
+    }
+}
+
+/// Whether `path` holds a store, is (or is made) ready for a new one, or is something else
+/// ([`Error::NotAStore`]). A creation that another opener is running is [`Error::Locked`].
+pub(crate) fn inspect(path: &Path) -> Result<Found> {
+    for _ in 0..ATTEMPTS {
+        if let Some(found) = inspect_once(path)? {
+            return Ok(found);
+        }
+    }
+    Err(locked(path, "other openers kept creating and finishing the store while this one looked"))
+}
+
+/// One look; `None` when another opener changed the directory meanwhile (look again).
+fn inspect_once(path: &Path) -> Result<Option<Found>> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path).map_err(io(path))?;
+            if let Some(parent) = path.parent() {
+                sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
+            }
+            return begin(path);
+        }
+        Err(error) => return Err(io(path)(error)),
+    };
+    if !metadata.is_dir() {
+        return Err(not_a_store(path, "it is a file, not a directory".into()));
+    }
+    let intent = path.join(CREATING);
+    match OpenOptions::new().read(true).write(true).open(&intent) {
+        Ok(file) => return resume(path, file),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io(&intent)(error)),
+    }
+    if path.join("CURRENT").is_file() {
+        let families = DB::list_cf(&Options::default(), path).map_err(|e| crate::open_error(path, e))?;
+        let missing: Vec<&str> =
+            layout::ALL_CFS.iter().copied().filter(|name| !families.iter().any(|f| f == name)).collect();
+        if !missing.is_empty() {
+            return Err(not_a_store(
+                path,
+                format!("a RocksDB database without the AllFrame column families {missing:?} (it has {families:?})"),
+            ));
+        }
+        let unknown: Vec<&String> = families.iter().filter(|f| !layout::ALL_CFS.contains(&f.as_str())).collect();
+        if !unknown.is_empty() {
+            return Err(not_a_store(
+                path,
+                format!("a RocksDB database with column families {unknown:?} of another program"),
+            ));
+        }
+        return Ok(Some(Found::Store));
+    }
+    let mut entries = std::fs::read_dir(path).map_err(io(path))?;
+    if entries.next().is_some() {
+        return Err(not_a_store(path, "a non-empty directory that is not a RocksDB database".into()));
+    }
+    begin(path)
+}
+
+/// Starts a creation in the empty directory `path`: writes the intent file and locks it.
+fn begin(path: &Path) -> Result<Option<Found>> {
+    let intent = path.join(CREATING);
+    let mut file = match OpenOptions::new().read(true).write(true).create_new(true).open(&intent) {
+        Ok(file) => file,
+        // Another opener began a creation since the directory was looked at.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+        Err(error) => return Err(io(&intent)(error)),
+    };
+    if !lock(path, &file)? {
+        return Ok(None);
+    }
+    file.write_all(CREATING_TEXT).and_then(|()| file.sync_all()).map_err(io(&intent))?;
+    sync_dir(path)?;
+    Ok(Some(Found::New(Creation { dir: path.to_path_buf(), _intent: file })))
+}
+
+/// Takes over a creation that was cut short: once its lock is free, deletes what RocksDB
+/// wrote and starts again. Any other file in the directory makes it [`Error::NotAStore`].
+fn resume(path: &Path, file: File) -> Result<Option<Found>> {
+    if !lock(path, &file)? {
+        return Ok(None);
+    }
+    let mut doomed = Vec::new();
+    let mut foreign = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io(path))? {
+        let entry = entry.map_err(io(path))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == CREATING {
+            continue;
+        }
+        let is_file = entry.file_type().map_err(io(path))?.is_file();
+        if is_file && is_rocksdb_file(&name) {
+            doomed.push(entry.path());
+        } else {
+            foreign.push(name.into_owned());
+        }
+    }
+    if !foreign.is_empty() {
+        foreign.sort();
+        return Err(not_a_store(
+            path,
+            format!("an unfinished store creation ({CREATING}) beside files that are not RocksDB's: {foreign:?}"),
+        ));
+    }
+    // `CURRENT` first, so that no later step can mistake a half-deleted database for one.
+    doomed.sort_by_key(|p| p.file_name().is_none_or(|n| n != "CURRENT"));
+    for file in &doomed {
+        match std::fs::remove_file(file) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(file)(error)),
+        }
+    }
+    sync_dir(path)?;
+    Ok(Some(Found::New(Creation { dir: path.to_path_buf(), _intent: file })))
+}
+
+/// Locks the intent file `file` (opened from `dir`): `false` when the file was removed or
+/// replaced before the lock was taken (its creation finished: look again). A lock held by
+/// another opener, in this process or another, is [`Error::Locked`].
+fn lock(dir: &Path, file: &File) -> Result<bool> {
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(locked(dir, "another opener is creating the store"));
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(io(dir)(error)),
+    }
+    let held = file.metadata().map_err(io(dir))?;
+    match std::fs::metadata(dir.join(CREATING)) {
+        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(io(dir)(error)),
+    }
+}
+
+/// Whether `name` is a file RocksDB writes into a database directory.
+fn is_rocksdb_file(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let numbered = |s: &str| digits(s.strip_suffix(".dbtmp").unwrap_or(s));
+    match name {
+        "CURRENT" | "IDENTITY" | "LOCK" | "LOG" => true,
+        _ if name.starts_with("LOG.old.") => true,
+        _ => {
+            if let Some(rest) = name.strip_prefix("MANIFEST-").or_else(|| name.strip_prefix("OPTIONS-")) {
+                return numbered(rest);
+            }
+            match name.rsplit_once('.') {
+                Some((number, "log" | "sst" | "dbtmp" | "blob" | "ldb")) => digits(number),
+                _ => false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rocksdb_file_names() {
+        for name in [
+            "CURRENT",
+            "IDENTITY",
+            "LOCK",
+            "LOG",
+            "LOG.old.1700000000000000",
+            "MANIFEST-000005",
+            "OPTIONS-000007",
+            "OPTIONS-000007.dbtmp",
+            "000001.dbtmp",
+            "000004.log",
+            "000012.sst",
+        ] {
+            assert!(is_rocksdb_file(name), "{name}");
+        }
+        for name in ["notes.txt", "MANIFEST-", "x.log", ".sst", "CURRENT.bak", "000004.log.1", "OPTIONS-12a"] {
+            assert!(!is_rocksdb_file(name), "{name}");
+        }
+    }
+}
