@@ -69,6 +69,12 @@ fn events(tag: u64, count: u64, payload_bytes: usize) -> Vec<NewEvent> {
     (0..count).map(|i| NewEvent::new("Filled", format!("{tag}/{i}/{}", "x".repeat(payload_bytes)))).collect()
 }
 
+/// The error and its source, for the printed summary.
+fn with_source(error: &Error) -> String {
+    let source = std::error::Error::source(error).map(|s| format!(" ({s})")).unwrap_or_default();
+    format!("{error}{source}")
+}
+
 fn typed_write_error(error: &Error) -> bool {
     matches!(error, Error::Io { .. } | Error::Backend { .. } | Error::Closed { .. })
 }
@@ -125,8 +131,42 @@ async fn full_disk_round(root: &Path, label: &str, write_buffer_bytes: usize) ->
     let read = store.get_all_events().await.unwrap();
     assert!(read.len() as u64 >= acks.iter().map(|a| a.count).sum::<u64>(), "{label}: reads on a full disk");
     drop(store);
+    // Reopening on the full disk: opened or a typed error, and the store survives either way.
+    let full_reopen = match RocksDbBackend::open_with(&path, config) {
+        Ok(reopened) => {
+            drop(reopened);
+            "opened".to_string()
+        }
+        Err(error) => {
+            assert!(typed_write_error(&error), "{label}: reopen on a full disk: {error:?}");
+            with_source(&error)
+        }
+    };
+    let store = match RocksDbBackend::open_with(&path, config) {
+        Ok(store) => store,
+        Err(error) => {
+            assert!(typed_write_error(&error), "{label}: reopen on a full disk: {error:?}");
+            std::fs::remove_file(&ballast).unwrap();
+            fill(&ballast, 1 << 20);
+            RocksDbBackend::open_with(&path, config).expect("reopen with a little space")
+        }
+    };
 
-    std::fs::remove_file(&ballast).unwrap();
+    // Space freed with the store still open: RocksDB keeps its background error until the
+    // store is reopened (seen: every later write fails), so an append is stored or typed.
+    let _ = std::fs::remove_file(&ballast);
+    match store.append("s-2", ExpectedVersion::Any, events(25_000, 2, 2000)).await {
+        Ok(result) => acks.push(Ack {
+            stream: "s-2".into(),
+            first_version: result.stream_version - 1,
+            first_position: result.first_position,
+            count: 2,
+            tag: 25_000,
+        }),
+        Err(error) => assert!(typed_write_error(&error), "{label}: after space was freed: {error:?}"),
+    }
+    drop(store);
+
     let store = RocksDbBackend::open_with(&path, config).expect("reopen once space is freed");
     let all = store.get_all_events().await.unwrap();
     assert_eq!(all.len() as u64, store.head_position().await.unwrap(), "{label}: positions 1..=head");
@@ -153,8 +193,7 @@ async fn full_disk_round(root: &Path, label: &str, write_buffer_bytes: usize) ->
     assert_eq!(store.head_position().await.unwrap(), all.len() as u64 + 3);
     drop(store);
     drop(mount);
-    let source = std::error::Error::source(&failure).map(|s| format!(": {s}")).unwrap_or_default();
-    Some((acks.len(), format!("{failure}{source}")))
+    Some((acks.len(), format!("{}; a reopen on the full disk: {full_reopen}", with_source(&failure))))
 }
 
 #[tokio::test]
@@ -165,4 +204,39 @@ async fn full_disk_fails_typed_and_loses_nothing_acknowledged() {
         let Some((acks, failure)) = full_disk_round(root.path(), label, write_buffer_bytes).await else { return };
         eprintln!("full disk ({label}): {acks} appends acknowledged, then: {failure}");
     }
+}
+
+/// A first open on a full disk fails with a typed error; once there is space, the next open
+/// creates the store (the creation cut short by the full disk is done again).
+#[tokio::test]
+async fn first_open_on_a_full_disk_is_typed_and_redone_later() {
+    let root = tempfile::tempdir().unwrap();
+    let Some(mount) = mount_tmpfs(&root.path().join("first-open"), 2 << 20) else { return };
+    let ballast = mount.0.join("ballast");
+    let mut outcomes = Vec::new();
+    // Less and less free space: each open is cut short at a different step (or succeeds).
+    for (i, leave) in [1u64 << 20, 256 << 10, 64 << 10, 16 << 10, 4 << 10, 0].into_iter().enumerate() {
+        fill(&ballast, leave);
+        let path = mount.0.join(format!("store-{i}"));
+        match RocksDbBackend::open(&path) {
+            Ok(store) => {
+                outcomes.push(format!("{leave} B free: opened"));
+                drop(store);
+            }
+            Err(error) => {
+                assert!(typed_write_error(&error), "first open with {leave} bytes free: {error:?}");
+                outcomes.push(format!("{leave} B free: {}", with_source(&error)));
+            }
+        }
+        std::fs::remove_file(&ballast).unwrap();
+        let store = RocksDbBackend::open(&path).expect("the next open, with space, creates the store");
+        assert_eq!(store.head_position().await.unwrap(), 0);
+        store.append("s", ExpectedVersion::NoStream, events(1, 2, 10)).await.unwrap();
+        drop(store);
+        let store = RocksDbBackend::open(&path).unwrap();
+        assert_eq!(store.get_events("s").await.unwrap().len(), 2);
+        drop(store);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+    eprintln!("full disk, first open: {}", outcomes.join("; "));
 }
