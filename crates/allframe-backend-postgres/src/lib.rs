@@ -43,11 +43,12 @@
 
 mod errors;
 mod json;
+mod listen;
 mod pgtypes;
 
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use allframe_cqrs_core::{
@@ -57,7 +58,7 @@ use allframe_cqrs_core::{
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 pub use errors::ConfigError;
@@ -72,6 +73,16 @@ pub const DEFAULT_SCHEMA: &str = "allframe";
 /// Longest accepted schema name, in bytes (the notification channel adds a prefix and
 /// PostgreSQL identifiers stop at 63 bytes).
 pub const MAX_SCHEMA_LEN: usize = 48;
+
+/// Default idle time before the server probes a connection ([`PostgresBuilder::tcp_keepalive`]).
+pub const DEFAULT_TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Default quiet time after which the LISTEN task checks its connection
+/// ([`PostgresBuilder::listener_health_check`]).
+pub const DEFAULT_LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default wait for the LISTEN task's check to be answered.
+pub const DEFAULT_LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The version of the newest embedded migration (the schema version this crate writes).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -103,6 +114,8 @@ pub struct PostgresBuilder {
     live_notifications: bool,
     retries: Option<u32>,
     application_name: Option<String>,
+    tcp_keepalive: Option<Duration>,
+    listener_health: listen::HealthCheck,
     limits: Limits,
 }
 
@@ -119,6 +132,11 @@ impl PostgresBuilder {
             live_notifications: true,
             retries: None,
             application_name: None,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE_IDLE),
+            listener_health: listen::HealthCheck {
+                interval: DEFAULT_LISTENER_CHECK_INTERVAL,
+                timeout: DEFAULT_LISTENER_CHECK_TIMEOUT,
+            },
             limits: Limits::default(),
         }
     }
@@ -190,6 +208,30 @@ impl PostgresBuilder {
         self
     }
 
+    /// TCP keepalive on every connection, set on the server side (default 60 s): the server
+    /// probes a connection idle for `idle`, then every 10 s (or `idle`, if shorter), and drops
+    /// it after 3 unanswered probes, so it frees the sessions of a client that vanished.
+    /// `None` keeps the server's settings (`tcp_keepalives_idle` and friends).
+    ///
+    /// sqlx offers no client-side keepalive; the client side of the LISTEN connection is
+    /// covered by [`listener_health_check`](Self::listener_health_check).
+    pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Self {
+        self.tcp_keepalive = idle.map(|idle| idle.max(Duration::from_secs(1)));
+        self
+    }
+
+    /// How the LISTEN task notices a half-open connection (default every 30 s, 10 s to
+    /// answer): after `interval` without a notification it reads the head over its
+    /// connection; without an answer within `timeout` it drops the connection and opens
+    /// another (which re-reads the head, so waiters miss nothing).
+    pub fn listener_health_check(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.listener_health = listen::HealthCheck {
+            interval: interval.max(Duration::from_millis(1)),
+            timeout: timeout.max(Duration::from_millis(1)),
+        };
+        self
+    }
+
     /// Input limits (default [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -206,6 +248,14 @@ impl PostgresBuilder {
             .application_name(self.application_name.as_deref().unwrap_or(&format!("allframe:{}", self.schema)));
         if let Some(timeout) = self.statement_timeout {
             options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
+        }
+        if let Some(idle) = self.tcp_keepalive {
+            let idle = idle.as_secs().max(1);
+            options = options.options([
+                ("tcp_keepalives_idle", idle),
+                ("tcp_keepalives_interval", idle.min(10)),
+                ("tcp_keepalives_count", 3),
+            ]);
         }
         if self.run_migrations {
             run_migrations(&options, &self.schema, self.acquire_timeout).await?;
@@ -251,9 +301,15 @@ impl PostgresBuilder {
         };
         let signal = Arc::new(CommitSignal::new(head.max(0) as u64));
         let channel = format!("allframe_{}", self.schema);
-        let listener = self
-            .live_notifications
-            .then(|| tokio::spawn(listen(options.clone(), channel.clone(), sql.head.clone(), Arc::downgrade(&signal))));
+        let listener = self.live_notifications.then(|| {
+            let config = listen::ListenConfig {
+                options: options.clone(),
+                channel: channel.clone(),
+                head_sql: sql.head.clone(),
+                health: self.listener_health,
+            };
+            tokio::spawn(listen::run(config, Arc::downgrade(&signal)))
+        });
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 pool,
@@ -968,55 +1024,6 @@ impl EventStoreBackend for PostgresBackend {
         self.inner.signal.wait_past(after_position, max_wait).await;
         Ok(())
     }
-}
-
-/// The LISTEN task: publishes the positions that appends NOTIFY (from any process) to the
-/// commit signal. On a lost connection it reconnects with backoff and re-reads the head, so a
-/// notification missed while disconnected only delays a waiter until then (or its timeout).
-async fn listen(options: PgConnectOptions, channel: String, head_sql: Sql, signal: Weak<CommitSignal>) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .min_connections(0)
-        .test_before_acquire(false)
-        .connect_lazy_with(options);
-    let mut backoff = Duration::from_millis(20);
-    loop {
-        let outcome = listen_once(&pool, &channel, &head_sql, &signal, &mut backoff).await;
-        if signal.strong_count() == 0 {
-            return;
-        }
-        if let Err(error) = outcome {
-            tracing::debug!(%error, "postgres: LISTEN connection lost; reconnecting");
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
-}
-
-async fn listen_once(
-    pool: &PgPool,
-    channel: &str,
-    head_sql: &Sql,
-    signal: &Weak<CommitSignal>,
-    backoff: &mut Duration,
-) -> std::result::Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.eager_reconnect(false);
-    listener.listen(channel).await?;
-    // Commits made while no connection listened were not notified: read the head once now.
-    let head: i64 = sqlx::query_scalar(head_sql.clone()).fetch_one(&mut listener).await?;
-    let Some(live) = signal.upgrade() else { return Ok(()) };
-    live.publish(head.max(0) as u64);
-    drop(live);
-    *backoff = Duration::from_millis(20);
-    while let Some(notification) = listener.try_recv().await? {
-        let Some(signal) = signal.upgrade() else { return Ok(()) };
-        match notification.payload().parse::<u64>() {
-            Ok(position) => signal.publish(position),
-            Err(_) => tracing::warn!(payload = notification.payload(), "postgres: unexpected NOTIFY payload"),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

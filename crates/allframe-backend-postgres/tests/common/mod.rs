@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use allframe_backend_postgres::{PostgresBackend, PostgresBuilder};
