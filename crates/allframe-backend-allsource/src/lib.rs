@@ -94,9 +94,25 @@
 //! other damage fails the open with [`Error::Corruption`]
 //! naming the file and byte offset; nothing is skipped or rewritten.
 //!
-//! After an I/O error in the writer (a full disk, a failed `fdatasync`), the store accepts no
-//! more appends (they fail with the error, then [`Error::Closed`]);
-//! reads keep working. Reopening replays what is durable.
+//! ## After an I/O failure: the store is poisoned
+//!
+//! A failed write or `fdatasync` of the log (in every mode: a group commit's, a roll's, the
+//! interval's or a `flush`'s), or of the snapshot file, **poisons** the store: the failure is
+//! logged with `tracing::error!` and shown in `stats()` (`failed`), the appends of the write
+//! that failed get its error ([`Error::Io`]), and from then on every append and flush fails
+//! with [`Error::Closed`] naming that first failure, and every snapshot with a copy of it,
+//! until the store is reopened. Reads keep working and show only what was acknowledged.
+//! There is no retry: after a failed `fdatasync` the kernel may have dropped the dirty pages,
+//! so a later sync that succeeds would prove nothing (the "fsync-gate").
+//!
+//! A failed append must not come back after reopen either: before poisoning, the writer
+//! overwrites the bytes of the group commit that failed with zeros and syncs them, so recovery
+//! ends the log where the last acknowledged write ended. (If that undo fails as well, it is
+//! logged, and the failed appends may be replayed on reopen, whole and checksummed.) A sealed
+//! segment is handed to the Parquet converter only once the group holding its last frame is
+//! committed, so no converted (cold) event is ever one that was not acknowledged. A failure of
+//! the converter or of the next-segment helper does not poison the store: the segment stays a
+//! log segment (`stats()` shows `parquet_conversion_error`) and is converted after reopen.
 //!
 //! ## Memory
 //!
@@ -149,6 +165,7 @@ mod cold;
 mod dir;
 mod format;
 mod io;
+mod poison;
 mod segments;
 mod snapshots;
 mod state;
@@ -422,6 +439,8 @@ impl AllSourceBackend {
             max_conversion_backlog: config.max_conversion_backlog.max(1) as u64,
             next: None,
             helper: None,
+            sealed: Vec::new(),
+            written: Vec::new(),
         };
         let handle = std::thread::Builder::new()
             .name("allsource-writer".into())
@@ -504,7 +523,7 @@ impl AllSourceBackend {
         }
         let start = std::time::Instant::now();
         loop {
-            if self.shared.signal.head() >= position || wakeup.failed.load(Relaxed) {
+            if self.shared.signal.head() >= position || wakeup.poisoned.load(Relaxed) {
                 wakeup.poll_credit.store((credit + 1).min(POLL_CREDIT_MAX), Relaxed);
                 stats.ack_poll_hits.fetch_add(1, Relaxed);
                 return;
@@ -529,15 +548,18 @@ impl AllSourceBackend {
             if self.shared.signal.head() >= position {
                 return Ok(());
             }
-            if wakeup.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            if wakeup.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
                 let state = self.read();
                 if state.committed >= position {
                     return Ok(());
                 }
-                return Err(match &state.failure {
-                    Some(failure) if position >= failure.first_position => wal::clone_error(&failure.error),
-                    _ => Self::closed(state.failed.as_deref().unwrap_or("the log writer stopped")),
-                });
+                // Below `first_failed` the writer has not decided yet (it may be writing the
+                // group right now): wait for it to commit or fail the append.
+                if let Some(poison) = &state.poisoned
+                    && position >= poison.first_failed
+                {
+                    return Err(poison.original());
+                }
             }
             notified.await;
         }
@@ -704,8 +726,8 @@ impl EventStoreBackend for AllSourceBackend {
         let placed = {
             let mut guard = self.write();
             let state = &mut *guard;
-            if let Some(reason) = &state.failed {
-                return Err(Self::closed(reason));
+            if let Some(poison) = &state.poisoned {
+                return Err(poison.closed());
             }
             if let Some(original) = state.find_retry(stream, &events, &self.shared.parquet)? {
                 Placed::Retry(original)
@@ -875,11 +897,21 @@ impl EventStoreBackend for AllSourceBackend {
     }
 
     async fn save_snapshot(&self, stream: &str, snapshot: Snapshot) -> Result<()> {
-        self.config.limits.check_stream_id(stream)?;
-        let current = self.read().committed_version(stream);
+        self.config.limits.check_snapshot(stream, &snapshot)?;
+        SnapshotFile::check_fits(stream, &snapshot)?;
+        let current = {
+            let state = self.read();
+            if let Some(poison) = &state.poisoned {
+                return Err(poison.original());
+            }
+            state.committed_version(stream)
+        };
         snapshot.check_version(stream, current)?;
         if let Some(file) = &self.snapshots {
-            file.write(&self.fs, stream, &snapshot, self.config.sync == SyncMode::Synchronous)?;
+            // A failed write or sync of the snapshot file poisons the store like one of the log:
+            // what the file holds after it is unknown (see `poison`).
+            file.write(&self.fs, stream, &snapshot, self.config.sync == SyncMode::Synchronous)
+                .inspect_err(|error| poison::poison(&self.shared, wal::clone_error(error), u64::MAX))?;
         }
         self.write().keep_snapshot(stream, snapshot);
         Ok(())
@@ -896,15 +928,15 @@ impl EventStoreBackend for AllSourceBackend {
         let (ack_tx, ack_rx) = oneshot::channel();
         {
             let mut state = self.write();
-            if let Some(reason) = &state.failed {
-                return Err(Self::closed(reason));
+            if let Some(poison) = &state.poisoned {
+                return Err(poison.closed());
             }
             state.log.as_mut().expect("a durable store has a pending log").flushes.push(ack_tx);
         }
         self.shared.wakeup.unpark();
         ack_rx.await.map_err(|_| Self::closed("the log writer stopped"))??;
         if let Some(file) = &self.snapshots {
-            file.sync(&self.fs)?;
+            file.sync(&self.fs).inspect_err(|error| poison::poison(&self.shared, wal::clone_error(error), u64::MAX))?;
         }
         Ok(())
     }
@@ -922,8 +954,8 @@ impl EventStoreBackend for AllSourceBackend {
             stats.details.insert("index_tail_ids".into(), state.ids.len().to_string());
             stats.details.insert("index_cold_segments".into(), state.cold.len().to_string());
             stats.details.insert("index_cold_memory_bytes".into(), state.cold_memory().to_string());
-            if let Some(reason) = &state.failed {
-                stats.details.insert("failed".into(), reason.clone());
+            if let Some(poison) = &state.poisoned {
+                stats.details.insert("failed".into(), poison.reason().to_string());
             }
         }
         let d = &mut stats.details;
@@ -963,6 +995,11 @@ impl EventStoreBackend for AllSourceBackend {
                     d.insert("recovery_torn_file".into(), file.display().to_string());
                     d.insert("recovery_torn_offset".into(), offset.to_string());
                     d.insert("recovery_torn_bytes".into(), bytes.to_string());
+                }
+                if let Some(snapshots) = &self.snapshots {
+                    let r = snapshots.report();
+                    d.insert("recovery_snapshots_dropped_ahead".into(), r.dropped_ahead.to_string());
+                    d.insert("recovery_snapshot_torn_tail".into(), r.torn_tail.is_some().to_string());
                 }
             }
         }

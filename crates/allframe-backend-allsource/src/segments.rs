@@ -623,6 +623,18 @@ impl Converter {
                 }
             }
         }
+        // A converted segment's events are readable at once (the cold index counts them as
+        // committed), and after reopen too: a segment holding a frame that is not yet
+        // committed, and so may still fail, must never get here. The writer hands a segment
+        // over only once the group with its last frame is committed; this checks it.
+        let last = events.last().map_or(0, |e| e.position);
+        let committed = self.shared.state.read().unwrap_or_else(PoisonError::into_inner).committed;
+        if last > committed {
+            return Err(Error::Closed {
+                backend: BACKEND_NAME,
+                reason: Some(format!("segment {seq} holds position {last}, past the committed head {committed}")),
+            });
+        }
         let entry = write_parquet(&self.dir, &self.fs, seq, &events)?;
         // Stream ids were checked as UTF-8 once per frame by `decode_rows`.
         let rows: Vec<cold::IndexRow<'_>> = events

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use allframe_cqrs_core::{AppendResult, Bytes, Error, EventId, NewEvent, Result, Snapshot, StreamId};
 
 use crate::cold::{ColdRun, ColdSegment, StreamEntry};
+use crate::poison::Poison;
 use crate::segments::ParquetFiles;
-use crate::wal::{Failure, PendingLog};
+use crate::wal::PendingLog;
 
 /// Segment number used for frames held in memory (`new()` stores).
 pub(crate) const MEMORY_SEGMENT: u32 = u32::MAX;
@@ -143,10 +144,9 @@ pub(crate) struct State {
     pub committed: u64,
     /// Frame bytes of an in-memory store.
     pub mem_frames: Vec<Bytes>,
-    /// Set when the writer hit an I/O error: no further appends are accepted.
-    pub failed: Option<String>,
-    /// The write that failed, for the appenders waiting on it.
-    pub failure: Option<Failure>,
+    /// Set once an I/O call the store's durability depends on has failed: no further appends,
+    /// flushes or snapshots are accepted until the store is reopened.
+    pub poisoned: Option<Poison>,
     /// Frames placed but not yet written (durable stores only).
     pub log: Option<PendingLog>,
 }

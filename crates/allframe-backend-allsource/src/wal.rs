@@ -627,8 +627,8 @@ pub(crate) struct Wakeup {
     pub wake_at: AtomicUsize,
     /// Set when the store is dropped: write what is pending, sync, stop.
     pub closing: AtomicBool,
-    /// Set once the writer has failed (details in `State::failure`).
-    pub failed: AtomicBool,
+    /// Set once the store is poisoned (details in `State::poisoned`).
+    pub poisoned: AtomicBool,
     /// Set by an appender that wakes the writer, for a writer that spins instead of parking.
     pub poke: AtomicBool,
     /// Appenders waiting for their group commit.
@@ -650,7 +650,7 @@ impl Default for Wakeup {
         Wakeup {
             wake_at: AtomicUsize::new(usize::MAX),
             closing: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
             poke: AtomicBool::new(false),
             acks: Notify::new(),
             lone_sync_nanos: AtomicU64::new(0),
@@ -762,6 +762,21 @@ pub(crate) struct Writer {
     /// The next segment's helper (set by `run`).
     pub next: Option<Arc<NextSegment>>,
     pub helper: Option<Thread>,
+    /// Segments sealed while writing the current group: handed to the converter only once
+    /// that group is committed (a converted segment's events are readable at once, so a
+    /// segment holding frames of a group that may still fail must not be converted).
+    pub sealed: Vec<u32>,
+    /// Where the current group's bytes went, to be zeroed again if the group fails.
+    pub written: Vec<Extent>,
+}
+
+/// Bytes of a log segment written by the group being committed.
+#[derive(Debug)]
+pub(crate) struct Extent {
+    file: Arc<File>,
+    path: PathBuf,
+    offset: u64,
+    len: usize,
 }
 
 /// What the writer found to do.
@@ -821,9 +836,9 @@ impl Writer {
             let mut group = match self.gather(std::mem::take(&mut spare), target, linger, interval, spin) {
                 Work::Group(group) => group,
                 Work::IntervalDue => {
-                    if self.sync().is_ok() {
-                        dirty = false;
-                    }
+                    // Failed or not, nothing is left to sync: a failure poisons the store.
+                    let _ = self.sync_or_poison();
+                    dirty = false;
                     last_sync = Instant::now();
                     continue;
                 }
@@ -832,7 +847,9 @@ impl Writer {
             if group.frames > 0 {
                 last_group = group.frames;
                 let started = Instant::now();
-                let outcome = if self.shared.wakeup.failed.load(Ordering::SeqCst) {
+                // Only this group's bytes may be undone if it fails.
+                self.written.clear();
+                let outcome = if self.shared.wakeup.poisoned.load(Ordering::SeqCst) {
                     Err(Error::Closed { backend: BACKEND_NAME, reason: Some("an earlier write failed".into()) })
                 } else {
                     self.write_group(&mut group)
@@ -847,31 +864,54 @@ impl Writer {
                         if self.mode == SyncMode::Synchronous {
                             last_sync = Instant::now();
                         }
+                        self.written.clear();
                         self.commit(&group);
+                        self.hand_over_sealed();
                     }
                     Err(error) => self.fail(&group, error),
                 }
             }
             let interval_due = matches!(self.mode, SyncMode::Interval(every) if last_sync.elapsed() >= every);
-            if dirty && (interval_due || !group.flushes.is_empty()) {
-                let result = self.sync();
-                if result.is_ok() {
-                    dirty = false;
-                }
+            let poisoned = || self.shared.wakeup.poisoned.load(Ordering::SeqCst);
+            let result = if poisoned() {
+                // A flush after a failure must not report success: the failure is its answer.
+                Err(self.poison_error())
+            } else if dirty && (interval_due || !group.flushes.is_empty()) {
+                let result = self.sync_or_poison();
+                dirty = false;
                 last_sync = Instant::now();
-                for ack in group.flushes.drain(..) {
-                    let _ = ack.send(result.as_ref().map(|_| ()).map_err(clone_error));
-                }
+                result
             } else {
-                for ack in group.flushes.drain(..) {
-                    let _ = ack.send(Ok(()));
-                }
+                Ok(())
+            };
+            for ack in group.flushes.drain(..) {
+                let _ = ack.send(result.as_ref().map(|_| ()).map_err(clone_error));
             }
             spare = group.buf;
             spare.clear();
         }
-        if dirty {
-            let _ = self.sync();
+        if dirty && !self.shared.wakeup.poisoned.load(Ordering::SeqCst) {
+            // Nobody waits for this one; a failure is still logged (by the poisoning).
+            let _ = self.sync_or_poison();
+        }
+    }
+
+    /// Syncs the active segment; a failure poisons the store (see [`crate::poison`]): every
+    /// append acknowledged since the last good sync may have lost its pages, so nothing more is
+    /// acknowledged, and the pending appends (positions past the committed head) will fail.
+    fn sync_or_poison(&self) -> Result<()> {
+        self.sync().inspect_err(|error| {
+            let committed = self.shared.state.read().unwrap_or_else(PoisonError::into_inner).committed;
+            crate::poison::poison(&self.shared, clone_error(error), committed + 1);
+        })
+    }
+
+    /// A copy of the error that poisoned the store.
+    fn poison_error(&self) -> Error {
+        let state = self.shared.state.read().unwrap_or_else(PoisonError::into_inner);
+        match &state.poisoned {
+            Some(poison) => poison.original(),
+            None => Error::Closed { backend: BACKEND_NAME, reason: Some("the log writer failed".into()) },
         }
     }
 
@@ -963,6 +1003,12 @@ impl Writer {
                 self.preallocate(file_end)?;
             }
             self.ask_for_next();
+            self.written.push(Extent {
+                file: self.active.file.clone(),
+                path: self.active.path.clone(),
+                offset: chunk.offset,
+                len: bytes.len(),
+            });
             let path = &self.active.path;
             for (n, piece) in bytes.chunks(self.max_batch_bytes).enumerate() {
                 let at = chunk.offset + (n * self.max_batch_bytes) as u64;
@@ -1034,13 +1080,27 @@ impl Writer {
             }
         };
         let sealed = std::mem::replace(&mut self.active, next);
-        if let Some(tx) = &self.convert_tx {
-            self.shared.conversion_backlog.fetch_add(1, Ordering::SeqCst);
-            let _ = tx.send(sealed.seq);
-            self.wait_for_converter();
-        }
+        // Not converted yet: the group being written may have frames in it and may still fail.
+        self.sealed.push(sealed.seq);
         self.shared.writer_stats.segments.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// After a group is committed, hands the segments sealed while writing it to the
+    /// converter (every frame in them is now committed), then applies backpressure.
+    fn hand_over_sealed(&mut self) {
+        if self.sealed.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.convert_tx else {
+            self.sealed.clear();
+            return;
+        };
+        for seq in self.sealed.drain(..) {
+            self.shared.conversion_backlog.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.send(seq);
+        }
+        self.wait_for_converter();
     }
 
     /// Backpressure: while more sealed segments wait for conversion than allowed, waits (and
@@ -1069,32 +1129,29 @@ impl Writer {
         self.shared.wakeup.acks.notify_waiters();
     }
 
-    /// Stops accepting appends after an I/O error: the group's appenders get the error,
-    /// later ones [`Error::Closed`]; nothing later is written.
-    fn fail(&self, group: &Group, error: Error) {
-        let reason = error.to_string();
-        {
-            let mut state = self.shared.state.write().unwrap_or_else(PoisonError::into_inner);
-            if state.failed.is_none() {
-                tracing::error!(error = %reason, "allsource: log write failed; the store accepts no more appends until reopened");
-                state.failed = Some(format!("{reason}: {}", source_text(&error)));
-                state.failure = Some(Failure { first_position: group.first_position, error });
+    /// After an I/O error while writing `group`: zeroes the bytes the group wrote (and syncs
+    /// them), so that no append whose appender gets the error comes back after reopen, then
+    /// poisons the store. The segments sealed on the way are left for the next open to
+    /// convert. (The rule is in [`crate::poison`].)
+    fn fail(&mut self, group: &Group, error: Error) {
+        self.sealed.clear();
+        for extent in std::mem::take(&mut self.written) {
+            let zeros = vec![0u8; extent.len];
+            let undone = self
+                .fs
+                .write_at(&extent.file, &extent.path, &zeros, extent.offset)
+                .and_then(|()| self.fs.sync_data(&extent.file, &extent.path));
+            if let Err(undo) = undone {
+                tracing::error!(
+                    file = %extent.path.display(),
+                    offset = extent.offset,
+                    error = %undo,
+                    "allsource: could not undo a failed log write; its appends may reappear after reopen"
+                );
             }
         }
-        self.shared.wakeup.failed.store(true, Ordering::SeqCst);
-        self.shared.wakeup.acks.notify_waiters();
+        crate::poison::poison(&self.shared, error, group.first_position);
     }
-}
-
-/// The write that failed: appends from `first_position` on get (a copy of) its error.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub first_position: u64,
-    pub error: Error,
-}
-
-fn source_text(error: &Error) -> String {
-    std::error::Error::source(error).map(|s| s.to_string()).unwrap_or_default()
 }
 
 /// A copy of an error for several waiters (I/O errors keep their kind and message).
