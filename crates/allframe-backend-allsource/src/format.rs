@@ -299,11 +299,23 @@ impl Cursor<'_> {
     }
 }
 
-/// A snapshot record: `[u32 len][u32 crc][u32 stream_len][stream][u64 version][i64 time][payload]`.
-pub(crate) fn encode_snapshot(stream: &str, snapshot: &allframe_cqrs_core::Snapshot) -> Vec<u8> {
-    let body_len = 4 + stream.len() + 16 + snapshot.payload.len();
-    let mut out = Vec::with_capacity(8 + body_len);
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+/// The body length of a snapshot record for `stream` and `snapshot`, or why the record
+/// format cannot hold it (the length field is 32 bits).
+pub(crate) fn snapshot_record_len(stream: &str, snapshot: &allframe_cqrs_core::Snapshot) -> Result<u32, &'static str> {
+    4usize
+        .checked_add(stream.len())
+        .and_then(|n| n.checked_add(16))
+        .and_then(|n| n.checked_add(snapshot.payload.len()))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or("the snapshot record would exceed the 4 GiB its 32-bit length field can hold")
+}
+
+/// A snapshot record: `[u32 len][u32 crc][u32 stream_len][stream][u64 version][i64 time][payload]`;
+/// `Err` when it does not fit the format (see [`snapshot_record_len`]).
+pub(crate) fn encode_snapshot(stream: &str, snapshot: &allframe_cqrs_core::Snapshot) -> Result<Vec<u8>, &'static str> {
+    let body_len = snapshot_record_len(stream, snapshot)?;
+    let mut out = Vec::with_capacity(8 + body_len as usize);
+    out.extend_from_slice(&body_len.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     put_bytes(&mut out, stream.as_bytes());
     out.extend_from_slice(&snapshot.version.to_le_bytes());
@@ -311,8 +323,11 @@ pub(crate) fn encode_snapshot(stream: &str, snapshot: &allframe_cqrs_core::Snaps
     out.extend_from_slice(&snapshot.payload);
     let crc = crc32fast::hash(&out[8..]) ^ crc32fast::hash(&out[0..4]);
     out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
+    Ok(out)
 }
+
+/// Why [`read_snapshot`] refuses a whole record whose checksum does not match.
+pub(crate) const SNAPSHOT_CHECKSUM_MISMATCH: &str = "snapshot record checksum mismatch";
 
 /// What reading a snapshot record found.
 pub(crate) enum SnapshotRead {
@@ -335,7 +350,7 @@ pub(crate) fn read_snapshot(buf: &[u8]) -> SnapshotRead {
     }
     let body = &buf[8..8 + body_len];
     if crc32fast::hash(body) ^ crc32fast::hash(&buf[0..4]) != u32_at(buf, 4) {
-        return SnapshotRead::Bad("snapshot record checksum mismatch");
+        return SnapshotRead::Bad(SNAPSHOT_CHECKSUM_MISMATCH);
     }
     let mut cursor = Cursor { bytes: body, at: 0 };
     let Ok(stream) = cursor.string() else { return SnapshotRead::Bad("snapshot stream id") };
@@ -399,9 +414,16 @@ mod tests {
     #[test]
     fn snapshot_round_trip() {
         let snap = allframe_cqrs_core::Snapshot::new(5, "state");
-        let buf = encode_snapshot("s", &snap);
+        let buf = encode_snapshot("s", &snap).expect("fits");
         let SnapshotRead::Record(stream, read, len) = read_snapshot(&buf) else { panic!("not read") };
         assert_eq!((stream.as_str(), read, len), ("s", snap, buf.len()));
         assert!(matches!(read_snapshot(&buf[..buf.len() - 1]), SnapshotRead::Torn));
+    }
+
+    #[test]
+    fn a_snapshot_record_length_counts_every_body_byte() {
+        let snap = allframe_cqrs_core::Snapshot::new(1, "xyz");
+        let body = snapshot_record_len("st", &snap).expect("fits");
+        assert_eq!(body as usize + 8, encode_snapshot("st", &snap).expect("fits").len());
     }
 }

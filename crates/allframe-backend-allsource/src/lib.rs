@@ -387,7 +387,17 @@ impl AllSourceBackend {
         let segment_size = config.segment_size.max(64 * 1024);
         let parquet = segments::ParquetFiles::default();
         let zero_fill = config.sync != SyncMode::NoSync;
-        let opened = wal::open(&dir, &fs, &mut state, &segments, &writer_stats, segment_size, zero_fill, &parquet)?;
+        let opened = wal::open(
+            &dir,
+            &fs,
+            &mut state,
+            &segments,
+            &writer_stats,
+            segment_size,
+            zero_fill,
+            config.sync == SyncMode::Synchronous,
+            &parquet,
+        )?;
         let snapshots = SnapshotFile::open(&dir, &fs, &mut state)?;
         state.log = Some(wal::PendingLog::new(&opened.active, opened.next_batch, segment_size));
         let head = state.committed;

@@ -4,7 +4,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use allframe_cqrs_core::{Error, Result, Snapshot};
+use allframe_cqrs_core::{Error, Result, Snapshot, StreamId};
 
 use crate::BACKEND_NAME;
 use crate::format::{self, SnapshotRead};
@@ -17,17 +17,35 @@ use crate::wal::{SNAPSHOT_FILE, io_err};
 pub(crate) struct SnapshotFile {
     path: PathBuf,
     inner: Mutex<(File, u64)>,
+    report: SnapshotReport,
 }
 
+/// What opening the snapshot file repaired, reported by `stats()`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SnapshotReport {
+    /// Records newer than their stream as recovered (saved in a mode that does not sync, the
+    /// events they cover were lost with the power), dropped.
+    pub dropped_ahead: u64,
+    /// `(offset, bytes removed)` of a torn final record (or zeros) cut off the file.
+    pub torn_tail: Option<(u64, u64)>,
+}
+
+/// Sector size assumed for torn writes: a power cut keeps or loses each sector of a write.
+const SECTOR: usize = 512;
+
 impl SnapshotFile {
-    /// Opens the file, loads every record into `state` (highest version per stream wins),
-    /// truncates a torn final record and compacts the file when it is mostly stale.
+    /// Opens the file, loads every record into `state` (highest version per stream wins, and
+    /// never one above the stream's recovered version), truncates a torn final record and
+    /// compacts the file when it is mostly stale or held dropped records.
+    ///
+    /// `state` must hold the recovered log (it is called after the log's recovery).
     pub fn open(dir: &Path, fs: &Fs, state: &mut State) -> Result<SnapshotFile> {
         let path = dir.join(SNAPSHOT_FILE);
+        let mut report = SnapshotReport::default();
         if !path.exists() {
             let file = fs.create_new(&path).map_err(|e| io_err(&path, e))?;
             fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
-            return Ok(SnapshotFile { path, inner: Mutex::new((file, 0)) });
+            return Ok(SnapshotFile { path, inner: Mutex::new((file, 0)), report });
         }
         let buf = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
         let mut at = 0;
@@ -35,15 +53,32 @@ impl SnapshotFile {
         while at < buf.len() {
             match format::read_snapshot(&buf[at..]) {
                 SnapshotRead::Record(stream, snapshot, len) => {
-                    state.keep_snapshot(&stream, snapshot);
+                    let recovered = state.assigned_version(&stream);
+                    if snapshot.version > recovered {
+                        tracing::warn!(
+                            file = %path.display(),
+                            offset = at,
+                            stream,
+                            snapshot_version = snapshot.version,
+                            stream_version = recovered,
+                            "allsource: dropping a snapshot newer than its recovered stream (its events were not durable)"
+                        );
+                        report.dropped_ahead += 1;
+                    } else {
+                        state.keep_snapshot(&stream, snapshot);
+                    }
                     records += 1;
                     at += len;
                 }
                 SnapshotRead::Torn => {
-                    tracing::warn!(file = %path.display(), offset = at, "allsource: truncating a torn final snapshot record");
+                    report.torn_tail = Some((at as u64, (buf.len() - at) as u64));
                     break;
                 }
                 SnapshotRead::Bad(reason) => {
+                    if torn_shaped(&buf, at, reason) && next_record(&buf, at + 1).is_none() {
+                        report.torn_tail = Some((at as u64, (buf.len() - at) as u64));
+                        break;
+                    }
                     return Err(Error::Corruption {
                         backend: BACKEND_NAME,
                         file: path,
@@ -53,14 +88,24 @@ impl SnapshotFile {
                 }
             }
         }
+        if let Some((offset, bytes)) = report.torn_tail {
+            tracing::warn!(
+                file = %path.display(),
+                offset,
+                bytes,
+                "allsource: truncating a torn final snapshot record left by a crash"
+            );
+        }
         let live = state.snapshots.len();
-        if records > 2 * live + 64 {
-            // Mostly superseded records: rewrite the live ones atomically.
+        if records > 2 * live + 64 || report.dropped_ahead > 0 {
+            // Mostly superseded records, or records that must not come back once the stream
+            // grows past them again: rewrite the live ones atomically.
             let mut out = Vec::new();
             let mut streams: Vec<_> = state.snapshots.iter().collect();
             streams.sort_by(|a, b| a.0.cmp(b.0));
             for (stream, snapshot) in streams {
-                out.extend_from_slice(&format::encode_snapshot(stream, snapshot));
+                let record = format::encode_snapshot(stream, snapshot).map_err(|reason| invalid(stream, reason))?;
+                out.extend_from_slice(&record);
             }
             fs.write_file_atomic(dir, SNAPSHOT_FILE, &out).map_err(|e| io_err(&path, e))?;
             at = out.len();
@@ -70,12 +115,23 @@ impl SnapshotFile {
             file.set_len(at as u64).map_err(|e| io_err(&path, e))?;
             fs.sync_data(&file, &path).map_err(|e| io_err(&path, e))?;
         }
-        Ok(SnapshotFile { path, inner: Mutex::new((file, at as u64)) })
+        Ok(SnapshotFile { path, inner: Mutex::new((file, at as u64)), report })
+    }
+
+    /// What opening the file repaired.
+    pub fn report(&self) -> &SnapshotReport {
+        &self.report
+    }
+
+    /// Refuses a snapshot the record format cannot hold (its length field is 32 bits), before
+    /// anything is written.
+    pub fn check_fits(stream: &str, snapshot: &Snapshot) -> Result<()> {
+        format::snapshot_record_len(stream, snapshot).map(|_| ()).map_err(|reason| invalid(stream, reason))
     }
 
     /// Appends one record; synced when `sync` is true.
     pub fn write(&self, fs: &Fs, stream: &str, snapshot: &Snapshot, sync: bool) -> Result<()> {
-        let record = format::encode_snapshot(stream, snapshot);
+        let record = format::encode_snapshot(stream, snapshot).map_err(|reason| invalid(stream, reason))?;
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let (file, end) = &mut *guard;
         let result = fs.write_at(file, &self.path, &record, *end).and_then(|()| match sync {
@@ -100,4 +156,48 @@ impl SnapshotFile {
         let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         fs.sync_data(&guard.0, &self.path).map_err(|e| io_err(&self.path, e))
     }
+}
+
+fn invalid(stream: &str, reason: &str) -> Error {
+    Error::InvalidSnapshot { stream: StreamId::from(stream), reason: reason.into() }
+}
+
+/// Whether the record at `buf[at..]`, which fails its checksum, looks like a write a power
+/// cut interrupted rather than damaged bytes: its header is zeros (that sector was lost), or
+/// one of its pieces between sector boundaries of the file is all zeros (an unwritten sector
+/// reads as zeros). A flipped bit leaves no such piece.
+fn torn_shaped(buf: &[u8], at: usize, reason: &str) -> bool {
+    let rest = &buf[at..];
+    if rest[..8.min(rest.len())].iter().all(|&b| b == 0) {
+        return true;
+    }
+    if reason != format::SNAPSHOT_CHECKSUM_MISMATCH {
+        return false;
+    }
+    let end = at + (8 + format::u32_at(rest, 0) as usize).min(rest.len());
+    let mut start = at;
+    while start < end {
+        let piece_end = ((start / SECTOR + 1) * SECTOR).min(end);
+        if buf[start..piece_end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = piece_end;
+    }
+    false
+}
+
+/// The offset of the first whole, checksummed record starting at or after `from`.
+fn next_record(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len()).find(|&at| {
+        let rest = &buf[at..];
+        if rest.len() < 28 {
+            return false;
+        }
+        // Cheap checks first: a plausible length and stream id length.
+        let body_len = format::u32_at(rest, 0) as usize;
+        if body_len < 20 || rest.len() - 8 < body_len || format::u32_at(rest, 8) as usize > body_len - 20 {
+            return false;
+        }
+        matches!(format::read_snapshot(rest), SnapshotRead::Record(..))
+    })
 }

@@ -155,6 +155,7 @@ pub(crate) fn open(
     stats: &WriterStats,
     segment_size: u64,
     zero_fill: bool,
+    synchronous: bool,
     parquet: &ParquetFiles,
 ) -> Result<Opened> {
     let started = Instant::now();
@@ -244,8 +245,23 @@ pub(crate) fn open(
                     // A torn tail: the bad frame belongs to the last group-commit write of the
                     // last segment, and no frame of a later write follows it.
                     let torn_batch = if last_flags & FLAG_LAST_IN_BATCH != 0 { next_batch } else { next_batch - 1 };
-                    if !is_last || later_frame(&buf, at + 1, torn_batch).is_some() {
+                    let later = if is_last { later_frame(&buf, at + 1, torn_batch) } else { None };
+                    // Without a sync per write, several group commits may be unsynced when the
+                    // power goes, and a cut may keep a later one while losing a sector (which
+                    // reads as zeros) of an earlier one: the whole unsynced tail is cut off. A
+                    // synchronous store syncs each write before the next, so there the earlier
+                    // one was durable and this is damage.
+                    let torn_unsynced = later.is_some_and(|later| !synchronous && zeroed_piece(&buf[..later], at));
+                    if !is_last || (later.is_some() && !torn_unsynced) {
                         return Err(corruption(&path, at as u64, reason));
+                    }
+                    if let Some(later) = later {
+                        tracing::warn!(
+                            file = %path.display(),
+                            offset = at,
+                            later_frame = later,
+                            "allsource: a power cut tore an unsynced group commit; dropping it and the unsynced ones after it"
+                        );
                     }
                     let junk = buf[at..].iter().rposition(|&b| b != 0).map_or(0, |last| last + 1) as u64;
                     tracing::warn!(
@@ -446,6 +462,22 @@ fn replay_frame(state: &mut State, h: &FrameHeader, payload: &[u8], path: &Path,
     let loc = Loc { segment: seq, offset, len: h.frame_len() as u32 };
     state.register(&stream, h.first_position, h.first_version, &ids, Some(loc));
     Ok(())
+}
+
+/// Whether a piece of `buf[from..]` between 512-byte sector boundaries of the file is all
+/// zeros: a sector a power cut lost (preallocated or sparse space reads as zeros), not a
+/// flipped bit.
+fn zeroed_piece(buf: &[u8], from: usize) -> bool {
+    const SECTOR: usize = 512;
+    let mut start = from;
+    while start < buf.len() {
+        let end = ((start / SECTOR + 1) * SECTOR).min(buf.len());
+        if buf[start..end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = end;
+    }
+    false
 }
 
 /// The first whole frame at or after `from` whose group-commit write is later than `batch`.

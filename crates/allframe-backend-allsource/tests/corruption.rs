@@ -144,3 +144,99 @@ fn snapshot_file_damage_is_reported_and_a_torn_record_repaired() {
     assert_eq!(read, events);
     assert_eq!(std::fs::metadata(&snapshots).unwrap().len(), 0);
 }
+
+/// Three snapshot records (streams s-0, s-1, s-2) in a closed store; returns the directory,
+/// the events, and each record's (start, end) in `snapshots.log`.
+fn build_with_snapshots() -> (tempfile::TempDir, Vec<RecordedEvent>, Vec<(usize, usize)>) {
+    let (dir, events) = build(6);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let path = dir.path().join("snapshots.log");
+    let mut records = vec![(0, std::fs::metadata(&path).unwrap().len() as usize)];
+    rt.block_on(async {
+        let store = AllSourceBackend::production(dir.path()).unwrap();
+        for (stream, payload) in [("s-1", "x".repeat(700)), ("s-2", "y".repeat(1500))] {
+            store.save_snapshot(stream, Snapshot::new(2, payload)).await.unwrap();
+            let start = records.last().unwrap().1;
+            records.push((start, std::fs::metadata(&path).unwrap().len() as usize));
+        }
+    });
+    (dir, events, records)
+}
+
+#[test]
+fn zeros_after_the_last_snapshot_record_are_a_torn_tail_not_corruption() {
+    let (dir, events, records) = build_with_snapshots();
+    let path = dir.path().join("snapshots.log");
+    let bytes = std::fs::read(&path).unwrap();
+    for zeros in [1, 7, 8, 100, 4096] {
+        let copy = tempfile::tempdir().unwrap();
+        disk::copy_store(dir.path(), copy.path());
+        let mut extended = bytes.clone();
+        extended.resize(bytes.len() + zeros, 0);
+        std::fs::write(copy.path().join("snapshots.log"), &extended).unwrap();
+        let (read, stats) = reopen(copy.path()).unwrap_or_else(|e| panic!("{zeros} zeros: {e:?}"));
+        assert_eq!(read, events);
+        assert_eq!(stats.snapshots, 3, "{zeros} zeros");
+        assert_eq!(stats.details["recovery_snapshot_torn_tail"], "true", "{zeros} zeros");
+        assert_eq!(std::fs::read(copy.path().join("snapshots.log")).unwrap(), bytes, "{zeros} zeros cut off");
+    }
+    assert_eq!(records.len(), 3);
+}
+
+#[test]
+fn a_final_snapshot_record_torn_by_lost_sectors_is_cut_off() {
+    let (dir, events, records) = build_with_snapshots();
+    let bytes = std::fs::read(dir.path().join("snapshots.log")).unwrap();
+    let (start, end) = records[2];
+    // Each 512-byte sector of the last record lost on its own (zeros), and the file cut at
+    // every sector boundary inside it.
+    let mut images = Vec::new();
+    for sector in (start / 512)..=((end - 1) / 512) {
+        let mut image = bytes.clone();
+        image[(sector * 512).max(start)..((sector + 1) * 512).min(end)].fill(0);
+        images.push(image);
+        if sector * 512 > start {
+            images.push(bytes[..sector * 512].to_vec());
+        }
+    }
+    assert!(images.len() >= 5);
+    for (i, image) in images.iter().enumerate() {
+        let copy = tempfile::tempdir().unwrap();
+        disk::copy_store(dir.path(), copy.path());
+        std::fs::write(copy.path().join("snapshots.log"), image).unwrap();
+        let (read, stats) = reopen(copy.path()).unwrap_or_else(|e| panic!("image {i}: {e:?}"));
+        assert_eq!(read, events, "image {i}");
+        assert_eq!(stats.snapshots, 2, "image {i}: the torn record is gone, the others kept");
+        assert_eq!(stats.details["recovery_snapshot_torn_tail"], "true", "image {i}");
+        assert_eq!(std::fs::read(copy.path().join("snapshots.log")).unwrap(), bytes[..start], "image {i}");
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_record_followed_by_a_valid_one_is_corruption() {
+    let (dir, _, records) = build_with_snapshots();
+    let path = dir.path().join("snapshots.log");
+    let bytes = std::fs::read(&path).unwrap();
+    let (start, end) = records[1];
+    let mut damaged = Vec::new();
+    // A flipped byte anywhere in the middle record.
+    for at in (start..end).step_by(37) {
+        let mut image = bytes.clone();
+        image[at] ^= 0x08;
+        damaged.push(image);
+    }
+    // Zeros where the middle record was: what follows is a whole record, so this is no torn tail.
+    let mut image = bytes.clone();
+    image[start..end].fill(0);
+    damaged.push(image);
+    // A flipped byte in the last record (no zero sector in it): damage, not a torn write.
+    let mut image = bytes.clone();
+    image[records[2].0 + 20] ^= 0x01;
+    damaged.push(image);
+    for (i, image) in damaged.iter().enumerate() {
+        std::fs::write(&path, image).unwrap();
+        let offset = if i + 1 == damaged.len() { records[2].0 } else { start } as u64;
+        expect_corruption(reopen(dir.path()), &path, offset);
+        assert_eq!(&std::fs::read(&path).unwrap(), image, "image {i}: the damaged file is left as it was");
+    }
+}

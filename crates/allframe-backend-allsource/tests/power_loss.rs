@@ -38,6 +38,9 @@ struct Hook {
     released: Mutex<bool>,
     release: Condvar,
     syncs: AtomicU64,
+    /// The segment as the failing sync found it: the torn group written, not yet synced (the
+    /// writer may undo the write after the failure; a power cut may not let it).
+    unsynced: Mutex<Option<Vec<u8>>>,
 }
 
 impl IoHook for Hook {
@@ -57,6 +60,10 @@ impl IoHook for Hook {
                 Ok(())
             }
             IoOp::Sync if self.syncs.fetch_add(1, Ordering::SeqCst) >= 1 => {
+                let mut unsynced = self.unsynced.lock().unwrap();
+                if unsynced.is_none() {
+                    *unsynced = std::fs::read(path).ok();
+                }
                 Err(io::Error::other("power cut before the sync completed"))
             }
             _ => Ok(()),
@@ -89,9 +96,9 @@ impl Rng {
 }
 
 /// Writes `ACKNOWLEDGED` synced appends, one more synced group of one append, then one group
-/// of `TORN_APPENDS` appends that is written but whose sync fails. Returns the directory and
-/// the acknowledged events.
-async fn build_torn_store() -> (tempfile::TempDir, Vec<RecordedEvent>) {
+/// of `TORN_APPENDS` appends that is written but whose sync fails. Returns the directory, the
+/// acknowledged events and the segment as it was with the torn group written.
+async fn build_torn_store() -> (tempfile::TempDir, Vec<RecordedEvent>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let hook = Arc::new(Hook::default());
     let store = Arc::new(AllSourceBackend::with_config(config(dir.path(), Some(hook.clone()))).unwrap());
@@ -134,13 +141,13 @@ async fn build_torn_store() -> (tempfile::TempDir, Vec<RecordedEvent>) {
     let acknowledged = store.read_all(0, usize::MAX).await.unwrap();
     assert_eq!(acknowledged.len() as u64, ACKNOWLEDGED + 1);
     drop(store);
-    (dir, acknowledged)
+    let written = hook.unsynced.lock().unwrap().take().expect("the failing sync saw the segment");
+    (dir, acknowledged, written)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_prefix() {
-    let (dir, acknowledged) = build_torn_store().await;
-    let written = std::fs::read(dir.path().join(SEGMENT)).unwrap();
+    let (dir, acknowledged, written) = build_torn_store().await;
     let all_frames = disk::frames(&written);
     let acked_frames = (ACKNOWLEDGED + 1) as usize;
     assert_eq!(all_frames.len(), acked_frames + TORN_APPENDS as usize, "the torn group reached the file");
@@ -154,6 +161,7 @@ async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_pr
     // The events of the whole torn group, as they would read had its sync succeeded.
     let whole = tempfile::tempdir().unwrap();
     disk::copy_store(dir.path(), whole.path());
+    std::fs::write(whole.path().join(SEGMENT), &written).unwrap();
     let full: Vec<RecordedEvent> = {
         let store = AllSourceBackend::with_config(config(whole.path(), None)).unwrap();
         store.read_all(0, usize::MAX).await.unwrap()
@@ -217,4 +225,59 @@ async fn any_subset_of_a_torn_group_commits_sectors_recovers_to_a_whole_frame_pr
     }
     // The random subsets really exercised partial outcomes, not only all or nothing.
     assert!(outcomes.len() >= 3, "outcomes: {outcomes:?}");
+}
+
+/// Without a sync per write (`Interval`, `NoSync`) several group commits can be unsynced when
+/// the power goes, and the cut can lose a sector of an earlier one while keeping a later one.
+/// That store opens with a prefix of its frames (the unsynced tail from the torn one is cut
+/// off); opened as a synchronous store, the same image is corruption (each write there is
+/// synced before the next, so a later write means the earlier one was durable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_across_several_unsynced_group_commits_recovers_a_prefix() {
+    use allframe_backend_allsource::SyncMode;
+    use allframe_cqrs_core::Error;
+    const SYNCED: usize = 5;
+    const UNSYNCED: usize = 12;
+    for sync in [SyncMode::Interval(std::time::Duration::from_secs(3600)), SyncMode::NoSync] {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |dir: &Path, sync| AllSourceConfig { sync, ..config(dir, None) };
+        let store = AllSourceBackend::with_config(with(dir.path(), sync)).unwrap();
+        for i in 0..SYNCED as u64 {
+            store.append("s", ExpectedVersion::Any, vec![event("synced", i)]).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        for i in 0..UNSYNCED as u64 {
+            // One append at a time: each is its own group commit.
+            store.append("s", ExpectedVersion::Any, vec![event("unsynced", i)]).await.unwrap();
+        }
+        let written = std::fs::read(dir.path().join(SEGMENT)).unwrap();
+        let frames = disk::frames(&written);
+        assert_eq!(frames.len(), SYNCED + UNSYNCED);
+        let synced_end = frames[SYNCED - 1].1;
+        for torn in SYNCED..SYNCED + UNSYNCED - 3 {
+            // The sector holding the middle of frame `torn` is lost: zeros, except the bytes
+            // that were synced before.
+            let sector = (frames[torn].0 + frames[torn].1) / 2 / 512;
+            let (from, to) = ((sector * 512).max(synced_end), (sector + 1) * 512);
+            if frames.last().unwrap().0 < to {
+                continue;
+            }
+            let mut image = written.clone();
+            image[from..to].fill(0);
+            let copy = tempfile::tempdir().unwrap();
+            disk::copy_store(dir.path(), copy.path());
+            std::fs::write(copy.path().join(SEGMENT), &image).unwrap();
+            let strict = AllSourceBackend::with_config(with(copy.path(), SyncMode::Synchronous)).unwrap_err();
+            assert!(matches!(strict, Error::Corruption { .. }), "{sync:?} torn {torn}: {strict:?}");
+            let store = AllSourceBackend::with_config(with(copy.path(), sync))
+                .unwrap_or_else(|e| panic!("{sync:?} torn {torn}: a power cut must not stop the store opening: {e}"));
+            let events = store.read_all(0, usize::MAX).await.unwrap();
+            let kept = frames.iter().take_while(|f| f.1 <= from).count();
+            assert_eq!(events.len(), kept, "{sync:?} torn {torn}: every whole frame before the lost sector");
+            store.append("s", ExpectedVersion::Exact(kept as u64), vec![event("after", 0)]).await.unwrap();
+            drop(store);
+            let store = AllSourceBackend::with_config(with(copy.path(), sync)).unwrap();
+            assert_eq!(store.head_position().await.unwrap(), kept as u64 + 1, "{sync:?} torn {torn}");
+        }
+    }
 }
