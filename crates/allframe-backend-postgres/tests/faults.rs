@@ -1,6 +1,9 @@
 //! Faults: the server drops the backend's connections (`pg_terminate_backend`) while it
 //! appends and reads; a statement timeout. The backend reports transient errors or retries,
 //! never acknowledges an append that did not commit, and recovers (including its LISTEN task).
+//! Without retries, every append is either acknowledged and stored where reported, or an
+//! error and stored whole or not at all; a subscriber running through the faults delivers
+//! every committed event once, in order.
 
 mod common;
 
@@ -214,4 +217,164 @@ async fn statement_timeout_is_a_typed_error_and_changes_nothing() {
     assert_eq!(backend.head_position().await.unwrap(), head);
     let result = backend.append("timed", ExpectedVersion::Exact(1), vec![NewEvent::new("T", "{}")]).await.unwrap();
     assert_eq!((result.stream_version, result.first_position), (2, head + 1), "the store works after the timeout");
+}
+
+/// One append's outcome under faults: its event ids and what the backend answered.
+type Outcome = (Vec<EventId>, Result<allframe_cqrs_core::AppendResult, Error>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_retries_every_append_is_acknowledged_and_stored_or_an_error_and_a_subscriber_sees_each_commit_once() {
+    // No automatic retry: every lost connection surfaces, so both outcomes are exercised.
+    let Some(fixture) = common::fresh_with(|b| b.pool_size(4).retries(0)).await else { return };
+    let backend = Arc::new(fixture.inner().clone());
+    let app_name = format!("allframe:{}", fixture.schema);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Kill the pool's connections and the listener's every few milliseconds.
+    let killer = {
+        let (stop, app_name) = (Arc::clone(&stop), app_name.clone());
+        tokio::spawn(async move {
+            let mut conn = admin().await;
+            let mut killed = 0;
+            while !stop.load(Ordering::SeqCst) {
+                killed += terminate(&mut conn, &app_name).await;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            killed
+        })
+    };
+
+    // A subscriber from the beginning, on the faulted backend, until it reaches the final head.
+    let (final_head_tx, final_head) = tokio::sync::watch::channel(None::<u64>);
+    let subscriber = {
+        let backend = Arc::clone(&backend);
+        tokio::spawn(async move {
+            let options = SubscriptionOptions { page_size: 25, max_wait: Duration::from_millis(100) };
+            let mut subscription = loop {
+                match RawSubscription::start(Arc::clone(&backend), StartFrom::Beginning, options).await {
+                    Ok(subscription) => break subscription,
+                    Err(e) => assert!(e.is_transient(), "subscribe: {e:?}"),
+                }
+            };
+            let (mut seen, mut errors) = (Vec::new(), 0u64);
+            while final_head.borrow().is_none_or(|head| subscription.checkpoint() < head) {
+                // `next` is cancel-safe: a timeout only lets the loop look at the final head.
+                match tokio::time::timeout(Duration::from_millis(200), subscription.next()).await {
+                    Ok(Ok(event)) => seen.push((event.position, event.metadata.event_id)),
+                    Ok(Err(e)) => {
+                        assert!(e.is_transient(), "the subscription failed with a non-transient error: {e:?}");
+                        errors += 1;
+                    }
+                    Err(_) => {}
+                }
+            }
+            (seen, errors)
+        })
+    };
+
+    // Writers: one attempt per append, fresh ids each time.
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let backend = Arc::clone(&backend);
+            tokio::spawn(async move {
+                let stream = format!("once-{w}");
+                let mut outcomes: Vec<Outcome> = Vec::new();
+                for i in 0..APPENDS {
+                    let events: Vec<NewEvent> = (0..1 + i % 3)
+                        .map(|k| NewEvent::new("Once", format!(r#"{{"w":{w},"i":{i},"k":{k}}}"#)))
+                        .collect();
+                    let ids = events.iter().map(|e| e.metadata.event_id).collect();
+                    let result = backend.append(&stream, ExpectedVersion::Any, events).await;
+                    if let Err(e) = &result {
+                        assert!(e.is_transient(), "an append failed with a non-transient error: {e:?}");
+                    }
+                    outcomes.push((ids, result));
+                }
+                (stream, outcomes)
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for writer in writers {
+        outcomes.push(writer.await.expect("writer"));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let killed = killer.await.expect("killer");
+    assert!(killed > 0, "the test terminated no connection");
+
+    // The pool recovers: once the dead pooled connections are used up (each fails one
+    // call), appends succeed again, and then keep succeeding.
+    let mut failed_after = 0;
+    let recovered = loop {
+        match backend.append("after", ExpectedVersion::Any, vec![NewEvent::new("After", "{}")]).await {
+            Ok(result) => break result,
+            Err(e) => {
+                assert!(e.is_transient(), "{e:?}");
+                failed_after += 1;
+                assert!(failed_after <= 5, "the pool did not recover: {e:?}");
+            }
+        }
+    };
+    for _ in 0..5 {
+        backend.append("after", ExpectedVersion::Any, vec![NewEvent::new("After", "{}")]).await.expect("recovered");
+    }
+    let log = backend.get_all_events().await.expect("log after the faults");
+    final_head_tx.send(Some(log.last().map_or(0, |e| e.position))).expect("subscriber running");
+    let (seen, subscriber_errors) =
+        tokio::time::timeout(Duration::from_secs(60), subscriber).await.expect("subscriber finished").expect("task");
+
+    // Every acknowledged append is stored where reported; every failed one is stored whole
+    // (its commit's reply was lost) or not at all; versions stay contiguous.
+    let by_id: HashMap<EventId, (String, u64, u64)> =
+        log.iter().map(|e| (e.metadata.event_id, (e.stream_id.to_string(), e.version, e.position))).collect();
+    assert_eq!(by_id.len(), log.len(), "no event stored twice");
+    assert!(log.iter().enumerate().all(|(i, e)| e.position == i as u64 + 1), "positions 1..=N");
+    let (mut acknowledged, mut failed, mut failed_but_stored, mut checked) = (0, 0, 0, 0);
+    for (stream, appends) in &outcomes {
+        for (ids, result) in appends {
+            let stored: Vec<_> = ids.iter().map(|id| by_id.get(id)).collect();
+            match result {
+                Ok(result) => {
+                    acknowledged += 1;
+                    for (offset, slot) in stored.iter().enumerate() {
+                        let expected = (
+                            stream.clone(),
+                            result.stream_version - (ids.len() - 1 - offset) as u64,
+                            result.first_position + offset as u64,
+                        );
+                        assert_eq!(*slot, Some(&expected), "acknowledged event {offset} of {ids:?}");
+                        checked += 1;
+                    }
+                }
+                Err(_) => {
+                    failed += 1;
+                    if stored.iter().all(Option::is_some) {
+                        failed_but_stored += 1;
+                        let first = stored[0].expect("stored");
+                        for (offset, slot) in stored.iter().enumerate() {
+                            let expected = (stream.clone(), first.1 + offset as u64, first.2 + offset as u64);
+                            assert_eq!(*slot, Some(&expected), "a failed append stored whole, contiguous");
+                        }
+                    } else {
+                        assert!(stored.iter().all(Option::is_none), "a failed append stored in part: {stored:?}");
+                    }
+                    checked += ids.len();
+                }
+            }
+        }
+        let versions: Vec<u64> = log.iter().filter(|e| e.stream_id.as_str() == stream).map(|e| e.version).collect();
+        assert!(versions.iter().enumerate().all(|(i, v)| *v == i as u64 + 1), "contiguous versions in {stream}");
+    }
+    assert!(recovered.stream_version >= 1);
+
+    // The subscriber saw the whole log, each event once, in order, despite its own errors.
+    let expected: Vec<(u64, EventId)> = log.iter().map(|e| (e.position, e.metadata.event_id)).collect();
+    assert_eq!(seen, expected, "the subscriber delivered every committed event exactly once, in order");
+    eprintln!(
+        "terminated {killed} connections; {acknowledged} appends acknowledged, {failed} failed \
+         ({failed_but_stored} of them committed before the reply was lost); {checked} events checked; \
+         {failed_after} failed calls before the pool recovered; the subscriber met {subscriber_errors} \
+         transient errors and delivered all {} events",
+        seen.len()
+    );
 }
