@@ -178,3 +178,31 @@ async fn oversized_and_invalid_input_is_refused_before_touching_the_log() {
     assert!(matches!(err, Error::InvalidStreamId { .. }));
     assert_eq!(store.stats().await.unwrap().details["frames_written"], "0");
 }
+
+/// Snapshot payloads are limited (`Limits::max_snapshot_bytes`): the record's length field is
+/// 32 bits, and a larger payload used to be written damaged and acknowledged. A refused
+/// snapshot is a typed error, writes nothing and leaves the store working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_over_the_size_limit_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || AllSourceConfig {
+        limits: allframe_cqrs_core::Limits { max_snapshot_bytes: 16, ..Default::default() },
+        ..AllSourceConfig::durable(dir.path())
+    };
+    let store = AllSourceBackend::with_config(config()).unwrap();
+    store.append("s", ExpectedVersion::Any, vec![event(0), event(1)]).await.unwrap();
+    store.save_snapshot("s", Snapshot::new(1, vec![7u8; 16])).await.unwrap();
+    let file = dir.path().join("snapshots.log");
+    let before = std::fs::read(&file).unwrap();
+    let err = store.save_snapshot("s", Snapshot::new(2, vec![7u8; 17])).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidSnapshot { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), before, "nothing of the refused snapshot was written");
+    assert_eq!(store.get_latest_snapshot("s").await.unwrap().unwrap().version, 1);
+    // The store still works: appends and snapshots within the limit.
+    store.append("s", ExpectedVersion::Exact(2), vec![event(2)]).await.unwrap();
+    store.save_snapshot("s", Snapshot::new(3, vec![9u8; 16])).await.unwrap();
+    drop(store);
+    let store = AllSourceBackend::with_config(config()).unwrap();
+    let snapshot = store.get_latest_snapshot("s").await.unwrap().unwrap();
+    assert_eq!((snapshot.version, snapshot.payload.len()), (3, 16));
+}
