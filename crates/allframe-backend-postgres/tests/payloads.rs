@@ -78,3 +78,9 @@ async fn a_snapshot_beyond_numeric_is_invalid_payload() {
     assert!(matches!(result, Err(Error::InvalidPayload { .. })), "{result:?}");
     assert!(backend.get_latest_snapshot("s").await.expect("get").is_none(), "nothing stored");
 }
+
+#[tokio::test]
+async fn a_lone_surrogate_escape_is_invalid_payload() {
+    let Some(backend) = common::fresh().await else { return };
+    assert_refused(&backend, "surrogate", vec![NewEvent::new("Lone", r#"{"s":"\ud800"}"#)], "Lone").await;
+}
