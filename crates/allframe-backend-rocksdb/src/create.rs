@@ -4,17 +4,19 @@
 //! RocksDB creates a database in several steps (its `LOG`, a manifest, `CURRENT`, then each
 //! missing column family), and the store's format marker is written after all of them. A
 //! kill in between used to leave a directory that every later open refused. Now a creation
-//! first writes (and syncs) an intent file, [`CREATING`], into the empty directory and holds
-//! an exclusive lock on it; it removes the file only once the database, its column families
-//! and the marker are synced. The next open that finds the intent file with no lock held
-//! knows the directory holds nothing but an unfinished creation (nothing can have been
-//! appended: the open never returned), deletes RocksDB's files and creates the store again.
-//! Directories without the intent file are judged as before: RocksDB databases without our
-//! column families, and directories with other files, are refused and left untouched.
+//! first writes (and syncs) an intent file, [`CREATING`], into the empty directory, and
+//! removes it only once the database, its column families and the marker are synced. An
+//! open that finds the intent file knows the directory holds nothing but an unfinished
+//! creation (nothing can have been appended: that open never returned), deletes RocksDB's
+//! files and creates the store again. Directories without the intent file are judged as
+//! before: RocksDB databases without our column families, and directories with other files,
+//! are refused and left untouched.
+//!
+//! Every open looks at the directory under an exclusive lock on the directory itself, and a
+//! creation holds it until the intent file is gone, so an open never mistakes another
+//! opener's creation in progress for one cut short (it gets [`Error::Locked`] instead).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use allframe_cqrs_core::{Error, Result};
@@ -29,24 +31,27 @@ pub(crate) const CREATING: &str = "ALLFRAME-CREATING";
 const CREATING_TEXT: &[u8] = b"An AllFrame CQRS RocksDB store is being created in this directory. \
 If no process is creating it, the next open deletes the RocksDB files here and creates it again.\n";
 
-/// How often a look at the directory is repeated when another opener changed it meanwhile.
-const ATTEMPTS: usize = 8;
-
-/// What [`inspect`] found at a store's path.
+/// What [`inspect`] found at a store's path. Either keeps the directory locked until dropped.
 #[derive(Debug)]
 pub(crate) enum Found {
-    /// A RocksDB database with every column family of a store.
-    Store,
+    /// A RocksDB database with every column family of a store (and no unfinished creation).
+    Store { _lock: DirLock },
     /// A directory ready for a new store; the creation is finished with [`Creation::finish`].
     New(Creation),
 }
 
-/// A creation in progress: holds the lock on the intent file until [`Creation::finish`]
-/// removes it (dropped unfinished, it leaves the file for the next open to start over).
+/// The exclusive lock on a store's directory (`None` where the filesystem cannot lock one).
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _dir: Option<File>,
+}
+
+/// A creation in progress: the intent file is written; [`Creation::finish`] removes it.
+/// Dropped unfinished, it leaves the file for the next open to start over.
 #[derive(Debug)]
 pub(crate) struct Creation {
     dir: PathBuf,
-    _intent: File,
+    _lock: DirLock,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -55,10 +60,6 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 
 fn not_a_store(path: &Path, reason: String) -> Error {
     Error::NotAStore { backend: BACKEND_NAME, path: path.to_path_buf(), reason }
-}
-
-fn locked(path: &Path, reason: &str) -> Error {
-    Error::Locked { path: path.to_path_buf(), source: Some(reason.into()) }
 }
 
 /// Makes the entries of `dir` (files created, renamed or removed in it) durable.
@@ -81,38 +82,41 @@ impl Creation {
     }
 }
 
-/// Whether `path` holds a store, is (or is made) ready for a new one, or is something else
-/// ([`Error::NotAStore`]). A creation that another opener is running is [`Error::Locked`].
-pub(crate) fn inspect(path: &Path) -> Result<Found> {
-    for _ in 0..ATTEMPTS {
-        if let Some(found) = inspect_once(path)? {
-            return Ok(found);
-        }
+/// Locks the directory `path` for this open's look (and creation). Held by another open, in
+/// this process or another: [`Error::Locked`].
+fn lock_dir(path: &Path) -> Result<DirLock> {
+    let dir = File::open(path).map_err(io(path))?;
+    match dir.try_lock() {
+        Ok(()) => Ok(DirLock { _dir: Some(dir) }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+            path: path.to_path_buf(),
+            source: Some("another open of the store is looking at or creating it".into()),
+        }),
+        // A filesystem that cannot lock directories (some network filesystems): opens there
+        // are not guarded against each other, as before; RocksDB's own lock still applies.
+        Err(std::fs::TryLockError::Error(_)) => Ok(DirLock { _dir: None }),
     }
-    Err(locked(path, "other openers kept creating and finishing the store while this one looked"))
 }
 
-/// One look; `None` when another opener changed the directory meanwhile (look again).
-fn inspect_once(path: &Path) -> Result<Option<Found>> {
-    let metadata = match std::fs::metadata(path) {
-        Ok(metadata) => metadata,
+/// Whether `path` holds a store, is (or is made) ready for a new one, or is something else
+/// ([`Error::NotAStore`]).
+pub(crate) fn inspect(path: &Path) -> Result<Found> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if !metadata.is_dir() => {
+            return Err(not_a_store(path, "it is a file, not a directory".into()));
+        }
+        Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(path).map_err(io(path))?;
             if let Some(parent) = path.parent() {
                 sync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })?;
             }
-            return begin(path);
         }
         Err(error) => return Err(io(path)(error)),
-    };
-    if !metadata.is_dir() {
-        return Err(not_a_store(path, "it is a file, not a directory".into()));
     }
-    let intent = path.join(CREATING);
-    match OpenOptions::new().read(true).write(true).open(&intent) {
-        Ok(file) => return resume(path, file),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(io(&intent)(error)),
+    let lock = lock_dir(path)?;
+    if path.join(CREATING).try_exists().map_err(io(path))? {
+        return resume(path, lock);
     }
     if path.join("CURRENT").is_file() {
         let families = DB::list_cf(&Options::default(), path).map_err(|e| crate::open_error(path, e))?;
@@ -131,38 +135,28 @@ fn inspect_once(path: &Path) -> Result<Option<Found>> {
                 format!("a RocksDB database with column families {unknown:?} of another program"),
             ));
         }
-        return Ok(Some(Found::Store));
+        return Ok(Found::Store { _lock: lock });
     }
-    let mut entries = std::fs::read_dir(path).map_err(io(path))?;
-    if entries.next().is_some() {
+    if std::fs::read_dir(path).map_err(io(path))?.next().is_some() {
         return Err(not_a_store(path, "a non-empty directory that is not a RocksDB database".into()));
     }
-    begin(path)
+    begin(path, lock)
 }
 
-/// Starts a creation in the empty directory `path`: writes the intent file and locks it.
-fn begin(path: &Path) -> Result<Option<Found>> {
+/// Starts a creation in the empty directory `path`: writes the intent file and syncs it.
+fn begin(path: &Path, lock: DirLock) -> Result<Found> {
     let intent = path.join(CREATING);
-    let mut file = match OpenOptions::new().read(true).write(true).create_new(true).open(&intent) {
-        Ok(file) => file,
-        // Another opener began a creation since the directory was looked at.
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
-        Err(error) => return Err(io(&intent)(error)),
-    };
-    if !lock(path, &file)? {
-        return Ok(None);
-    }
-    file.write_all(CREATING_TEXT).and_then(|()| file.sync_all()).map_err(io(&intent))?;
+    std::fs::write(&intent, CREATING_TEXT)
+        .and_then(|()| File::open(&intent).and_then(|f| f.sync_all()))
+        .map_err(io(&intent))?;
     sync_dir(path)?;
-    Ok(Some(Found::New(Creation { dir: path.to_path_buf(), _intent: file })))
+    Ok(Found::New(Creation { dir: path.to_path_buf(), _lock: lock }))
 }
 
-/// Takes over a creation that was cut short: once its lock is free, deletes what RocksDB
-/// wrote and starts again. Any other file in the directory makes it [`Error::NotAStore`].
-fn resume(path: &Path, file: File) -> Result<Option<Found>> {
-    if !lock(path, &file)? {
-        return Ok(None);
-    }
+/// Takes over a creation that was cut short (no open holds the directory's lock, so its
+/// process is gone): deletes what RocksDB wrote and starts again. Any other file in the
+/// directory makes it [`Error::NotAStore`], and nothing is deleted.
+fn resume(path: &Path, lock: DirLock) -> Result<Found> {
     let mut doomed = Vec::new();
     let mut foreign = Vec::new();
     for entry in std::fs::read_dir(path).map_err(io(path))? {
@@ -186,7 +180,7 @@ fn resume(path: &Path, file: File) -> Result<Option<Found>> {
             format!("an unfinished store creation ({CREATING}) beside files that are not RocksDB's: {foreign:?}"),
         ));
     }
-    // `CURRENT` first, so that no later step can mistake a half-deleted database for one.
+    // `CURRENT` first, so that a half-deleted database is never a whole one with files missing.
     doomed.sort_by_key(|p| p.file_name().is_none_or(|n| n != "CURRENT"));
     for file in &doomed {
         match std::fs::remove_file(file) {
@@ -196,26 +190,7 @@ fn resume(path: &Path, file: File) -> Result<Option<Found>> {
         }
     }
     sync_dir(path)?;
-    Ok(Some(Found::New(Creation { dir: path.to_path_buf(), _intent: file })))
-}
-
-/// Locks the intent file `file` (opened from `dir`): `false` when the file was removed or
-/// replaced before the lock was taken (its creation finished: look again). A lock held by
-/// another opener, in this process or another, is [`Error::Locked`].
-fn lock(dir: &Path, file: &File) -> Result<bool> {
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(locked(dir, "another opener is creating the store"));
-        }
-        Err(std::fs::TryLockError::Error(error)) => return Err(io(dir)(error)),
-    }
-    let held = file.metadata().map_err(io(dir))?;
-    match std::fs::metadata(dir.join(CREATING)) {
-        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(error) => Err(io(dir)(error)),
-    }
+    Ok(Found::New(Creation { dir: path.to_path_buf(), _lock: lock }))
 }
 
 /// Whether `name` is a file RocksDB writes into a database directory.

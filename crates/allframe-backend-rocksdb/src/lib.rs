@@ -277,7 +277,7 @@ impl RocksDbBackend {
     pub fn open_with(path: impl AsRef<Path>, config: RocksDbConfig) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let found = create::inspect(&path)?;
-        let existing = matches!(found, create::Found::Store);
+        let existing = matches!(found, create::Found::Store { .. });
         let cache = Cache::new_lru_cache(config.block_cache_bytes);
         let families = layout::ALL_CFS
             .iter()

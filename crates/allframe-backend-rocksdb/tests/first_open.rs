@@ -285,14 +285,15 @@ fn foreign_directories_are_still_refused_untouched() {
     eprintln!("first open: {refused} foreign directories refused untouched");
 }
 
-/// While another opener holds the creation's lock, an open is `Locked` and deletes nothing.
+/// While another open holds the directory's lock (it is looking or creating), an open is
+/// `Locked` and deletes nothing.
 #[test]
 fn a_creation_in_progress_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     intent(&path);
     std::fs::write(path.join("LOG"), b"log").unwrap();
-    let held = std::fs::File::open(path.join(CREATING)).unwrap();
+    let held = std::fs::File::open(&path).unwrap();
     held.try_lock().unwrap();
     let before = contents(&path);
     match RocksDbBackend::open(&path) {
@@ -302,4 +303,36 @@ fn a_creation_in_progress_is_locked() {
     assert_eq!(contents(&path), before, "nothing was deleted");
     drop(held);
     check_opens_empty(&path, "after the lock was released").unwrap();
+}
+
+/// Threads opening one new directory at once: exactly one opens it, the others are `Locked`
+/// (none sees another's creation in progress as foreign or as cut short), and the store is whole.
+#[test]
+fn concurrent_first_opens_create_one_store() {
+    const OPENERS: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..8 {
+        let path = dir.path().join(format!("store-{round}"));
+        let barrier = std::sync::Barrier::new(OPENERS);
+        let outcomes: Vec<Result<(), Error>> = std::thread::scope(|scope| {
+            let openers: Vec<_> = (0..OPENERS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let opened = RocksDbBackend::open(&path);
+                        // The one that opened keeps the store until all have tried.
+                        barrier.wait();
+                        opened.map(drop)
+                    })
+                })
+                .collect();
+            openers.into_iter().map(|o| o.join().unwrap()).collect()
+        });
+        let opened = outcomes.iter().filter(|o| o.is_ok()).count();
+        for outcome in &outcomes {
+            assert!(matches!(outcome, Ok(()) | Err(Error::Locked { .. })), "round {round}: {outcome:?}");
+        }
+        assert_eq!(opened, 1, "round {round}: exactly one open succeeded: {outcomes:?}");
+        check_opens_empty(&path, &format!("round {round}")).unwrap();
+    }
 }
