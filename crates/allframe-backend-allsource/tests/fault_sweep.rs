@@ -285,9 +285,46 @@ fn run(mode: SyncMode, dir: &Path, hook: &Arc<Sweep>, what: &str) -> Outcome {
             }
             assert!(store.stats().await.unwrap().details.contains_key("failed"), "{what}: stats() names the failure");
         }
+        // Before reopen too, readers see exactly what was acknowledged.
+        check_store(&store, &out, &format!("{what}, before reopen")).await;
         drop(store);
     });
     out
+}
+
+/// Checks that `store` holds exactly the acknowledged events and snapshots of `out`.
+async fn check_store(store: &AllSourceBackend, out: &Outcome, what: &str) {
+    let all = store.read_all(0, usize::MAX).await.unwrap();
+    let found: Vec<Acked> =
+        all.iter().map(|e| (e.stream_id.to_string(), e.version, e.position, e.payload.to_vec())).collect();
+    if found != out.acked {
+        let brief = |v: &[Acked]| v.iter().map(|a| format!("{}@{}#{}", a.0, a.1, a.2)).collect::<Vec<_>>();
+        panic!(
+            "{what}: the log holds {} events, {} were acknowledged\nfound:  {:?}\nacked: {:?}",
+            found.len(),
+            out.acked.len(),
+            brief(&found),
+            brief(&out.acked)
+        );
+    }
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    for (stream, version, _, _) in &out.acked {
+        last.insert(stream, *version);
+    }
+    for stream in STREAMS {
+        let expected = last.get(stream).copied().unwrap_or(0);
+        assert_eq!(store.stream_version(stream).await.unwrap(), expected, "{what}: {stream} version");
+        assert_eq!(store.read_stream(stream, 0, usize::MAX).await.unwrap().len() as u64, expected, "{what}");
+        let snapshot = store.get_latest_snapshot(stream).await.unwrap();
+        assert_eq!(
+            snapshot.map(|s| (s.version, s.payload)),
+            out.snapshots.get(stream).map(|s| (s.version, s.payload.clone())),
+            "{what}: {stream}'s latest snapshot is its last acknowledged one"
+        );
+    }
+    let listed: u64 = store.list_streams(None, usize::MAX).await.unwrap().iter().map(|(_, v)| v).sum();
+    assert_eq!(listed, out.acked.len() as u64, "{what}: list_streams counts the acknowledged events");
+    assert_eq!(store.head_position().await.unwrap(), out.acked.len() as u64, "{what}: head");
 }
 
 /// Waits (bounded) until every sealed segment is converted, conversion has failed, or the store
@@ -314,34 +351,7 @@ fn check_reopened(mode: SyncMode, dir: &Path, out: &Outcome, what: &str) {
     rt.block_on(async {
         let store = AllSourceBackend::with_config(config(dir, mode, None))
             .unwrap_or_else(|e| panic!("{what}: the store does not reopen: {e:?}"));
-        let all = store.read_all(0, usize::MAX).await.unwrap();
-        let found: Vec<Acked> =
-            all.iter().map(|e| (e.stream_id.to_string(), e.version, e.position, e.payload.to_vec())).collect();
-        if found != out.acked {
-            let brief = |v: &[Acked]| v.iter().map(|a| format!("{}@{}#{}", a.0, a.1, a.2)).collect::<Vec<_>>();
-            panic!(
-                "{what}: after reopen the log holds {} events, {} were acknowledged\nfound:  {:?}\nacked: {:?}",
-                found.len(),
-                out.acked.len(),
-                brief(&found),
-                brief(&out.acked)
-            );
-        }
-        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
-        for (stream, version, _, _) in &out.acked {
-            last.insert(stream, *version);
-        }
-        for stream in STREAMS {
-            let expected = last.get(stream).copied().unwrap_or(0);
-            assert_eq!(store.stream_version(stream).await.unwrap(), expected, "{what}: {stream} version");
-            assert_eq!(store.read_stream(stream, 0, usize::MAX).await.unwrap().len() as u64, expected, "{what}");
-            let snapshot = store.get_latest_snapshot(stream).await.unwrap();
-            assert_eq!(
-                snapshot.map(|s| (s.version, s.payload)),
-                out.snapshots.get(stream).map(|s| (s.version, s.payload.clone())),
-                "{what}: {stream}'s latest snapshot is its last acknowledged one"
-            );
-        }
+        check_store(&store, out, what).await;
         // And the reopened store works.
         store.append("after", ExpectedVersion::NoStream, vec![NewEvent::new("E", "{}")]).await.unwrap();
     });

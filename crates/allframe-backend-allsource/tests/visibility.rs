@@ -323,6 +323,15 @@ fn run(fail: bool) {
             assert!(started[tag.as_str()] < read.ended, "a read returned `{tag}` before its append started");
         }
     }
+    let read_events: usize = reads.iter().map(|r| r.tags.len()).sum();
+    println!(
+        "visibility ({}): {} appends ({} failed), {} reads of {read_events} events checked, the held group rolled into segment {}",
+        if fail { "failing sync" } else { "held sync" },
+        appends.len(),
+        appends.iter().filter(|a| a.acked.is_none()).count(),
+        reads.len(),
+        hook.held.lock().unwrap().into.unwrap_or(0),
+    );
     // Reopened: exactly the acknowledged appends.
     rt.block_on(async {
         let store = AllSourceBackend::with_config(AllSourceConfig { io_hook: None, ..config }).unwrap();
