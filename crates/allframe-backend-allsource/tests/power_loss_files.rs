@@ -134,12 +134,12 @@ async fn a_snapshot_is_never_ahead_of_its_stream_after_a_power_loss() {
 /// snapshots: every acknowledged append and snapshot survives every image.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_in_any_file_keeps_everything_acknowledged() {
-    const APPENDS: u64 = 900;
+    const APPENDS: u64 = 1500;
     let dir = tempfile::tempdir().unwrap();
     let recorder = Arc::new(Recorder::new(dir.path()));
     let sync = SyncMode::Synchronous;
     let store = AllSourceBackend::with_config(config(dir.path(), sync, Some(recorder.clone()), true)).unwrap();
-    recorder.capture(24, 160, 0x00c0_ffee);
+    recorder.capture(24, 240, 0x00c0_ffee);
     for i in 0..APPENDS {
         store.append(&stream(i), ExpectedVersion::Any, vec![NewEvent::new("E", payload(i))]).await.unwrap();
         recorder.tags[0].store(i + 1, Ordering::SeqCst);
@@ -163,6 +163,7 @@ async fn power_loss_in_any_file_keeps_everything_acknowledged() {
     assert!(parquet_files >= 2, "the workload converted segments ({parquet_files})");
     let mut checked = 0;
     let mut with_parquet = 0;
+    let mut unfinished = std::collections::BTreeMap::new();
     for (i, (image, [acked, snapshot_acked])) in images.iter().enumerate() {
         let what = format!("image {i} (acked {acked}, files {:?})", image.keys().collect::<Vec<_>>());
         let (copy, store) = open_image(image, sync, true);
@@ -178,6 +179,12 @@ async fn power_loss_in_any_file_keeps_everything_acknowledged() {
         if image.keys().any(|n| n.ends_with(".parquet")) {
             with_parquet += 1;
         }
+        // Which files were caught half made (still under their temporary name).
+        for kind in ["parquet.tmp", "idx.tmp", "MANIFEST.tmp", "log.tmp", "snapshots.log.tmp"] {
+            if image.keys().any(|n| n.ends_with(kind)) {
+                *unfinished.entry(kind).or_insert(0u32) += 1;
+            }
+        }
         store.append("after", ExpectedVersion::Any, vec![NewEvent::new("E", "after")]).await.unwrap();
         drop(store);
         let store = AllSourceBackend::with_config(config(copy.path(), sync, None, true))
@@ -185,8 +192,14 @@ async fn power_loss_in_any_file_keeps_everything_acknowledged() {
         assert_eq!(store.head_position().await.unwrap(), events.len() as u64 + 1, "{what}");
         checked += 1;
     }
-    eprintln!("power loss in any file: {checked} images checked ({with_parquet} with Parquet segments)");
+    eprintln!(
+        "power loss in any file: {checked} images checked ({with_parquet} with Parquet segments; \
+         with a file still under its temporary name: {unfinished:?})"
+    );
     assert!(checked >= 50 && with_parquet >= 10, "{checked} images, {with_parquet} with Parquet");
+    for kind in ["parquet.tmp", "idx.tmp", "MANIFEST.tmp"] {
+        assert!(unfinished.contains_key(kind), "no image caught a half-written {kind}: {unfinished:?}");
+    }
 }
 
 /// Damage a power cut does not make, in the files a power cut is allowed to tear, is still

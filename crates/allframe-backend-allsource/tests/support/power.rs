@@ -64,8 +64,8 @@ pub struct Recorder {
     pub tags: [AtomicU64; 2],
 }
 
-/// Images taken before file operations: each of `conversion_files` (Parquet, index and
-/// manifest files), else every `every`-th; at most `max`.
+/// Images taken before file operations: each one on a Parquet, index or manifest file and
+/// each directory sync, else every `every`-th; at most `max`.
 #[derive(Debug)]
 struct Capture {
     every: u64,
@@ -185,7 +185,11 @@ impl IoHook for Recorder {
         if let Some(capture) = self.capture.lock().unwrap().as_mut() {
             capture.calls += 1;
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let conversion = name.contains("parquet") || name.contains(".idx") || name.contains("MANIFEST");
+            // Directory syncs too: just before one, renames and creations are not yet durable.
+            let conversion = name.contains("parquet")
+                || name.contains(".idx")
+                || name.contains("MANIFEST")
+                || path == self.dir.as_path();
             if capture.images.len() < capture.max && (conversion || capture.calls.is_multiple_of(capture.every)) {
                 let mut rng = Rng(capture.rng);
                 let pick = rng.next() % 4;
