@@ -69,8 +69,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 
 impl Creation {
     /// Marks the creation done: the database and its marker are synced, so the intent file
-    /// goes (and that removal is synced before the store is used).
-    pub(crate) fn finish(self) -> Result<()> {
+    /// goes (and that removal is synced before the store is used). The directory stays locked
+    /// until the creation is dropped, which the caller does after closing the database if it
+    /// fails, so that no other open takes the creation over while the database is open.
+    pub(crate) fn finish(&self) -> Result<()> {
         sync_dir(&self.dir)?;
         let intent = self.dir.join(CREATING);
         match std::fs::remove_file(&intent) {

@@ -286,7 +286,8 @@ impl RocksDbBackend {
         let db = DB::open_cf_descriptors(&db_options(&config, !existing), &path, families)
             .map_err(|e| open_error(&path, e))?;
         let (streams, snapshots, head) = recover(&db, &path, existing)?;
-        if let create::Found::New(creation) = found {
+        // `found` (the directory's lock) is dropped after `db` if anything below fails.
+        if let create::Found::New(creation) = &found {
             // The database, its column families and its marker are synced: the store exists.
             creation.finish()?;
         }
