@@ -45,6 +45,13 @@
 //!
 //! New files are written as `NAME.tmp`, synced, renamed into place, and the directory is synced.
 //!
+//! A new store is created so that a crash at any point leaves something the next open
+//! recognises: `ALLSOURCE.tmp` (the marker's contents) is written and synced first, then `LOCK`
+//! is created and locked, then the marker is renamed into place. An open that finds only an
+//! empty `LOCK` and an `ALLSOURCE.tmp` holding a prefix of the marker (or that file alone)
+//! finishes the creation; any other directory without the marker, a lone `LOCK` or a user's
+//! `*.tmp` included, is refused with [`Error::NotAStore`] and nothing in it is touched.
+//!
 //! ## Byte layout (all integers little-endian, fixed width)
 //!
 //! Segment header, 32 bytes:
@@ -93,6 +100,20 @@
 //! otherwise they count as a bad frame (a power cut kept later sectors of the write). Any
 //! other damage fails the open with [`Error::Corruption`]
 //! naming the file and byte offset; nothing is skipped or rewritten.
+//!
+//! A store opened in `Interval` or `NoSync` mode also accepts what a power cut leaves of
+//! several unsynced group commits: a bad frame of the last segment holding a zeroed sector
+//! piece (a sector that never reached the disk), even with frames of later writes after it,
+//! cuts the log off there (a synchronous store syncs every write before the next, so there
+//! that is corruption).
+//!
+//! `snapshots.log` is read after the log. Trailing zeros, a record cut short and a final
+//! record with a zeroed header or sector piece are a torn tail: cut off, logged and reported
+//! (`recovery_snapshot_torn_tail`); a record that fails its checksum otherwise, or is
+//! followed by a valid record, is [`Error::Corruption`]. A snapshot newer than its stream as
+//! recovered (saved without a sync over events a power cut lost) is dropped, logged and
+//! counted (`recovery_snapshots_dropped_ahead`); the newest older one is kept and the file is
+//! rewritten without it.
 //!
 //! ## After an I/O failure: the store is poisoned
 //!
