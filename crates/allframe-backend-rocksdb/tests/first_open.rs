@@ -20,7 +20,7 @@ const CHILD_ENV: &str = "ALLFRAME_ROCKSDB_FIRST_OPEN_CHILD";
 const CREATING: &str = "ALLFRAME-CREATING";
 const FAMILIES: [&str; 6] = ["default", "events", "stream_index", "stream_heads", "event_ids", "snapshots"];
 /// Kill points of the sweep (each used twice: on a new directory and on what it left).
-const SWEEP_POINTS: u32 = 48;
+const SWEEP_POINTS: u32 = 96;
 
 /// What the child prints when it starts opening, and once the open returned.
 const OPENING: &str = "<first-open: opening>";
