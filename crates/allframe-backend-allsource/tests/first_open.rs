@@ -33,6 +33,9 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Files to put in a directory: name and contents.
+type Files<'a> = Vec<(&'a str, &'a [u8])>;
+
 fn dir_with(files: &[(&str, &[u8])]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in files {
@@ -70,7 +73,7 @@ async fn an_unfinished_creation_is_finished_by_the_next_open() {
 
 #[tokio::test]
 async fn a_directory_that_is_neither_empty_nor_a_store_is_refused_and_left_untouched() {
-    let cases: Vec<(&str, Vec<(&str, &[u8])>)> = vec![
+    let cases: Vec<(&str, Files<'_>)> = vec![
         ("a user's draft.tmp", vec![("draft.tmp", b"my unsaved draft")]),
         ("a user's LOCK", vec![("LOCK", b"my lock")]),
         ("an empty LOCK alone", vec![("LOCK", b"")]),

@@ -168,7 +168,7 @@ fn tear(base: &[u8], written: &[u8], rng: &mut Rng, lose_all: bool) -> Vec<u8> {
     let mut at = 0;
     while at < len {
         let end = ((at / SECTOR + 1) * SECTOR).min(len);
-        let keep_new = rng.next() % 3 != 0;
+        let keep_new = !rng.one_in(3);
         for (i, byte) in out[at..end].iter_mut().enumerate() {
             let i = at + i;
             let old = base.get(i).copied().unwrap_or(0);
