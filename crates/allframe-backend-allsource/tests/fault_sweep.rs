@@ -19,6 +19,10 @@
 //!   the acknowledged appends (versions, positions, payloads): nothing acknowledged is lost
 //!   and no failed append is visible; each stream's latest snapshot is its last acknowledged one.
 //!
+//! A second sweep (`*_groups`) runs six concurrent appenders, so that group commits hold several
+//! frames and some span a segment roll, and fails each writer write and sync in turn; there the
+//! check is that the store shows exactly the acknowledged events, before and after reopen.
+//!
 //! Counting per thread keeps each run's sequence of calls deterministic for the thread that
 //! fails (the workload is sequential; only the interleaving of the background threads varies).
 //! By default every k up to [`BOUND`] is failed, plus a seeded sample of [`SAMPLE`] of the rest,
@@ -418,6 +422,106 @@ fn fault_sweep_interval() {
 #[test]
 fn fault_sweep_no_sync() {
     sweep(SyncMode::NoSync, "no-sync");
+}
+
+/// Concurrent appenders: group commits of several frames, some spanning a segment roll; one
+/// writer write or sync failed per run. Which frames share a group varies from run to run, so
+/// the checks are those that hold for any grouping: the store shows exactly the acknowledged
+/// events before and after reopen (so a failed group, also one spanning a roll, is undone), and
+/// once the fault fired it refuses appends.
+fn sweep_groups(mode: SyncMode, name: &str) {
+    let full = std::env::var("ALLFRAME_FAULT_SWEEP").is_ok_and(|v| v == "full");
+    let dir = tempdir();
+    let hook = Sweep::new(dir.path(), None);
+    let acked = run_groups(mode, dir.path(), &hook, &format!("{name} counting"));
+    check_reopened(mode, dir.path(), &Outcome { acked, snapshots: HashMap::new() }, &format!("{name} counting"));
+    let counts: BTreeMap<(Kind, Role), u64> = hook.counts.lock().unwrap().iter().map(|(k, v)| (*k, *v)).collect();
+    let (mut failed, mut runs) = (0u64, 0u64);
+    for kind in [Kind::Write, Kind::Sync] {
+        let count = counts.get(&(kind, Role::Writer)).copied().unwrap_or(0);
+        for k in chosen(count, 0x6e0 ^ kind as u64, full) {
+            let what = format!("{name} groups: {kind:?} #{k} of {count} by the writer");
+            let dir = tempdir();
+            let hook = Sweep::new(dir.path(), Some((kind, Role::Writer, k)));
+            let acked = run_groups(mode, dir.path(), &hook, &what);
+            check_reopened(mode, dir.path(), &Outcome { acked, snapshots: HashMap::new() }, &what);
+            failed += u64::from(hook.fired());
+            runs += 1;
+        }
+    }
+    println!("fault sweep {name} groups: {failed} calls failed one at a time, {runs} runs checked");
+    assert!(failed > 0, "{name}: no chosen call failed");
+}
+
+/// Six tasks append concurrently until done or refused; returns the acknowledged events in
+/// position order, after checking the store shows exactly them.
+fn run_groups(mode: SyncMode, dir: &Path, hook: &Arc<Sweep>, what: &str) -> Vec<Acked> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = Arc::new(AllSourceBackend::with_config(config(dir, mode, Some(hook.clone()))).unwrap());
+        hook.armed.store(true, Ordering::SeqCst);
+        let tasks: Vec<_> = (0..6u64)
+            .map(|t| {
+                let store = store.clone();
+                let what = what.to_string();
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for i in 0..40u64 {
+                        let stream = STREAMS[((t + i) % 3) as usize];
+                        let count = 1 + (t + i) % 3;
+                        let payloads: Vec<String> =
+                            (0..count).map(|j| format!("{what}/{t}/{i}/{j}/{}", "g".repeat(700))).collect();
+                        let events = payloads.iter().map(|p| NewEvent::new("Grouped", p.clone())).collect();
+                        match store.append(stream, ExpectedVersion::Any, events).await {
+                            Ok(r) => {
+                                for (j, p) in payloads.into_iter().enumerate() {
+                                    let version = r.stream_version - count + 1 + j as u64;
+                                    acked.push((
+                                        stream.to_string(),
+                                        version,
+                                        r.first_position + j as u64,
+                                        p.into_bytes(),
+                                    ));
+                                }
+                            }
+                            Err(e) => {
+                                assert!(typed(&e), "{what}: an untyped error {e:?}");
+                                return (acked, true);
+                            }
+                        }
+                    }
+                    (acked, false)
+                })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        let mut refused = false;
+        for task in tasks {
+            let (mine, was_refused) = task.await.unwrap();
+            acked.extend(mine);
+            refused |= was_refused;
+        }
+        acked.sort_by_key(|a| a.2);
+        assert_eq!(refused, hook.fired(), "{what}: appends are refused exactly when the fault fired");
+        if hook.fired() {
+            let late = store.append("late", ExpectedVersion::Any, vec![NewEvent::new("E", "{}")]).await;
+            assert!(late.as_ref().is_err_and(typed), "{what}: the store is poisoned, yet {late:?}");
+        }
+        let out = Outcome { acked, snapshots: HashMap::new() };
+        check_store(&store, &out, &format!("{what}, before reopen")).await;
+        drop(store);
+        out.acked
+    })
+}
+
+#[test]
+fn fault_sweep_synchronous_groups() {
+    sweep_groups(SyncMode::Synchronous, "synchronous");
+}
+
+#[test]
+fn fault_sweep_no_sync_groups() {
+    sweep_groups(SyncMode::NoSync, "no-sync");
 }
 
 /// Fails every `fdatasync` of a log segment from the moment it is switched on, and says when
