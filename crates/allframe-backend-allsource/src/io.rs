@@ -16,7 +16,8 @@ pub enum IoOp {
     Create,
     /// Writing bytes (frames, zero preallocation, snapshot records).
     Write,
-    /// `fdatasync` / `fsync` of a file or directory.
+    /// `fdatasync` / `fsync` of a file or directory (a directory sync names the directory).
+    /// A failure of a log or snapshot sync poisons the store (see the crate docs).
     Sync,
     /// Renaming a file into place.
     Rename,
