@@ -378,3 +378,51 @@ async fn without_retries_every_append_is_acknowledged_and_stored_or_an_error_and
         seen.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_reply_is_lost_after_its_commit_is_an_error_or_a_deduplicated_retry() {
+    if !common::server_available().await {
+        return;
+    }
+    let url = common::database_url();
+    let proxy = common::proxy::Proxy::in_front_of(&url).await;
+    let schema = common::fresh_schema();
+    let direct = PostgresBackend::builder(&url).schema(&schema).connect().await.expect("direct backend");
+    let through = |retries: u32| {
+        PostgresBackend::builder(&proxy.url(&url)).schema(&schema).retries(retries).pool_size(2).connect()
+    };
+
+    // Without retries: the caller gets a transient error, yet the append committed; the
+    // caller's own retry with the same ids is recognised and answered with the original.
+    let once = through(0).await.expect("backend without retries");
+    once.append("lost", ExpectedVersion::NoStream, vec![NewEvent::new("Before", "{}")]).await.expect("append");
+    let events = vec![NewEvent::new("Lost", r#"{"marker":"reply-lost-1"}"#), NewEvent::new("Lost", "{}")];
+    proxy.lose_reply_to(b"reply-lost-1");
+    let result = once.append("lost", ExpectedVersion::Exact(1), events.clone()).await;
+    assert!(proxy.reply_lost(), "the proxy saw the append");
+    assert!(result.as_ref().is_err_and(Error::is_transient), "a lost reply is a transient error: {result:?}");
+    let stored = direct.read_stream("lost", 0, 10).await.expect("read");
+    assert_eq!(stored.len(), 3, "the append committed before its reply was lost");
+    let retried = once.append("lost", ExpectedVersion::Exact(1), events.clone()).await.expect("retry");
+    assert!(retried.deduplicated, "the retry is recognised: {retried:?}");
+    assert_eq!((retried.stream_version, retried.first_position, retried.last_position), (3, 2, 3));
+
+    // With retries (the default): the backend retries on another connection by itself and
+    // answers with the original positions; the events are stored once.
+    let retrying = through(3).await.expect("backend with retries");
+    let events = vec![NewEvent::new("Lost", r#"{"marker":"reply-lost-2"}"#)];
+    proxy.lose_reply_to(b"reply-lost-2");
+    let result = retrying.append("lost", ExpectedVersion::Exact(3), events).await.expect("retried append");
+    assert!(proxy.reply_lost(), "the proxy saw the append");
+    assert!(result.deduplicated, "the automatic retry found the committed append: {result:?}");
+    assert_eq!((result.stream_version, result.first_position), (4, 4));
+    let log = direct.read_all(0, 100).await.expect("log");
+    assert_eq!(log.len(), 4, "every event stored once");
+    assert!(log.iter().enumerate().all(|(i, e)| e.position == i as u64 + 1 && e.version == i as u64 + 1));
+
+    once.close().await;
+    retrying.close().await;
+    direct.close().await;
+    drop(proxy);
+    common::drop_schema(&schema).await;
+}

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,6 @@ use allframe_cqrs_core::{
     EventStoreBackend, ExpectedVersion, NewEvent, RawSubscription, StartFrom, SubscriptionOptions,
 };
 use sqlx::Connection;
-use sqlx::postgres::PgConnectOptions;
 
 /// The three keepalive settings as a pool connection of `backend` sees them.
 async fn keepalive_settings(backend: &PostgresBackend) -> (String, String, String) {
@@ -88,9 +86,8 @@ async fn a_half_open_listen_connection_is_noticed_and_replaced() {
         return;
     }
     let url = common::database_url();
-    let server = PgConnectOptions::from_str(&url).expect("test URL");
-    let proxy = common::proxy::Proxy::start(server.get_host(), server.get_port()).await;
-    let proxied = rewrite_host_port(&url, "127.0.0.1", proxy.port);
+    let proxy = common::proxy::Proxy::in_front_of(&url).await;
+    let proxied = proxy.url(&url);
     let schema = common::fresh_schema();
     let backend = PostgresBackend::builder(&proxied)
         .schema(&schema)
@@ -152,14 +149,4 @@ async fn a_terminated_listen_connection_is_replaced() {
     waiter.woken_by(&other, "terminated", "after the listener was terminated").await;
     waiter.woken_by(&other, "terminated", "on the new LISTEN connection").await;
     other.close().await;
-}
-
-/// `url` with its host and port replaced, and TLS off (the proxy reads the plain protocol).
-fn rewrite_host_port(url: &str, host: &str, port: u16) -> String {
-    let (scheme, rest) = url.split_once("://").expect("URL with a scheme");
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let user = authority.rsplit_once('@').map(|(user, _)| format!("{user}@")).unwrap_or_default();
-    let separator = if tail.contains('?') { '&' } else { '?' };
-    format!("{scheme}://{user}{host}:{port}{tail}{separator}sslmode=disable")
 }

@@ -1,10 +1,13 @@
 //! A TCP proxy in front of the test server that can turn the LISTEN connections passing
-//! through it half-open: they stay open but nothing gets through in either direction, as
-//! when a peer or a middlebox vanishes without a FIN or RST.
+//! through it half-open (they stay open but nothing gets through in either direction, as
+//! when a peer or a middlebox vanishes without a FIN or RST), and can lose the server's
+//! reply to one request (the request reaches the server, then the connection closes).
 
+use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -16,7 +19,13 @@ struct Link {
     listens: AtomicBool,
     /// Nothing is forwarded any more (bytes are read and dropped).
     frozen: AtomicBool,
+    /// The request that loses its reply was forwarded: the connection closes instead of
+    /// forwarding the server's next bytes.
+    cut: AtomicBool,
 }
+
+/// The marker of the one request whose reply is lost, until a request carries it.
+type CutMarker = Arc<Mutex<Option<Vec<u8>>>>;
 
 /// The running proxy; stops (closing every connection) when dropped.
 pub struct Proxy {
@@ -24,6 +33,7 @@ pub struct Proxy {
     pub port: u16,
     links: Arc<Mutex<Vec<Arc<Link>>>>,
     listens_seen: watch::Receiver<usize>,
+    cut_marker: CutMarker,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,8 +46,10 @@ impl Proxy {
         let links: Arc<Mutex<Vec<Arc<Link>>>> = Arc::default();
         let (seen_tx, listens_seen) = watch::channel(0usize);
         let seen_tx = Arc::new(seen_tx);
+        let cut_marker: CutMarker = Arc::default();
         let task = {
             let links = Arc::clone(&links);
+            let cut_marker = Arc::clone(&cut_marker);
             tokio::spawn(async move {
                 let mut connections = tokio::task::JoinSet::new();
                 while let Ok((client, _)) = accept.accept().await {
@@ -46,12 +58,43 @@ impl Proxy {
                     links.lock().unwrap().push(Arc::clone(&link));
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = upstream.into_split();
-                    connections.spawn(pump(client_read, server_write, Arc::clone(&link), Some(Arc::clone(&seen_tx))));
+                    let to_server =
+                        Upstream { listens_seen: Arc::clone(&seen_tx), cut_marker: Arc::clone(&cut_marker) };
+                    connections.spawn(pump(client_read, server_write, Arc::clone(&link), Some(to_server)));
                     connections.spawn(pump(server_read, client_write, link, None));
                 }
             })
         };
-        Proxy { port: local_port, links, listens_seen, task }
+        Proxy { port: local_port, links, listens_seen, cut_marker, task }
+    }
+
+    /// The next request (client bytes read in one piece) containing `marker` reaches the
+    /// server, but its reply does not reach the client: the proxy closes the connection when
+    /// the server answers, so the server has finished the request (an autocommit statement
+    /// has committed) when the client sees its connection lost.
+    pub fn lose_reply_to(&self, marker: &[u8]) {
+        *self.cut_marker.lock().unwrap() = Some(marker.to_vec());
+    }
+
+    /// Whether the request given to [`lose_reply_to`](Self::lose_reply_to) has been seen.
+    pub fn reply_lost(&self) -> bool {
+        self.cut_marker.lock().unwrap().is_none()
+    }
+
+    /// A proxy in front of the server of `url` (a PostgreSQL URL).
+    pub async fn in_front_of(url: &str) -> Proxy {
+        let server = PgConnectOptions::from_str(url).expect("PostgreSQL URL");
+        Proxy::start(server.get_host(), server.get_port()).await
+    }
+
+    /// `url` pointed at the proxy, with TLS off (the proxy reads the plain protocol).
+    pub fn url(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("URL with a scheme");
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let user = authority.rsplit_once('@').map(|(user, _)| format!("{user}@")).unwrap_or_default();
+        let separator = if tail.contains('?') { '&' } else { '?' };
+        format!("{scheme}://{user}127.0.0.1:{}{tail}{separator}sslmode=disable", self.port)
     }
 
     /// Waits until at least `count` connections have sent `LISTEN` through the proxy.
@@ -80,13 +123,20 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` until either side closes; drops the bytes once the link is frozen.
-/// The client-to-server pump marks the link when it sees `LISTEN`.
+/// What the client-to-server pump reports to and reads from the proxy.
+struct Upstream {
+    listens_seen: Arc<watch::Sender<usize>>,
+    cut_marker: CutMarker,
+}
+
+/// Copies `from` to `to` until either side closes; drops the bytes once the link is frozen,
+/// and stops (closing the connection) at the server's first bytes once it is cut. The
+/// client-to-server pump marks the link when it sees `LISTEN` or the cut marker.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     link: Arc<Link>,
-    listens_seen: Option<Arc<watch::Sender<usize>>>,
+    upstream: Option<Upstream>,
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
@@ -94,18 +144,29 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if upstream.is_none() && link.cut.load(Ordering::SeqCst) {
+            return;
+        }
         if link.frozen.load(Ordering::SeqCst) {
             continue;
+        }
+        if let Some(upstream) = &upstream {
+            let mut marker = upstream.cut_marker.lock().unwrap();
+            if marker.as_ref().is_some_and(|m| buffer[..n].windows(m.len()).any(|w| w == m.as_slice())) {
+                // Marked before forwarding, so the reply cannot slip through first.
+                link.cut.store(true, Ordering::SeqCst);
+                *marker = None;
+            }
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
         }
-        if let Some(seen) = &listens_seen
+        if let Some(upstream) = &upstream
             && !link.listens.load(Ordering::SeqCst)
             && buffer[..n].windows(8).any(|w| w == b"LISTEN \"")
         {
             link.listens.store(true, Ordering::SeqCst);
-            seen.send_modify(|n| *n += 1);
+            upstream.listens_seen.send_modify(|n| *n += 1);
         }
     }
 }
