@@ -224,10 +224,17 @@ impl IoHook for Recorder {
                 tracked.dirty.remove(&name);
             }
             IoOp::Rename => {
-                // `path` is the target; its source is `<name>.tmp`, synced before the rename.
+                // `path` is the target; its source is `<name>[.something].tmp`, synced before
+                // the rename.
                 let old = std::fs::read(path).ok();
                 tracked.renamed.insert(name.clone(), old);
-                let tmp = format!("{name}.tmp");
+                let tmp = std::fs::read_dir(&self.dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .find(|n| n.starts_with(&format!("{name}.")) && n.ends_with(".tmp"))
+                    .unwrap_or_else(|| format!("{name}.tmp"));
                 if let Some(bytes) = tracked.synced.remove(&tmp) {
                     tracked.synced.insert(name.clone(), bytes);
                 }
