@@ -654,7 +654,7 @@ fn check(
     }
     let tailed_ids: HashSet<EventId> = tailed.iter().map(|e| e.metadata.event_id).collect();
     let missed: Vec<u64> =
-        truth.keys().filter(|id| !tailed_ids.contains(id)).filter_map(|id| position_of(id)).collect();
+        truth.keys().filter(|id| !tailed_ids.contains(id)).filter_map(position_of).collect();
     if !missed.is_empty() {
         v.push(format!(
             "the tailing reader skipped {} acknowledged events (positions {:?}…)",
