@@ -109,7 +109,8 @@ async fn a_half_open_listen_connection_is_noticed_and_replaced() {
 
     // The LISTEN connection goes half-open: the server's NOTIFYs no longer arrive and
     // nothing says the connection is gone. Only the health check can notice.
-    assert_eq!(proxy.freeze_listen_connections(), 1, "one LISTEN connection to freeze");
+    // (At least one: on a loaded machine a slow answer may already have replaced one.)
+    assert!(proxy.freeze_listen_connections() >= 1, "a LISTEN connection to freeze");
     waiter.woken_by(&other, "half-open", "after the LISTEN connection went half-open").await;
     proxy.wait_for_listens(2).await;
     waiter.woken_by(&other, "half-open", "on the new LISTEN connection").await;
@@ -145,7 +146,9 @@ async fn a_terminated_listen_connection_is_replaced() {
     .fetch_all(&mut admin)
     .await
     .expect("terminate");
-    assert_eq!(killed, vec![true], "exactly the listener's server process was terminated");
+    // The listener is connected (it woke the subscriber); a migration connection still
+    // closing may be listed too.
+    assert!(killed.contains(&true), "the listener's server process was terminated");
     waiter.woken_by(&other, "terminated", "after the listener was terminated").await;
     waiter.woken_by(&other, "terminated", "on the new LISTEN connection").await;
     other.close().await;
