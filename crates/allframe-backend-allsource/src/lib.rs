@@ -110,7 +110,9 @@
 //! `snapshots.log` is read after the log. Trailing zeros, a record cut short and a final
 //! record with a zeroed header or sector piece are a torn tail: cut off, logged and reported
 //! (`recovery_snapshot_torn_tail`); a record that fails its checksum otherwise, or is
-//! followed by a valid record, is [`Error::Corruption`]. A snapshot newer than its stream as
+//! followed by a valid record, is [`Error::Corruption`] (opened in `Interval` or `NoSync`
+//! mode, where several records may be unsynced, a torn one followed by valid ones is cut off
+//! there too). A snapshot newer than its stream as
 //! recovered (saved without a sync over events a power cut lost) is dropped, logged and
 //! counted (`recovery_snapshots_dropped_ahead`); the newest older one is kept and the file is
 //! rewritten without it.
@@ -419,7 +421,7 @@ impl AllSourceBackend {
             config.sync == SyncMode::Synchronous,
             &parquet,
         )?;
-        let snapshots = SnapshotFile::open(&dir, &fs, &mut state)?;
+        let snapshots = SnapshotFile::open(&dir, &fs, &mut state, config.sync == SyncMode::Synchronous)?;
         state.log = Some(wal::PendingLog::new(&opened.active, opened.next_batch, segment_size));
         let head = state.committed;
         let shared = Arc::new(Shared {

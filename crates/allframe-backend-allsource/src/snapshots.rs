@@ -38,8 +38,9 @@ impl SnapshotFile {
     /// never one above the stream's recovered version), truncates a torn final record and
     /// compacts the file when it is mostly stale or held dropped records.
     ///
-    /// `state` must hold the recovered log (it is called after the log's recovery).
-    pub fn open(dir: &Path, fs: &Fs, state: &mut State) -> Result<SnapshotFile> {
+    /// `state` must hold the recovered log (it is called after the log's recovery);
+    /// `synchronous`: the store syncs each record as it is written.
+    pub fn open(dir: &Path, fs: &Fs, state: &mut State, synchronous: bool) -> Result<SnapshotFile> {
         let path = dir.join(SNAPSHOT_FILE);
         let mut report = SnapshotReport::default();
         if !path.exists() {
@@ -75,7 +76,24 @@ impl SnapshotFile {
                     break;
                 }
                 SnapshotRead::Bad(reason) => {
-                    if torn_shaped(&buf, at, reason) && next_record(&buf, at + 1).is_none() {
+                    // A torn record is the last one, unless records are written without a sync
+                    // each: then a power cut may tear one and keep a later one (both unsynced,
+                    // since a synced record is never torn), and the tail from it is cut off.
+                    let torn = torn_shaped(&buf, at, reason)
+                        && match next_record(&buf, at + 1) {
+                            None => true,
+                            Some(later) if !synchronous => {
+                                tracing::warn!(
+                                    file = %path.display(),
+                                    offset = at,
+                                    later_record = later,
+                                    "allsource: a power cut tore an unsynced snapshot record; dropping it and the records after it"
+                                );
+                                true
+                            }
+                            Some(_) => false,
+                        };
+                    if torn {
                         report.torn_tail = Some((at as u64, (buf.len() - at) as u64));
                         break;
                     }
