@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
+use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
 use allframe_cqrs_core::{
     AppendResult, CommitSignal, Error, EventId, ExpectedVersion, NewEvent, Result, Snapshot, StreamId,
 };
@@ -80,21 +81,13 @@ pub(crate) struct Writer {
 /// The longest a group waits for more requests (sync mode only).
 pub(crate) const MAX_LINGER: Duration = Duration::from_micros(200);
 
-/// Where a stored (or, within a group, just written) event id is.
-#[derive(Clone, Debug)]
-struct IdLoc {
-    position: u64,
-    stream: StreamId,
-    version: u64,
-}
-
 /// What one group has written so far, on top of the store.
 #[derive(Default)]
 struct Group {
     /// Whether later requests of the group may repeat this group's event ids (more than one request).
     track_ids: bool,
     heads: HashMap<String, u64>,
-    ids: HashMap<EventId, IdLoc>,
+    ids: HashMap<EventId, StoredAt>,
     snapshots: HashMap<String, u64>,
     new_streams: u64,
     new_snapshots: u64,
@@ -271,7 +264,7 @@ impl Writer {
             batch.put_cf(handles.events, layout::position_key(position), &record[..]);
             batch.put_cf(handles.ids, layout::event_id_key(&event.metadata.event_id), position.to_be_bytes());
             if group.track_ids {
-                group.ids.insert(event.metadata.event_id, IdLoc { position, stream: stream_id.clone(), version });
+                group.ids.insert(event.metadata.event_id, StoredAt { position, stream: stream_id.clone(), version });
             }
         }
         batch.put_cf(handles.index, layout::index_key(stream, run.last_version), run.value());
@@ -285,8 +278,8 @@ impl Writer {
     }
 
     /// Where each event id of the append is stored, if anywhere.
-    fn locate_ids(&self, handles: &Handles<'_>, group: &Group, events: &[NewEvent]) -> Result<Vec<Option<IdLoc>>> {
-        let mut found: Vec<Option<IdLoc>> =
+    fn locate_ids(&self, handles: &Handles<'_>, group: &Group, events: &[NewEvent]) -> Result<Vec<Option<StoredAt>>> {
+        let mut found: Vec<Option<StoredAt>> =
             events.iter().map(|e| group.ids.get(&e.metadata.event_id).cloned()).collect();
         let missing: Vec<usize> = (0..events.len()).filter(|i| found[*i].is_none()).collect();
         if missing.is_empty() {
@@ -303,7 +296,7 @@ impl Writer {
     }
 
     /// The stream and version of the stored event at `position`.
-    fn locate_position(&self, handles: &Handles<'_>, position: u64) -> Result<IdLoc> {
+    fn locate_position(&self, handles: &Handles<'_>, position: u64) -> Result<StoredAt> {
         let record = self
             .db
             .get_pinned_cf(handles.events, layout::position_key(position))
@@ -312,12 +305,11 @@ impl Writer {
         let header = layout::decode_header(&record).map_err(|reason| corruption(&self.path, position, reason))?;
         let stream = std::str::from_utf8(header.stream)
             .map_err(|_| corruption(&self.path, position, "stream id is not UTF-8"))?;
-        Ok(IdLoc { position, stream: StreamId::from(stream), version: header.version })
+        Ok(StoredAt { position, stream: StreamId::from(stream), version: header.version })
     }
 
-    /// The memory backend's retry rule (contract 9): if every id of the append is stored,
-    /// contiguously and in order, in `stream`, the original result; if none is, `None`;
-    /// otherwise [`Error::DuplicateEventId`].
+    /// Contract 9: whether the append retries stored events, decided by the core's rule from
+    /// where each id is stored (in the store, or earlier in this group).
     fn find_retry(
         &self,
         handles: &Handles<'_>,
@@ -325,38 +317,7 @@ impl Writer {
         stream: &str,
         events: &[NewEvent],
     ) -> Result<Option<AppendResult>> {
-        let found = self.locate_ids(handles, group, events)?;
-        let duplicate = |id: EventId, loc: &IdLoc| Error::DuplicateEventId {
-            event_id: id,
-            stored_stream: loc.stream.clone(),
-            stored_version: loc.version,
-        };
-        let mut pairs = events.iter().map(|e| e.metadata.event_id).zip(found.iter());
-        let Some((first_id, first)) = pairs.next() else { return Ok(None) };
-        let Some(first) = first else {
-            return match pairs.find_map(|(id, loc)| loc.as_ref().map(|loc| (id, loc))) {
-                Some((id, loc)) => Err(duplicate(id, loc)),
-                None => Ok(None),
-            };
-        };
-        if first.stream != *stream {
-            return Err(duplicate(first_id, first));
-        }
-        let mut last = first;
-        for (offset, (id, loc)) in pairs.enumerate() {
-            let wanted_version = first.version + offset as u64 + 1;
-            match loc {
-                Some(loc) if loc.stream == *stream && loc.version == wanted_version => last = loc,
-                Some(loc) => return Err(duplicate(id, loc)),
-                None => return Err(duplicate(first_id, first)),
-            }
-        }
-        Ok(Some(AppendResult {
-            stream_version: last.version,
-            first_position: first.position,
-            last_position: last.position,
-            deduplicated: true,
-        }))
+        resolve_retry(stream, events, &self.locate_ids(handles, group, events)?)
     }
 
     fn apply_snapshot(
