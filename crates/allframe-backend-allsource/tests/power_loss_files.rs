@@ -155,9 +155,11 @@ async fn sweep(sync: SyncMode) -> usize {
         if synchronous {
             recorder.tags[0].store(i + 1, Ordering::SeqCst);
         }
-        if i % 150 == 149 {
+        if i % 50 == 49 {
+            // Several snapshot records between flushes, each spanning sectors.
             let version = store.stream_version("s-0").await.unwrap();
-            store.save_snapshot("s-0", Snapshot::new(version, format!("s-0 at {version}"))).await.unwrap();
+            let state = format!("s-0 at {version} {}", "z".repeat(300 + (i % 7) as usize * 100));
+            store.save_snapshot("s-0", Snapshot::new(version, state)).await.unwrap();
             snapshot_saved = version;
             if synchronous {
                 recorder.tags[1].store(version, Ordering::SeqCst);
