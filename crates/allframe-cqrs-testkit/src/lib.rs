@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cases;
+pub mod fixture;
 pub mod history;
 pub mod migrate;
 pub mod model;
