@@ -398,7 +398,8 @@ struct Queries {
     save_snapshot: Sql,
     get_snapshot: Sql,
     stats: Sql,
-    /// One synchronous transaction that writes WAL: waits until the WAL is on disk.
+    /// One synchronous transaction that writes WAL when commits are asynchronous: waits
+    /// until the WAL is on disk.
     flush: Sql,
 }
 
@@ -448,9 +449,12 @@ impl Queries {
             get_snapshot: sql(
                 "SELECT version, payload::text, payload_bytes, taken_at_us FROM {s}.snapshots WHERE stream_id = $1",
             ),
-            // Two statements in one simple query run as one implicit transaction, in which
-            // SET LOCAL holds until the commit; an error rolls it all back.
-            flush: sql("SET LOCAL synchronous_commit = on; UPDATE {s}.log_head SET position = position WHERE id"),
+            // Two statements in one simple query run as one implicit transaction: the update
+            // reads the session's own setting, then SET LOCAL holds until the commit at the
+            // end; an error rolls it all back.
+            flush: sql("UPDATE {s}.log_head SET position = position \
+                 WHERE id AND current_setting('synchronous_commit') = 'off'; \
+                 SET LOCAL synchronous_commit = on"),
             stats: sql("SELECT h.position, (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
                  pg_total_relation_size('{s}.events'::regclass), pg_database_size(current_database()), \
                  current_setting('server_version') FROM {s}.log_head h"),
@@ -969,16 +973,15 @@ impl EventStoreBackend for PostgresBackend {
 
     async fn flush(&self) -> Result<()> {
         // With synchronous_commit on (the server's default) an acknowledged append's commit
-        // has reached the WAL on disk already: nothing is buffered here.
-        if self.inner.durability == Durability::Synchronous {
-            return Ok(());
-        }
-        // Otherwise commits were acknowledged before the WAL writer flushed them. A commit
-        // made with synchronous_commit on waits until the WAL is on disk up to its own commit
-        // record, which lies after every commit acknowledged before: one small synchronous
-        // transaction makes them all durable. It must write WAL and have a transaction id,
-        // or its commit waits for nothing; a no-change update of the counter row does both
-        // with the privileges the store already needs (it waits for an append in flight).
+        // has reached the WAL on disk already. With it off, commits were acknowledged before
+        // the WAL writer flushed them; a commit made with synchronous_commit on waits until
+        // the WAL is on disk up to its own commit record, which lies after every commit
+        // acknowledged before, so one small synchronous transaction makes them all durable.
+        // It must write WAL and have a transaction id, or its commit waits for nothing: a
+        // no-change update of the counter row does both with the privileges the store
+        // already needs (it waits for an append in flight). The update runs only when the
+        // session's setting is off now (the mode seen at connect may have changed since, by
+        // a configuration reload); otherwise it touches no row and the commit costs nothing.
         let sql = &self.inner.sql.flush;
         self.retrying(|| sqlx::raw_sql(sql.clone()).execute(&self.inner.pool))
             .await
