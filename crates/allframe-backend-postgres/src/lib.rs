@@ -291,14 +291,7 @@ impl PostgresBuilder {
                 };
                 read().map_err(|e| errors::map("opening the store", e))
             })?;
-        let durability = if fsync == "off" {
-            Durability::NoSync
-        } else if synchronous_commit == "off" {
-            // The WAL writer flushes at most three `wal_writer_delay`s (default 200 ms) later.
-            Durability::Interval(Duration::from_millis(600))
-        } else {
-            Durability::Synchronous
-        };
+        let durability = durability_of(&synchronous_commit, &fsync);
         let signal = Arc::new(CommitSignal::new(head.max(0) as u64));
         let channel = format!("allframe_{}", self.schema);
         let listener = self.live_notifications.then(|| {
@@ -457,7 +450,8 @@ impl Queries {
                  SET LOCAL synchronous_commit = on"),
             stats: sql("SELECT h.position, (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
                  pg_total_relation_size('{s}.events'::regclass), pg_database_size(current_database()), \
-                 current_setting('server_version') FROM {s}.log_head h"),
+                 current_setting('server_version'), current_setting('synchronous_commit'), \
+                 current_setting('fsync') FROM {s}.log_head h"),
         }
     }
 }
@@ -711,6 +705,18 @@ impl PostgresBackend {
             offset: position.max(0) as u64,
             reason,
         }
+    }
+}
+
+/// The durability mode that the server settings `synchronous_commit` and `fsync` give.
+fn durability_of(synchronous_commit: &str, fsync: &str) -> Durability {
+    if fsync == "off" {
+        Durability::NoSync
+    } else if synchronous_commit == "off" {
+        // The WAL writer flushes at most three `wal_writer_delay`s (default 200 ms) later.
+        Durability::Interval(Duration::from_millis(600))
+    } else {
+        Durability::Synchronous
     }
 }
 
@@ -991,18 +997,14 @@ impl EventStoreBackend for PostgresBackend {
 
     async fn stats(&self) -> Result<BackendStats> {
         let sql = &self.inner.sql.stats;
-        let (head, streams, snapshots, events_bytes, database_bytes, server_version): (
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            String,
-        ) = self
+        type StatsRow = (i64, i64, i64, i64, i64, String, String, String);
+        let (head, streams, snapshots, events_bytes, database_bytes, server_version, synchronous_commit, fsync): StatsRow = self
             .retrying(|| sqlx::query_as(sql.clone()).fetch_one(&self.inner.pool))
             .await
             .map_err(|e| errors::map("stats", e))?;
-        let mut stats = BackendStats::new(BACKEND_NAME, self.inner.durability);
+        // The mode in force now (a configuration reload may have changed it since connect;
+        // `capabilities()` keeps the one seen at connect).
+        let mut stats = BackendStats::new(BACKEND_NAME, durability_of(&synchronous_commit, &fsync));
         // Positions have no gaps (an aborted append rolls its positions back), so the head is
         // also the number of events.
         stats.events = head.max(0) as u64;

@@ -1,6 +1,6 @@
 //! `flush()` with `synchronous_commit = off`: the backend reports an interval mode, and
 //! flush must force the WAL to disk up to every acknowledged append; also when the setting
-//! changed after connecting.
+//! changed after connecting (which `stats()` then reports).
 //!
 //! The tests of this binary run one at a time, and no other test shares it: a synchronous
 //! commit by another test would flush the WAL for this one and hide a flush that does nothing.
@@ -99,6 +99,10 @@ async fn flush_follows_the_setting_in_force_not_the_one_seen_at_connect() {
     let backend = fixture.inner();
     assert_eq!(backend.capabilities().durability, Durability::Synchronous);
     sqlx::query("SET synchronous_commit = off").execute(backend.pool()).await.expect("set");
+    assert!(
+        matches!(backend.stats().await.expect("stats").durability, Durability::Interval(_)),
+        "stats() reports the mode in force"
+    );
     let mut admin = sqlx::PgConnection::connect(&common::database_url()).await.expect("admin connection");
     let unflushed = append_then_flush_rounds(backend, &mut admin).await;
     eprintln!("{unflushed} of {ROUNDS} appends were not yet on disk when flush() was called");
