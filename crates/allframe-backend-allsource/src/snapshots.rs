@@ -71,9 +71,19 @@ impl SnapshotFile {
                     records += 1;
                     at += len;
                 }
-                SnapshotRead::Torn => {
+                // Cut short by the end of the file: a torn final record, unless a whole record
+                // follows (then its length field is damaged, and cutting there would lose them).
+                SnapshotRead::Torn if next_record(&buf, at + 1).is_none() => {
                     report.torn_tail = Some((at as u64, (buf.len() - at) as u64));
                     break;
+                }
+                SnapshotRead::Torn => {
+                    return Err(Error::Corruption {
+                        backend: BACKEND_NAME,
+                        file: path,
+                        offset: at as u64,
+                        reason: "snapshot record length runs past the end of the file, and records follow".into(),
+                    });
                 }
                 SnapshotRead::Bad(reason) => {
                     // A torn record is the last one, unless records are written without a sync

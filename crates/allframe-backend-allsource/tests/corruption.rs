@@ -225,6 +225,11 @@ fn a_damaged_snapshot_record_followed_by_a_valid_one_is_corruption() {
         image[at] ^= 0x08;
         damaged.push(image);
     }
+    // A length field damaged to claim more than the file holds: what follows is a whole
+    // record, so this is no record cut short by the end of the file.
+    let mut image = bytes.clone();
+    image[start + 3] ^= 0x10;
+    damaged.push(image);
     // Zeros where the middle record was: what follows is a whole record, so this is no torn tail.
     let mut image = bytes.clone();
     image[start..end].fill(0);
