@@ -89,8 +89,9 @@ impl SnapshotFile {
                     // A torn record is the last one, unless records are written without a sync
                     // each: then a power cut may tear one and keep a later one (both unsynced,
                     // since a synced record is never torn), and the tail from it is cut off.
-                    let torn = torn_shaped(&buf, at, reason)
-                        && match next_record(&buf, at + 1) {
+                    let later = next_record(&buf, at + 1);
+                    let torn = torn_shaped(&buf, at, later, reason)
+                        && match later {
                             None => true,
                             Some(later) if !synchronous => {
                                 tracing::warn!(
@@ -191,19 +192,27 @@ fn invalid(stream: &str, reason: &str) -> Error {
 }
 
 /// Whether the record at `buf[at..]`, which fails its checksum, looks like a write a power
-/// cut interrupted rather than damaged bytes: its header is zeros (that sector was lost), or
-/// one of its pieces between sector boundaries of the file is all zeros (an unwritten sector
-/// reads as zeros). A flipped bit leaves no such piece.
-fn torn_shaped(buf: &[u8], at: usize, reason: &str) -> bool {
+/// cut interrupted rather than damaged bytes: one of its pieces between sector boundaries of
+/// the file is all zeros (a sector that never reached the disk reads as zeros; a flipped bit
+/// leaves no such piece). The record runs to its stated length, or to the end of the file if
+/// its header is zeros (its length is lost with it); a sector holding the start of a `later`
+/// whole record reached the disk, so pieces from there on do not count.
+fn torn_shaped(buf: &[u8], at: usize, later: Option<usize>, reason: &str) -> bool {
     let rest = &buf[at..];
-    if rest[..8.min(rest.len())].iter().all(|&b| b == 0) {
-        return true;
-    }
-    if reason != format::SNAPSHOT_CHECKSUM_MISMATCH {
+    let header_zero = rest[..8.min(rest.len())].iter().all(|&b| b == 0);
+    if !header_zero && reason != format::SNAPSHOT_CHECKSUM_MISMATCH {
         return false;
     }
-    let end = at + (8 + format::u32_at(rest, 0) as usize).min(rest.len());
-    let mut start = at;
+    let mut end = if header_zero { buf.len() } else { at + (8 + format::u32_at(rest, 0) as usize).min(rest.len()) };
+    if let Some(later) = later {
+        end = end.min(later / SECTOR * SECTOR);
+    }
+    zeroed_piece(buf, at, end)
+}
+
+/// Whether a piece of `buf[from..end]` between `SECTOR` boundaries is all zeros.
+fn zeroed_piece(buf: &[u8], from: usize, end: usize) -> bool {
+    let mut start = from;
     while start < end {
         let piece_end = ((start / SECTOR + 1) * SECTOR).min(end);
         if buf[start..piece_end].iter().all(|&b| b == 0) {

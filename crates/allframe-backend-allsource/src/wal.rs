@@ -251,7 +251,9 @@ pub(crate) fn open(
                     // reads as zeros) of an earlier one: the whole unsynced tail is cut off. A
                     // synchronous store syncs each write before the next, so there the earlier
                     // one was durable and this is damage.
-                    let torn_unsynced = later.is_some_and(|later| !synchronous && zeroed_piece(&buf[..later], at));
+                    // (The sector holding the later frame's start reached the disk: only pieces before it count.)
+                    let torn_unsynced =
+                        later.is_some_and(|later| !synchronous && zeroed_piece(&buf[..later / 512 * 512], at));
                     if !is_last || (later.is_some() && !torn_unsynced) {
                         return Err(corruption(&path, at as u64, reason));
                     }

@@ -256,13 +256,15 @@ fn a_torn_snapshot_record_before_a_valid_one_is_cut_off_only_without_syncs() {
     let path = dir.path().join("snapshots.log");
     let bytes = std::fs::read(&path).unwrap();
     let (start, end) = records[1];
-    // The middle record loses one of its sectors (zeros); the last record is whole.
+    // The middle record loses one of its sectors (zeros), one that does not also hold the
+    // start of the last record (which is whole, so its sector reached the disk).
     let mut torn_images = Vec::new();
-    for sector in (start / 512)..=((end - 1) / 512) {
+    for sector in (start / 512)..(end / 512) {
         let mut image = bytes.clone();
-        image[(sector * 512).max(start)..((sector + 1) * 512).min(end)].fill(0);
+        image[(sector * 512).max(start)..(sector + 1) * 512].fill(0);
         torn_images.push(image);
     }
+    assert!(!torn_images.is_empty());
     for (i, image) in torn_images.iter().enumerate() {
         std::fs::write(&path, image).unwrap();
         expect_corruption(reopen(dir.path()), &path, start as u64);
@@ -280,5 +282,19 @@ fn a_torn_snapshot_record_before_a_valid_one_is_cut_off_only_without_syncs() {
             });
             assert_eq!(std::fs::read(copy.path().join("snapshots.log")).unwrap(), bytes[..start], "image {i}");
         }
+    }
+    // Zeros only in the sector that also holds the last record's start: that sector reached
+    // the disk (the last record is whole), so the zeros are damage, in every mode.
+    let mut image = bytes.clone();
+    assert!(end / 512 * 512 > start && end % 512 != 0);
+    image[end / 512 * 512..end].fill(0);
+    std::fs::write(&path, &image).unwrap();
+    let config = allframe_backend_allsource::AllSourceConfig {
+        sync: allframe_backend_allsource::SyncMode::NoSync,
+        ..allframe_backend_allsource::AllSourceConfig::durable(dir.path())
+    };
+    match AllSourceBackend::with_config(config) {
+        Err(Error::Corruption { offset, .. }) => assert_eq!(offset, start as u64),
+        other => panic!("expected corruption, got {:?}", other.map(|_| "an open store")),
     }
 }
