@@ -51,6 +51,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
 use allframe_cqrs_core::{
     AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventStoreBackend, ExpectedVersion,
     Limits, Metadata, NewEvent, RecordedEvent, Result, Snapshot, StreamId, Timestamp, async_trait,
@@ -568,9 +569,8 @@ impl PostgresBackend {
         Ok(version.unwrap_or(0).max(0) as u64)
     }
 
-    /// The memory backend's retry rule, over what the database stores for the append's ids:
-    /// the original result when every id is stored, contiguously and in order, in `stream`;
-    /// `None` when none is stored; otherwise [`Error::DuplicateEventId`].
+    /// Contract 9: where the database stores each of the append's ids, decided by the core's
+    /// retry rule (`retry::resolve_retry`).
     async fn find_retry(&self, stream: &str, events: &[NewEvent]) -> Result<Option<AppendResult>> {
         let ids: Vec<PgUuid> = events.iter().map(|e| PgUuid(e.metadata.event_id.0)).collect();
         let sql = &self.inner.sql.find_ids;
@@ -578,7 +578,7 @@ impl PostgresBackend {
             .retrying(|| sqlx::query(sql.clone()).bind(&ids).fetch_all(&self.inner.pool))
             .await
             .map_err(|e| errors::map("looking up event ids", e))?;
-        let mut found: Vec<Option<(String, u64, u64)>> = vec![None; events.len()];
+        let mut found: Vec<Option<StoredAt>> = vec![None; events.len()];
         for row in rows {
             let decode = || -> std::result::Result<_, sqlx::Error> {
                 Ok((
@@ -590,35 +590,14 @@ impl PostgresBackend {
             };
             let (n, stored_stream, version, position) = decode().map_err(|e| errors::map("looking up event ids", e))?;
             if let Some(slot) = usize::try_from(n - 1).ok().and_then(|i| found.get_mut(i)) {
-                *slot = Some((stored_stream, version as u64, position as u64));
+                *slot = Some(StoredAt {
+                    stream: StreamId::from(stored_stream),
+                    version: version as u64,
+                    position: position as u64,
+                });
             }
         }
-        let duplicate = |index: usize| {
-            let (stored_stream, stored_version, _) = found[index].clone().unwrap_or_default();
-            Error::DuplicateEventId {
-                event_id: events[index].metadata.event_id,
-                stored_stream: StreamId::from(stored_stream),
-                stored_version,
-            }
-        };
-        let Some((first_stream, first_version, first_position)) = found.first().cloned().flatten() else {
-            return match found.iter().position(Option::is_some) {
-                Some(index) => Err(duplicate(index)),
-                None => Ok(None),
-            };
-        };
-        if first_stream != stream {
-            return Err(duplicate(0));
-        }
-        for (index, slot) in found.iter().enumerate().skip(1) {
-            match slot {
-                Some((s, version, _)) if s == stream && *version == first_version + index as u64 => {}
-                Some(_) => return Err(duplicate(index)),
-                None => return Err(duplicate(0)),
-            }
-        }
-        let last = found.last().cloned().flatten().unwrap_or((first_stream, first_version, first_position));
-        Ok(Some(AppendResult { stream_version: last.1, first_position, last_position: last.2, deduplicated: true }))
+        resolve_retry(stream, events, &found)
     }
 
     fn check_payload<'a>(&self, what: &str, payload: &'a [u8]) -> Result<&'a str> {
