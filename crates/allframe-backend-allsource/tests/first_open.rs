@@ -13,12 +13,22 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig, IoHook, IoOp};
+use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig, IoHook, IoOp, SyncMode};
 use allframe_cqrs_core::{Error, EventStoreBackend, ExpectedVersion, NewEvent, Snapshot};
 
 const MARKER: &[u8] = b"allframe-allsource store\nformat 1\n";
 const CHILD_DIR: &str = "ALLSOURCE_FIRST_OPEN_CHILD_DIR";
 const CHILD_KILL_AT: &str = "ALLSOURCE_FIRST_OPEN_KILL_AT";
+const CHILD_MODE: &str = "ALLSOURCE_FIRST_OPEN_MODE";
+
+/// The durability modes the sweep runs in, by the name the child is given.
+fn mode(name: &str) -> SyncMode {
+    match name {
+        "synchronous" => SyncMode::Synchronous,
+        "interval" => SyncMode::Interval(std::time::Duration::from_millis(5)),
+        _ => SyncMode::NoSync,
+    }
+}
 /// More file operations than a first open, an append, a snapshot and a close take.
 const MAX_KILL_POINTS: u64 = 400;
 
@@ -126,7 +136,9 @@ fn first_open_child() {
     let hook = Arc::new(KillAt { calls: AtomicU64::new(0), kill_at });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let config = AllSourceConfig { io_hook: Some(hook.clone()), ..AllSourceConfig::durable(PathBuf::from(&dir)) };
+        let sync = mode(&std::env::var(CHILD_MODE).unwrap());
+        let config =
+            AllSourceConfig { io_hook: Some(hook.clone()), sync, ..AllSourceConfig::durable(PathBuf::from(&dir)) };
         let store = AllSourceBackend::with_config(config).unwrap();
         println!("OPENED");
         store.append("s", ExpectedVersion::NoStream, vec![NewEvent::new("E", "one")]).await.unwrap();
@@ -140,6 +152,15 @@ fn first_open_child() {
 
 #[tokio::test]
 async fn a_first_open_killed_at_any_file_operation_opens_next_time() {
+    let mut total = 0;
+    for name in ["synchronous", "interval", "nosync"] {
+        total += sweep_first_open(name).await;
+    }
+    eprintln!("first open: {total} kill points checked in three modes");
+}
+
+/// Kills a first open in mode `name` at each of its file operations; returns how many.
+async fn sweep_first_open(name: &str) -> u32 {
     let mut checked = 0;
     let mut finished = false;
     for kill_at in 1..=MAX_KILL_POINTS {
@@ -149,6 +170,7 @@ async fn a_first_open_killed_at_any_file_operation_opens_next_time() {
             .args(["--exact", "first_open_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, &dir)
             .env(CHILD_KILL_AT, kill_at.to_string())
+            .env(CHILD_MODE, name)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .output()
@@ -163,7 +185,8 @@ async fn a_first_open_killed_at_any_file_operation_opens_next_time() {
         assert_eq!(out.status.signal(), Some(libc::SIGKILL), "kill point {kill_at}: the child was killed: {stdout}");
         let acked = stdout.lines().any(|l| l == "ACK");
         let snapshot = stdout.lines().any(|l| l == "SNAPSHOT");
-        let what = format!("kill point {kill_at} ({})", stdout.lines().find(|l| l.starts_with("KILL")).unwrap_or("?"));
+        let what =
+            format!("{name}: kill point {kill_at} ({})", stdout.lines().find(|l| l.starts_with("KILL")).unwrap_or("?"));
         if !dir.exists() {
             // Killed before the directory was made: nothing to recover.
             checked += 1;
@@ -180,7 +203,8 @@ async fn a_first_open_killed_at_any_file_operation_opens_next_time() {
         opens_and_takes_an_append(&dir, head, &what).await;
         checked += 1;
     }
-    assert!(finished, "the child got through within {MAX_KILL_POINTS} file operations");
-    assert!(checked >= 10, "only {checked} kill points");
-    eprintln!("first open: {checked} kill points checked, each reopened, appended to and reopened again");
+    assert!(finished, "{name}: the child got through within {MAX_KILL_POINTS} file operations");
+    assert!(checked >= 10, "{name}: only {checked} kill points");
+    eprintln!("first open, {name}: {checked} kill points checked, each reopened, appended to and reopened again");
+    checked
 }
