@@ -266,7 +266,7 @@ async fn a_power_cut_during_the_first_open_leaves_a_directory_that_opens() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("store");
     let recorder = Arc::new(Recorder::new(&dir));
-    recorder.capture(1, 1000, 0x0f1e_57);
+    recorder.capture(1, 1000, 0x000f_1e57);
     let sync = SyncMode::Synchronous;
     {
         let store = AllSourceBackend::with_config(config(&dir, sync, Some(recorder.clone()), true)).unwrap();
