@@ -4,15 +4,8 @@ use allframe_cqrs_core::Error;
 
 use crate::BACKEND_NAME;
 
-/// A configuration mistake (bad URL, bad schema name), kept as the source of [`Error::Backend`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub(crate) String);
-
 /// SQLSTATE raised by `append_events` when the expected-version check fails.
 pub(crate) const WRONG_EXPECTED_VERSION: &str = "AFC01";
-/// unique_violation.
-pub(crate) const UNIQUE_VIOLATION: &str = "23505";
 
 /// SQLSTATEs with which PostgreSQL refuses a text as `jsonb`: invalid_text_representation
 /// (bad JSON, a lone surrogate), untranslatable_character (`\u0000`, an escape the server
@@ -27,8 +20,14 @@ pub(crate) fn payload_refused(error: &sqlx::Error) -> bool {
     sqlstate(error).is_some_and(|code| PAYLOAD_REFUSED.contains(&code.as_str()))
 }
 
+/// A configuration mistake (bad URL, bad schema name): found before anything is sent.
 pub(crate) fn config(message: impl Into<String>) -> Error {
-    Error::backend(BACKEND_NAME, false, ConfigError(message.into()))
+    Error::Configuration { reason: format!("{BACKEND_NAME}: {}", message.into()) }
+}
+
+/// Whether `error` is a unique-key violation (sqlx's own error kind, not a SQLSTATE string).
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// The SQLSTATE of a database error.

@@ -62,7 +62,6 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
-pub use errors::ConfigError;
 use pgtypes::{PgTimestamp, PgUuid};
 
 /// The backend's name in logs, errors and stats.
@@ -765,11 +764,7 @@ impl EventStoreBackend for PostgresBackend {
         match self.retrying(attempt).await {
             Ok(rows) => {
                 let Some(&(version, first, last)) = rows.first() else {
-                    return Err(Error::backend(
-                        BACKEND_NAME,
-                        false,
-                        errors::ConfigError("append returned no row".into()),
-                    ));
+                    return Err(Error::backend(BACKEND_NAME, false, "the append function returned no row"));
                 };
                 let result = AppendResult {
                     stream_version: version as u64,
@@ -790,7 +785,7 @@ impl EventStoreBackend for PostgresBackend {
                     let actual = errors::detail(&error).and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
                     return Err(Error::Conflict { stream: StreamId::from(stream), expected, actual });
                 }
-                if code.as_deref() == Some(errors::UNIQUE_VIOLATION) {
+                if errors::is_unique_violation(&error) {
                     match errors::constraint(&error) {
                         Some("events_event_id_key") => {
                             if let Some(original) = self.find_retry(stream, &events).await? {
@@ -1030,7 +1025,7 @@ mod tests {
             "café",
             &"a".repeat(MAX_SCHEMA_LEN + 1),
         ] {
-            assert!(matches!(validate_schema(bad), Err(Error::Backend { transient: false, .. })), "{bad}");
+            assert!(matches!(validate_schema(bad), Err(Error::Configuration { .. })), "{bad}");
         }
     }
 

@@ -58,10 +58,10 @@ async fn bad_configuration_is_refused_before_touching_the_database() {
     let url = common::database_url();
     for schema in ["Billing", "a-b", "x; DROP SCHEMA public", "pg_toast", ""] {
         let result = PostgresBackend::builder(&url).schema(schema).connect().await;
-        assert!(matches!(result, Err(Error::Backend { transient: false, .. })), "schema {schema:?}: {result:?}");
+        assert!(matches!(result, Err(Error::Configuration { .. })), "schema {schema:?}: {result:?}");
     }
     let result = PostgresBackend::connect("not a url").await;
-    assert!(matches!(result, Err(Error::Backend { transient: false, .. })), "bad URL: {result:?}");
+    assert!(matches!(result, Err(Error::Configuration { .. })), "bad URL: {result:?}");
     // Nothing listens on port 1: a transient error (the server may come back), not a panic.
     let result = PostgresBackend::builder("postgres://postgres@127.0.0.1:1/test")
         .acquire_timeout(Duration::from_millis(300))
