@@ -208,3 +208,39 @@ async fn sweep_first_open(name: &str) -> u32 {
     eprintln!("first open, {name}: {checked} kill points checked, each reopened, appended to and reopened again");
     checked
 }
+
+/// Several opens racing to create the same store: each gets the store or `Locked` (another
+/// holds it), never `NotAStore` or an I/O error from a half-made marker, and the store opens
+/// afterwards.
+#[test]
+fn racing_first_opens_create_one_store() {
+    for round in 0..20 {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("store");
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, barrier) = (dir.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    match AllSourceBackend::production(&dir) {
+                        Ok(store) => {
+                            drop(store);
+                            true
+                        }
+                        Err(Error::Locked { .. }) => false,
+                        Err(e) => panic!("round {round}: {e:?}"),
+                    }
+                })
+            })
+            .collect();
+        let opened = threads.into_iter().map(|t| t.join().unwrap()).filter(|&ok| ok).count();
+        assert!(opened >= 1, "round {round}: one of them created the store");
+        assert_eq!(std::fs::read(dir.join("ALLSOURCE")).unwrap(), MARKER, "round {round}");
+        // (A loser may leave an `ALLSOURCE.tmp` it made after the winner's rename; the store's
+        // next open removes it like any leftover.)
+        drop(AllSourceBackend::production(&dir).unwrap_or_else(|e| panic!("round {round}: {e:?}")));
+        let names: Vec<_> = contents(&dir).into_keys().collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "round {round}: {names:?}");
+    }
+}
