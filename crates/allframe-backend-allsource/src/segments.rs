@@ -627,7 +627,15 @@ impl Converter {
         // committed), and after reopen too: a segment holding a frame that is not yet
         // committed, and so may still fail, must never get here. The writer hands a segment
         // over only once the group with its last frame is committed; this checks it.
-        let last = events.last().map_or(0, |e| e.position);
+        // A sealed segment holds at least one frame; an empty one (left by a failed write that
+        // could not be undone) stays a log segment: a Parquet file of no rows has no position.
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Err(corruption(
+                &wal_path,
+                format::SEGMENT_HEADER_LEN as u64,
+                "a sealed log segment holds no frames",
+            ));
+        };
         let committed = self.shared.state.read().unwrap_or_else(PoisonError::into_inner).committed;
         if last > committed {
             return Err(Error::Closed {

@@ -807,6 +807,7 @@ pub(crate) struct Writer {
 /// Bytes of a log segment written by the group being committed.
 #[derive(Debug)]
 pub(crate) struct Extent {
+    seq: u32,
     file: Arc<File>,
     path: PathBuf,
     offset: u64,
@@ -1038,6 +1039,7 @@ impl Writer {
             }
             self.ask_for_next();
             self.written.push(Extent {
+                seq: self.active.seq,
                 file: self.active.file.clone(),
                 path: self.active.path.clone(),
                 offset: chunk.offset,
@@ -1165,11 +1167,14 @@ impl Writer {
 
     /// After an I/O error while writing `group`: zeroes the bytes the group wrote (and syncs
     /// them), so that no append whose appender gets the error comes back after reopen, then
-    /// poisons the store. The segments sealed on the way are left for the next open to
-    /// convert. (The rule is in [`crate::poison`].)
+    /// removes the segments the group rolled into (they hold nothing else; a group longer than
+    /// a segment would otherwise leave an all-zero segment before the last), then poisons the
+    /// store. The segments sealed on the way are left for the next open to convert. (The rule
+    /// is in [`crate::poison`].)
     fn fail(&mut self, group: &Group, error: Error) {
         self.sealed.clear();
-        for extent in std::mem::take(&mut self.written) {
+        let written = std::mem::take(&mut self.written);
+        for extent in &written {
             let zeros = vec![0u8; extent.len];
             let undone = self
                 .fs
@@ -1182,6 +1187,20 @@ impl Writer {
                     error = %undo,
                     "allsource: could not undo a failed log write; its appends may reappear after reopen"
                 );
+            }
+        }
+        if let Some(first) = written.first() {
+            let rolled_into: Vec<&Extent> = written.iter().filter(|e| e.seq > first.seq).collect();
+            for extent in &rolled_into {
+                self.shared.segments.remove(extent.seq);
+                if let Err(undo) = std::fs::remove_file(&extent.path) {
+                    tracing::error!(file = %extent.path.display(), error = %undo, "allsource: could not remove a log segment of a failed write");
+                }
+            }
+            if !rolled_into.is_empty()
+                && let Err(undo) = self.fs.sync_dir(&self.dir)
+            {
+                tracing::error!(error = %undo, "allsource: could not sync the removal of a failed write's log segments");
             }
         }
         crate::poison::poison(&self.shared, error, group.first_position);

@@ -614,3 +614,98 @@ async fn a_failed_periodic_sync_poisons_an_interval_store() {
     let store = AllSourceBackend::with_config(AllSourceConfig::durable(dir.path())).unwrap();
     assert_eq!(store.stream_version("s").await.unwrap(), 1, "the acknowledged append is kept, the refused one absent");
 }
+
+/// Blocks the writer's first log write once armed, until released; then fails the writer's
+/// first sync of segment 3.
+#[derive(Debug, Default)]
+struct BigGroup {
+    armed: AtomicBool,
+    blocked: AtomicBool,
+    released: Mutex<bool>,
+    release: Condvar,
+}
+
+impl IoHook for BigGroup {
+    fn before(&self, op: IoOp, path: &Path) -> io::Result<()> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let writer = std::thread::current().name() == Some("allsource-writer");
+        if !writer || !self.armed.load(Ordering::SeqCst) || !name.starts_with("wal-") || !name.ends_with(".log") {
+            return Ok(());
+        }
+        if op == IoOp::Write && !self.blocked.swap(true, Ordering::SeqCst) {
+            let mut released = self.released.lock().unwrap();
+            while !*released {
+                released = self.release.wait(released).unwrap();
+            }
+        }
+        if op == IoOp::Sync && name == "wal-0000000003.log" {
+            return Err(io::Error::other("injected: the sync of a group three segments long fails"));
+        }
+        Ok(())
+    }
+}
+
+/// A failed group commit longer than a segment (it rolled twice) leaves no segment of nothing
+/// but zeros behind: the store reopens, converts and reopens again with only what was
+/// acknowledged. (Zeroing alone left an empty sealed segment, rewritten as a Parquet file of no
+/// rows that made the next open fail.)
+#[test]
+fn a_failed_group_longer_than_a_segment_leaves_a_store_that_reopens() {
+    let dir = tempdir();
+    let hook = Arc::new(BigGroup::default());
+    let config = |hook: Option<Arc<BigGroup>>| AllSourceConfig {
+        segment_size: 64 * 1024,
+        io_hook: hook.map(|h| h as Arc<dyn IoHook>),
+        ..AllSourceConfig::durable(dir.path())
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = Arc::new(AllSourceBackend::with_config(config(Some(hook.clone()))).unwrap());
+        hook.armed.store(true, Ordering::SeqCst);
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.append("held", ExpectedVersion::NoStream, vec![event(0)]).await }
+        });
+        while !hook.blocked.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        // 150 appends of 1 KiB behind it: one group of about 150 KiB, over three segments.
+        let big: Vec<_> = (0..150u64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let e = NewEvent::new("Big", format!("{i}/{}", "b".repeat(1024)));
+                    store.append(&format!("big-{}", i % 5), ExpectedVersion::Any, vec![e]).await
+                })
+            })
+            .collect();
+        loop {
+            let frames: u64 = store.stats().await.unwrap().details["index_frames"].parse().unwrap();
+            if frames == 151 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        *hook.released.lock().unwrap() = true;
+        hook.release.notify_all();
+        first.await.unwrap().expect("the held append is synced alone and acknowledged");
+        for append in big {
+            let err = append.await.unwrap().unwrap_err();
+            assert!(typed(&err), "{err:?}");
+        }
+        assert_eq!(store.head_position().await.unwrap(), 1);
+        drop(store);
+    });
+    for round in 0..2 {
+        rt.block_on(async {
+            let store = AllSourceBackend::with_config(config(None))
+                .unwrap_or_else(|e| panic!("reopen {round} after the failed group: {e:?}"));
+            let all = store.read_all(0, usize::MAX).await.unwrap();
+            assert_eq!(all.len() as u64, 1 + round, "only what was acknowledged");
+            settle(&store, "reopened").await;
+            let stats = store.stats().await.unwrap();
+            assert!(!stats.details.contains_key("parquet_conversion_error"), "{:?}", stats.details);
+            store.append("after", ExpectedVersion::Any, vec![event(round)]).await.unwrap();
+        });
+    }
+}
