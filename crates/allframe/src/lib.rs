@@ -3,13 +3,27 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use allframe_cqrs_core::*;
+// The core's user-facing API, listed (as sqlx's facade does) so that nothing meant for backend
+// authors (`CommitSignal`, the `retry` rule) leaks into applications; backend authors depend on
+// `allframe-cqrs-core` directly.
+pub use allframe_cqrs_core::{
+    Aggregate, AppendResult, BackendStats, BoxError, Bytes, Capabilities, Codec, CommandError, DEFAULT_PAGE_SIZE,
+    Durability, DynBackend, Envelope, Error, Event, EventData, EventId, EventStoreBackend, ExpectedVersion, Limits,
+    LoadedAggregate, Metadata, MetadataDecodeError, NewEvent, ParseEventIdError, Projection, RawSubscription,
+    RecordedEvent, Result, Snapshot, SnapshotPolicy, StartFrom, StreamId, Subscription, SubscriptionHandle,
+    SubscriptionOptions, Timestamp, async_trait, migrate, read,
+};
+
+/// The typed store over any backend (with feature `cqrs`, the memory backend's alias below
+/// names it with `InMemoryBackend` as the default backend).
+#[cfg(not(feature = "cqrs"))]
+pub use allframe_cqrs_core::EventStore;
 
 /// The in-memory backend (feature `cqrs`).
 #[cfg(feature = "cqrs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs")))]
 pub mod memory {
-    pub use allframe_backend_memory::*;
+    pub use allframe_backend_memory::{EventStore, InMemoryBackend, InMemoryEventStore};
 }
 
 #[cfg(feature = "cqrs")]
@@ -28,14 +42,17 @@ pub mod allsource {
 #[cfg(feature = "cqrs-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs-postgres")))]
 pub mod postgres {
-    pub use allframe_backend_postgres::*;
+    pub use allframe_backend_postgres::{
+        DEFAULT_LISTENER_CHECK_INTERVAL, DEFAULT_LISTENER_CHECK_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_TCP_KEEPALIVE_IDLE,
+        PayloadEncoding, PostgresBackend, PostgresBuilder, SCHEMA_VERSION,
+    };
 }
 
 /// The RocksDB backend (feature `cqrs-rocksdb`).
 #[cfg(feature = "cqrs-rocksdb")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs-rocksdb")))]
 pub mod rocksdb {
-    pub use allframe_backend_rocksdb::*;
+    pub use allframe_backend_rocksdb::{Compression, RocksDbBackend, RocksDbConfig};
 }
 
 #[cfg(feature = "cqrs-allsource")]
