@@ -47,6 +47,8 @@ pub struct HistoryOptions {
     pub streams: usize,
     /// Most events per append.
     pub max_batch: usize,
+    /// Bytes of padding in each payload (more bytes per event roll a durable store's segments sooner).
+    pub pad: usize,
     /// Seed of every random choice.
     pub seed: u64,
     /// Whether calls may fail with errors other than conflicts (a run with injected faults);
@@ -62,6 +64,7 @@ impl Default for HistoryOptions {
             appends_per_writer: 30,
             streams: 4,
             max_batch: 3,
+            pad: 0,
             seed: 1,
             faults_expected: false,
         }
@@ -255,8 +258,10 @@ async fn write<B: EventStoreBackend + ?Sized>(
             7 | 8 => ExpectedVersion::Exact(known[stream]),
             _ => ExpectedVersion::NoStream,
         };
-        let events: Vec<NewEvent> =
-            (0..count).map(|i| NewEvent::new("History", format!(r#"{{"w":{writer},"a":{append},"i":{i}}}"#))).collect();
+        let pad = "p".repeat(options.pad);
+        let events: Vec<NewEvent> = (0..count)
+            .map(|i| NewEvent::new("History", format!(r#"{{"w":{writer},"a":{append},"i":{i},"pad":"{pad}"}}"#)))
+            .collect();
         let start = clock.fetch_add(1, Ordering::SeqCst);
         let result = backend.append(&stream_name(prefix, stream), expected, events.clone()).await;
         let end = clock.fetch_add(1, Ordering::SeqCst);
@@ -653,8 +658,7 @@ fn check(
         v.push("the tailing reader got positions out of order or twice".to_owned());
     }
     let tailed_ids: HashSet<EventId> = tailed.iter().map(|e| e.metadata.event_id).collect();
-    let missed: Vec<u64> =
-        truth.keys().filter(|id| !tailed_ids.contains(id)).filter_map(position_of).collect();
+    let missed: Vec<u64> = truth.keys().filter(|id| !tailed_ids.contains(id)).filter_map(position_of).collect();
     if !missed.is_empty() {
         v.push(format!(
             "the tailing reader skipped {} acknowledged events (positions {:?}…)",
