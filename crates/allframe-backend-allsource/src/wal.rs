@@ -744,12 +744,10 @@ impl NextSegment {
     /// The helper thread: prepares the segment the writer asks for, until stopped.
     fn run(&self, dir: &Path, fs: &Fs, size: u64, zero_fill: bool) {
         while !self.stop.load(Ordering::SeqCst) {
-            let seq = self.want.load(Ordering::SeqCst);
-            let prepared = self.ready.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|r| r.0);
-            if seq == 0 || prepared == Some(seq) {
+            let Some((seq, prepared)) = self.job() else {
                 std::thread::park();
                 continue;
-            }
+            };
             if let Some(stale) = prepared {
                 let _ = std::fs::remove_file(Self::tmp_path(dir, stale));
             }
@@ -765,9 +763,22 @@ impl NextSegment {
         }
     }
 
-    /// Takes the prepared segment `seq`, if it is ready.
+    /// The segment to prepare now and the stale prepared one to remove first, if any; `None`
+    /// when there is nothing to do. Decided under the lock [`Self::take`] holds, so that the
+    /// helper never sees the wanted segment as not prepared just after the writer took it
+    /// (preparing it again would remove the file the writer is renaming into place).
+    fn job(&self) -> Option<(u32, Option<u32>)> {
+        let ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        let seq = self.want.load(Ordering::SeqCst);
+        let prepared = ready.as_ref().map(|r| r.0);
+        (seq != 0 && prepared != Some(seq)).then_some((seq, prepared))
+    }
+
+    /// Takes the prepared segment `seq`, if it is ready; either way `seq` is no longer wanted
+    /// (the writer creates it itself when it was not ready).
     fn take(&self, seq: u32) -> Option<(PathBuf, Arc<File>)> {
         let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self.want.compare_exchange(seq, 0, Ordering::SeqCst, Ordering::SeqCst);
         match ready.take() {
             Some((ready_seq, tmp, file)) if ready_seq == seq => Some((tmp, file)),
             other => {
@@ -1214,5 +1225,37 @@ pub(crate) fn clone_error(error: &Error) -> Error {
             Error::Io { backend, path: path.clone(), source: io::Error::new(source.kind(), source.to_string()) }
         }
         other => Error::Closed { backend: BACKEND_NAME, reason: Some(other.to_string()) },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next-segment helper must not prepare a segment again once the writer has taken it:
+    /// preparing starts by removing the temporary file, which the writer is renaming into place
+    /// (the fault sweep saw rolls fail with `NotFound` on the new segment).
+    #[test]
+    fn the_helper_does_not_prepare_again_a_segment_the_writer_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let next = NextSegment { ready: Mutex::new(None), want: AtomicU32::new(0), stop: AtomicBool::new(false) };
+        assert_eq!(next.job(), None, "nothing wanted");
+        next.want.store(7, Ordering::SeqCst);
+        assert_eq!(next.job(), Some((7, None)));
+        let (tmp, file) = NextSegment::prepare(dir.path(), &Fs::default(), 7, 64 * 1024, true).unwrap();
+        *next.ready.lock().unwrap() = Some((7, tmp.clone(), file));
+        assert_eq!(next.job(), None, "prepared");
+        let (taken, _) = next.take(7).expect("ready");
+        assert_eq!(taken, tmp);
+        assert_eq!(next.job(), None, "taken by the writer: not wanted any more");
+        // A segment the writer wanted but had to create itself is not wanted either.
+        next.want.store(8, Ordering::SeqCst);
+        assert!(next.take(8).is_none());
+        assert_eq!(next.job(), None);
+        // A stale prepared segment is removed before the next one is prepared.
+        let (tmp, file) = NextSegment::prepare(dir.path(), &Fs::default(), 9, 64 * 1024, true).unwrap();
+        *next.ready.lock().unwrap() = Some((9, tmp, file));
+        next.want.store(10, Ordering::SeqCst);
+        assert_eq!(next.job(), Some((10, Some(9))));
     }
 }
