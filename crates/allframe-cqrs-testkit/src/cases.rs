@@ -684,6 +684,7 @@ pub async fn concurrent_history_is_consistent<B: EventStoreBackend>(backend: B) 
         let report = crate::history::run_history(Arc::clone(&backend), options).await;
         report.assert_ok();
         assert!(report.appends_ok > 0 && report.reads > 0, "the history did something: {report}");
+        eprintln!("history on {}, seed {seed}: {report}", backend.name());
     }
 }
 
