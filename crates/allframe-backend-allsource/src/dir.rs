@@ -53,7 +53,13 @@ pub(crate) struct LockedDir {
 pub(crate) fn open_dir(dir: &Path, fs: &Fs) -> Result<LockedDir> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     let names = list(dir)?;
-    if classify(dir, &names)? == Kind::Unfinished && !names.iter().any(|n| n == MARKER_TMP) {
+    // Without the lock another open may rename or remove `ALLSOURCE.tmp` between the listing
+    // and the look at it: then it has created the store, and the look under the lock decides.
+    let unlocked = match classify(dir, &names) {
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+        other => Some(other?),
+    };
+    if unlocked == Some(Kind::Unfinished) && !names.iter().any(|n| n == MARKER_TMP) {
         // Step 1: say "a store is being created here" before `LOCK` exists, so that a `LOCK`
         // alone is never ours.
         claim(dir, fs)?;
