@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
 use allframe_cqrs_core::{AppendResult, Bytes, Error, EventId, NewEvent, Result, Snapshot, StreamId};
 
 use crate::cold::{ColdRun, ColdSegment, StreamEntry};
@@ -207,58 +208,27 @@ impl State {
         Ok(Some((frame.stream.clone(), frame.first_version + (position - frame.first_position))))
     }
 
-    fn duplicate(&self, event_id: EventId, position: u64, parquet: &ParquetFiles) -> Error {
-        match self.locate(position, parquet) {
-            Ok(found) => {
-                let (stored_stream, stored_version) = found.unwrap_or_else(|| (StreamId::from("?"), 0));
-                Error::DuplicateEventId { event_id, stored_stream, stored_version }
-            }
-            Err(error) => error,
-        }
-    }
-
-    /// If every event id of the append is stored, contiguously and in order, in `stream`, the
-    /// result of the original append; if none is stored, `None`; otherwise an error.
-    /// (The reference semantics of the memory backend.)
+    /// Contract 9: where each of the append's ids is stored, decided by the core's retry rule
+    /// (`retry::resolve_retry`). Only stored ids are located (a cold one reads its Parquet row).
     pub fn find_retry(
         &self,
         stream: &str,
         events: &[NewEvent],
         parquet: &ParquetFiles,
     ) -> Result<Option<AppendResult>> {
-        let Some(first) = events.first() else { return Ok(None) };
-        let first_id = first.metadata.event_id;
-        let Some(first_position) = self.find_id(&first_id)? else {
-            for event in &events[1..] {
-                if let Some(position) = self.find_id(&event.metadata.event_id)? {
-                    return Err(self.duplicate(event.metadata.event_id, position, parquet));
+        let mut stored = Vec::with_capacity(events.len());
+        for event in events {
+            let at = match self.find_id(&event.metadata.event_id)? {
+                None => None,
+                Some(position) => {
+                    // An id whose position the index cannot place names no stream (never expected).
+                    let (stream, version) = self.locate(position, parquet)?.unwrap_or_else(|| (StreamId::from("?"), 0));
+                    Some(StoredAt { stream, version, position })
                 }
-            }
-            return Ok(None);
-        };
-        let first_version = match self.locate(first_position, parquet)? {
-            Some((stored, version)) if *stored == *stream => version,
-            _ => return Err(self.duplicate(first_id, first_position, parquet)),
-        };
-        let mut last_position = first_position;
-        for (i, event) in events.iter().enumerate().skip(1) {
-            let id = event.metadata.event_id;
-            let Some(position) = self.find_id(&id)? else {
-                return Err(self.duplicate(first_id, first_position, parquet));
             };
-            match self.locate(position, parquet)? {
-                Some((stored, version)) if *stored == *stream && version == first_version + i as u64 => {
-                    last_position = position;
-                }
-                _ => return Err(self.duplicate(id, position, parquet)),
-            }
+            stored.push(at);
         }
-        Ok(Some(AppendResult {
-            stream_version: first_version + events.len() as u64 - 1,
-            first_position,
-            last_position,
-            deduplicated: true,
-        }))
+        resolve_retry(stream, events, &stored)
     }
 
     /// Records a new (pending or replayed) append of the log tail in the index.
