@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
-use allframe_cqrs_core::{AppendResult, Bytes, Error, EventId, NewEvent, Result, Snapshot, StreamId};
+use allframe_cqrs_core::{AppendResult, Bytes, EventId, NewEvent, Result, Snapshot, StreamId};
 
 use crate::cold::{ColdRun, ColdSegment, StreamEntry};
 use crate::poison::Poison;
