@@ -35,7 +35,7 @@ pub use allframe_backend_memory::{EventStore, InMemoryBackend, InMemoryEventStor
 #[cfg(feature = "cqrs-allsource")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs-allsource")))]
 pub mod allsource {
-    pub use allframe_backend_allsource::*;
+    pub use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig, SyncMode};
 }
 
 /// The PostgreSQL backend (feature `cqrs-postgres`).
