@@ -21,6 +21,18 @@ const CHILD_DIR: &str = "ALLSOURCE_FIRST_OPEN_CHILD_DIR";
 const CHILD_KILL_AT: &str = "ALLSOURCE_FIRST_OPEN_KILL_AT";
 const CHILD_MODE: &str = "ALLSOURCE_FIRST_OPEN_MODE";
 
+/// The tests of this file run one at a time: a child process spawned by the kill sweep holds a
+/// copy of every open descriptor of this process between its fork and its exec, so a store
+/// another test has just dropped can still look locked (`flock`) for that moment.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
 /// The durability modes the sweep runs in, by the name the child is given.
 fn mode(name: &str) -> SyncMode {
     match name {
@@ -64,41 +76,47 @@ async fn opens_and_takes_an_append(dir: &Path, events: u64, what: &str) {
     assert_eq!(store.head_position().await.unwrap(), events + 1, "{what}");
 }
 
-#[tokio::test]
-async fn an_unfinished_creation_is_finished_by_the_next_open() {
-    for len in [0, 1, MARKER.len() / 2, MARKER.len()] {
-        for with_lock in [true, false] {
-            let mut files: Vec<(&str, &[u8])> = vec![("ALLSOURCE.tmp", &MARKER[..len])];
-            if with_lock {
-                files.push(("LOCK", b""));
+#[test]
+fn an_unfinished_creation_is_finished_by_the_next_open() {
+    let _serial = serial();
+    runtime().block_on(async {
+        for len in [0, 1, MARKER.len() / 2, MARKER.len()] {
+            for with_lock in [true, false] {
+                let mut files: Vec<(&str, &[u8])> = vec![("ALLSOURCE.tmp", &MARKER[..len])];
+                if with_lock {
+                    files.push(("LOCK", b""));
+                }
+                let dir = dir_with(&files);
+                let what = format!("ALLSOURCE.tmp of {len} bytes, LOCK: {with_lock}");
+                opens_and_takes_an_append(dir.path(), 0, &what).await;
+                assert_eq!(std::fs::read(dir.path().join("ALLSOURCE")).unwrap(), MARKER, "{what}");
+                assert!(!dir.path().join("ALLSOURCE.tmp").exists(), "{what}");
             }
-            let dir = dir_with(&files);
-            let what = format!("ALLSOURCE.tmp of {len} bytes, LOCK: {with_lock}");
-            opens_and_takes_an_append(dir.path(), 0, &what).await;
-            assert_eq!(std::fs::read(dir.path().join("ALLSOURCE")).unwrap(), MARKER, "{what}");
-            assert!(!dir.path().join("ALLSOURCE.tmp").exists(), "{what}");
         }
-    }
+    })
 }
 
-#[tokio::test]
-async fn a_directory_that_is_neither_empty_nor_a_store_is_refused_and_left_untouched() {
-    let cases: Vec<(&str, Files<'_>)> = vec![
-        ("a user's draft.tmp", vec![("draft.tmp", b"my unsaved draft")]),
-        ("a user's LOCK", vec![("LOCK", b"my lock")]),
-        ("an empty LOCK alone", vec![("LOCK", b"")]),
-        ("a foreign ALLSOURCE.tmp", vec![("ALLSOURCE.tmp", b"something else entirely")]),
-        ("our leftovers and a draft.tmp", vec![("ALLSOURCE.tmp", MARKER), ("LOCK", b""), ("draft.tmp", b"d")]),
-        ("a LOCK with contents beside ALLSOURCE.tmp", vec![("ALLSOURCE.tmp", MARKER), ("LOCK", b"mine")]),
-        ("an over-long ALLSOURCE.tmp", vec![("ALLSOURCE.tmp", b"allframe-allsource store\nformat 1\nmore")]),
-    ];
-    for (what, files) in cases {
-        let dir = dir_with(&files);
-        let before = contents(dir.path());
-        let err = AllSourceBackend::production(dir.path()).unwrap_err();
-        assert!(matches!(err, Error::NotAStore { .. }), "{what}: {err:?}");
-        assert_eq!(contents(dir.path()), before, "{what}: the directory was changed");
-    }
+#[test]
+fn a_directory_that_is_neither_empty_nor_a_store_is_refused_and_left_untouched() {
+    let _serial = serial();
+    runtime().block_on(async {
+        let cases: Vec<(&str, Files<'_>)> = vec![
+            ("a user's draft.tmp", vec![("draft.tmp", b"my unsaved draft")]),
+            ("a user's LOCK", vec![("LOCK", b"my lock")]),
+            ("an empty LOCK alone", vec![("LOCK", b"")]),
+            ("a foreign ALLSOURCE.tmp", vec![("ALLSOURCE.tmp", b"something else entirely")]),
+            ("our leftovers and a draft.tmp", vec![("ALLSOURCE.tmp", MARKER), ("LOCK", b""), ("draft.tmp", b"d")]),
+            ("a LOCK with contents beside ALLSOURCE.tmp", vec![("ALLSOURCE.tmp", MARKER), ("LOCK", b"mine")]),
+            ("an over-long ALLSOURCE.tmp", vec![("ALLSOURCE.tmp", b"allframe-allsource store\nformat 1\nmore")]),
+        ];
+        for (what, files) in cases {
+            let dir = dir_with(&files);
+            let before = contents(dir.path());
+            let err = AllSourceBackend::production(dir.path()).unwrap_err();
+            assert!(matches!(err, Error::NotAStore { .. }), "{what}: {err:?}");
+            assert_eq!(contents(dir.path()), before, "{what}: the directory was changed");
+        }
+    })
 }
 
 /// Kills this process with SIGKILL at its `kill_at`-th file operation.
@@ -150,13 +168,16 @@ fn first_open_child() {
     println!("DONE {}", hook.calls.load(Ordering::SeqCst));
 }
 
-#[tokio::test]
-async fn a_first_open_killed_at_any_file_operation_opens_next_time() {
-    let mut total = 0;
-    for name in ["synchronous", "interval", "nosync"] {
-        total += sweep_first_open(name).await;
-    }
-    eprintln!("first open: {total} kill points checked in three modes");
+#[test]
+fn a_first_open_killed_at_any_file_operation_opens_next_time() {
+    let _serial = serial();
+    runtime().block_on(async {
+        let mut total = 0;
+        for name in ["synchronous", "interval", "nosync"] {
+            total += sweep_first_open(name).await;
+        }
+        eprintln!("first open: {total} kill points checked in three modes");
+    })
 }
 
 /// Kills a first open in mode `name` at each of its file operations; returns how many.
@@ -214,6 +235,7 @@ async fn sweep_first_open(name: &str) -> u32 {
 /// afterwards.
 #[test]
 fn racing_first_opens_create_one_store() {
+    let _serial = serial();
     for round in 0..20 {
         let parent = tempfile::tempdir().unwrap();
         let dir = parent.path().join("store");
