@@ -250,7 +250,7 @@ pub(crate) struct ParquetSegment {
     pub path: PathBuf,
     pub entry: ManifestEntry,
     reader: SerializedFileReader<File>,
-    file: Arc<File>,
+    file: Arc<PositionalFile>,
     props: Arc<ReaderProperties>,
     /// First position of each row group (from the position column's statistics).
     group_starts: Vec<u64>,
@@ -280,7 +280,7 @@ impl ParquetSegment {
         }
         let reader_file = file.try_clone().map_err(|e| io_err(&path, e))?;
         let reader = SerializedFileReader::new(reader_file).map_err(|e| parquet_err(&path, e))?;
-        let file = Arc::new(file);
+        let file = Arc::new(PositionalFile { file, len });
         let props = Arc::new(ReaderProperties::builder().build());
         let mut group_starts = Vec::with_capacity(reader.num_row_groups());
         let mut next = entry.first_position;
@@ -304,7 +304,7 @@ impl ParquetSegment {
 
     /// A reader of row group `index` (used statically: a `dyn RowGroupReader` would link
     /// parquet's whole record API into every binary).
-    fn row_group(&self, index: usize) -> Result<SerializedRowGroupReader<'_, File>> {
+    fn row_group(&self, index: usize) -> Result<SerializedRowGroupReader<'_, PositionalFile>> {
         let metadata = self.reader.metadata();
         let group = metadata.row_groups().get(index).ok_or_else(|| corruption(&self.path, 0, "no such row group"))?;
         SerializedRowGroupReader::new(
@@ -403,6 +403,60 @@ fn file_crc(file: &File) -> std::io::Result<(u64, u32)> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A Parquet file read with positional reads (`pread`), so that any number of threads can
+/// read one segment at once.
+///
+/// parquet's own `ChunkReader` for `File` clones the descriptor and seeks it, and clones share
+/// one file offset: two readers of one segment at the same moment (two subscribers catching
+/// up, a read beside the converter) read each other's bytes ("Invalid page header"; found by
+/// the concurrent-history test).
+#[derive(Debug)]
+pub(crate) struct PositionalFile {
+    file: File,
+    len: u64,
+}
+
+impl parquet::file::reader::Length for PositionalFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl parquet::file::reader::ChunkReader for PositionalFile {
+    type T = PositionalRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<PositionalRead> {
+        let file = self.file.try_clone().map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        Ok(PositionalRead { file, at: start })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let mut buffer = vec![0; length];
+        self.file
+            .read_exact_at(&mut buffer, start)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        Ok(buffer.into())
+    }
+}
+
+/// A reader at its own offset of a shared file (positional reads; never moves the
+/// descriptor's offset).
+#[derive(Debug)]
+pub(crate) struct PositionalRead {
+    file: File,
+    at: u64,
+}
+
+impl std::io::Read for PositionalRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let read = self.file.read_at(buf, self.at)?;
+        self.at += read as u64;
+        Ok(read)
     }
 }
 
@@ -528,7 +582,7 @@ pub(crate) fn index_rows(segment: &ParquetSegment) -> Result<Vec<IndexRow>> {
 
 /// All `rows` values of one required column of a row group.
 fn read_column<T: parquet::data_type::DataType>(
-    group: &SerializedRowGroupReader<'_, File>,
+    group: &SerializedRowGroupReader<'_, PositionalFile>,
     column: usize,
     rows: usize,
     path: &Path,
