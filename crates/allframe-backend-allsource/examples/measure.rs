@@ -83,15 +83,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let elapsed = started.elapsed();
         lat.sort();
-        let stats = store.stats().await.expect("stats");
+        let stats = store.engine_stats();
         println!(
             "durable, 64 appenders: {:.0} events/s, ack p50 {:?}, p99 {:?} ({:.1}x fsync p50), {} fsyncs, {:.1} events per group commit",
             (64 * per_task) as f64 / elapsed.as_secs_f64(),
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
             percentile(&lat, 0.99).as_secs_f64() / fsync_p50.as_secs_f64(),
-            stats.details["fsyncs"],
-            (64 * per_task) as f64 / stats.details["group_commits"].parse::<f64>().unwrap_or(1.0),
+            stats.fsyncs,
+            (64 * per_task) as f64 / stats.group_commits.max(1) as f64,
         );
         drop(store);
 
@@ -136,9 +136,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         let wait = Instant::now();
         loop {
-            let stats = store.stats().await.expect("stats");
-            let files: u64 = stats.details["parquet_files"].parse().unwrap_or(0);
-            let segments: u64 = stats.details["wal_segments"].parse().unwrap_or(1);
+            let stats = store.engine_stats();
+            let files = stats.parquet_files;
+            let segments = stats.wal_segments.max(1);
             if files + 1 >= segments || wait.elapsed() > Duration::from_secs(600) {
                 println!("parquet conversion: {files} files after {:?}", wait.elapsed());
                 break;
@@ -151,13 +151,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let store = AllSourceBackend::with_config(config).expect("reopen");
         let reopen = started.elapsed();
         println!("reopen of {events} events: {reopen:?}; resident memory {:.0} MiB -> {:.0} MiB", before, rss_mib());
-        let stats = store.stats().await.expect("stats");
+        let stats = store.engine_stats();
         println!(
             "index: {} cold segments, {} bytes of bloom filters and fences, {} event ids and {} frames in the tail index",
-            stats.details["index_cold_segments"],
-            stats.details["index_cold_memory_bytes"],
-            stats.details["index_tail_ids"],
-            stats.details["index_frames"],
+            stats.index_cold_segments,
+            stats.index_cold_memory_bytes,
+            stats.index_tail_ids,
+            stats.index_frames,
         );
         let mut lat = Vec::new();
         let streams = events / 1000;

@@ -40,16 +40,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             events as f64 / appended.as_secs_f64()
         );
         loop {
-            let stats = store.stats().await?;
-            let files: u64 = stats.details["parquet_files"].parse().unwrap_or(0);
-            let segments: u64 = stats.details["wal_segments"].parse().unwrap_or(1);
+            let stats = store.engine_stats();
+            let files = stats.parquet_files;
+            let segments = stats.wal_segments.max(1);
             if files + 1 >= segments {
                 let done = started.elapsed();
                 println!(
                     "all sealed segments in Parquet after {done:.2?}: {:.0} events/s end to end; \
                      {files} files; the writer waited for the converter {} times",
                     events as f64 / done.as_secs_f64(),
-                    stats.details["parquet_backlog_waits"]
+                    stats.parquet_backlog_waits
                 );
                 break;
             }

@@ -192,6 +192,7 @@ mod poison;
 mod segments;
 mod snapshots;
 mod state;
+mod stats;
 mod wal;
 
 use std::fs::File;
@@ -207,6 +208,7 @@ use allframe_cqrs_core::{
 use tokio::sync::oneshot;
 
 pub use io::{IoHook, IoOp};
+pub use stats::{EngineStats, RecoveryStats};
 
 /// Arrow access to Parquet segments (crate feature `arrow`, off by default).
 #[cfg(feature = "arrow")]
@@ -975,7 +977,6 @@ impl EventStoreBackend for AllSourceBackend {
     }
 
     async fn stats(&self) -> Result<BackendStats> {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut stats = BackendStats::new(BACKEND_NAME, self.durability());
         {
             let state = self.read();
@@ -983,59 +984,8 @@ impl EventStoreBackend for AllSourceBackend {
             stats.head_position = state.committed;
             stats.streams = state.committed_streams();
             stats.snapshots = state.snapshots.len() as u64;
-            stats.details.insert("index_frames".into(), state.frames.len().to_string());
-            stats.details.insert("index_tail_ids".into(), state.ids.len().to_string());
-            stats.details.insert("index_cold_segments".into(), state.cold.len().to_string());
-            stats.details.insert("index_cold_memory_bytes".into(), state.cold_memory().to_string());
-            if let Some(poison) = &state.poisoned {
-                stats.details.insert("failed".into(), poison.reason().to_string());
-            }
         }
-        let d = &mut stats.details;
-        d.insert("durability".into(), self.durability().to_string());
-        match &self.config.data_dir {
-            None => {
-                d.insert("storage".into(), "memory".into());
-            }
-            Some(dir) => {
-                let w = &self.shared.writer_stats;
-                d.insert("storage".into(), "write-ahead log".into());
-                d.insert("data_dir".into(), dir.display().to_string());
-                d.insert("wal_segments".into(), w.segments.load(Relaxed).to_string());
-                d.insert("wal_bytes".into(), w.wal_bytes.load(Relaxed).to_string());
-                d.insert("group_commits".into(), w.batches.load(Relaxed).to_string());
-                d.insert("frames_written".into(), w.frames.load(Relaxed).to_string());
-                d.insert("fsyncs".into(), w.syncs.load(Relaxed).to_string());
-                d.insert("ack_poll_hits".into(), w.ack_poll_hits.load(Relaxed).to_string());
-                d.insert("ack_poll_misses".into(), w.ack_poll_misses.load(Relaxed).to_string());
-                d.insert("ack_poll_skips".into(), w.ack_poll_skips.load(Relaxed).to_string());
-                d.insert("parquet_files".into(), self.shared.parquet.len().to_string());
-                d.insert("parquet_footer_memory_bytes".into(), self.shared.parquet.footer_memory().to_string());
-                d.insert("parquet_conversions".into(), w.conversions.load(Relaxed).to_string());
-                d.insert("parquet_backlog".into(), self.shared.conversion_backlog.load(Relaxed).to_string());
-                d.insert("parquet_backlog_waits".into(), w.backlog_waits.load(Relaxed).to_string());
-                if let Some(e) = &*self.shared.conversion_error.lock().unwrap_or_else(PoisonError::into_inner) {
-                    d.insert("parquet_conversion_error".into(), e.clone());
-                }
-                let r = &self.report;
-                d.insert("recovery_frames".into(), r.frames.to_string());
-                d.insert("recovery_bytes".into(), r.bytes.to_string());
-                d.insert("recovery_parquet_rows".into(), r.parquet_rows.to_string());
-                d.insert("recovery_rebuilt_indexes".into(), r.rebuilt_indexes.to_string());
-                d.insert("recovery_millis".into(), r.duration.as_millis().to_string());
-                d.insert("recovery_torn_tail".into(), r.torn_tail.is_some().to_string());
-                if let Some((file, offset, bytes)) = &r.torn_tail {
-                    d.insert("recovery_torn_file".into(), file.display().to_string());
-                    d.insert("recovery_torn_offset".into(), offset.to_string());
-                    d.insert("recovery_torn_bytes".into(), bytes.to_string());
-                }
-                if let Some(snapshots) = &self.snapshots {
-                    let r = snapshots.report();
-                    d.insert("recovery_snapshots_dropped_ahead".into(), r.dropped_ahead.to_string());
-                    d.insert("recovery_snapshot_torn_tail".into(), r.torn_tail.is_some().to_string());
-                }
-            }
-        }
+        stats.details = self.engine_stats().details(self.durability().to_string());
         Ok(stats)
     }
 

@@ -33,8 +33,8 @@ fn open(dir: &Path, hook: Arc<SlowSync>, ack_spin: Duration) -> AllSourceBackend
 }
 
 async fn counters(store: &AllSourceBackend) -> [u64; 3] {
-    let stats = store.stats().await.unwrap();
-    ["ack_poll_hits", "ack_poll_misses", "ack_poll_skips"].map(|key| stats.details[key].parse().unwrap())
+    let stats = store.engine_stats();
+    [stats.ack_poll_hits, stats.ack_poll_misses, stats.ack_poll_skips]
 }
 
 async fn append(store: &AllSourceBackend, n: u64) {

@@ -8,18 +8,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig};
-use allframe_cqrs_core::{
-    AppendResult, BackendStats, Error, EventId, EventStoreBackend, ExpectedVersion, NewEvent, RecordedEvent,
-};
+use allframe_cqrs_core::{AppendResult, Error, EventId, EventStoreBackend, ExpectedVersion, NewEvent, RecordedEvent};
 
 const STREAMS: u64 = 5;
 
 fn config(dir: &Path) -> AllSourceConfig {
     AllSourceConfig { segment_size: 64 * 1024, ..AllSourceConfig::durable(dir) }
-}
-
-fn detail(stats: &BackendStats, key: &str) -> u64 {
-    stats.details[key].parse().unwrap_or_else(|_| panic!("{key} is a number"))
 }
 
 /// The event appended `n`-th: ids taken from `n`, so that a retry can rebuild it; ids of odd
@@ -93,8 +87,8 @@ fn cold_segments_leave_memory_and_answer_reads_retries_and_duplicates() {
         }
         let started = Instant::now();
         loop {
-            let stats = store.stats().await.unwrap();
-            if detail(&stats, "parquet_files") + 1 >= detail(&stats, "wal_segments") {
+            let stats = store.engine_stats();
+            if stats.parquet_files + 1 >= stats.wal_segments {
                 break;
             }
             assert!(started.elapsed() < Duration::from_secs(60), "segments were not converted");
@@ -102,21 +96,19 @@ fn cold_segments_leave_memory_and_answer_reads_retries_and_duplicates() {
         }
         // The converter may still be moving ids out; wait until the tail map is small.
         let stats = loop {
-            let stats = store.stats().await.unwrap();
-            if detail(&stats, "index_cold_segments") == detail(&stats, "parquet_files")
-                || started.elapsed() > Duration::from_secs(60)
-            {
+            let stats = store.engine_stats();
+            if stats.index_cold_segments == stats.parquet_files || started.elapsed() > Duration::from_secs(60) {
                 break stats;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        let cold = detail(&stats, "index_cold_segments");
+        let cold = stats.index_cold_segments;
         assert!(cold >= 3, "{cold} cold segments");
-        let tail_ids = detail(&stats, "index_tail_ids");
-        let tail_frames = detail(&stats, "index_frames");
+        let tail_ids = stats.index_tail_ids;
+        let tail_frames = stats.index_frames;
         assert!(tail_ids < 1000, "{tail_ids} of 3000 event ids are still in the exact map");
         assert!(tail_frames < 1000, "{tail_frames} frames are still in the tail index");
-        assert!(detail(&stats, "index_cold_memory_bytes") > 0);
+        assert!(stats.index_cold_memory_bytes > 0);
         let all = store.get_all_events().await.unwrap();
         assert_eq!(all.len(), 3000);
         check(&store, &all, &appends).await;
@@ -125,9 +117,9 @@ fn cold_segments_leave_memory_and_answer_reads_retries_and_duplicates() {
     // Reopened: cold segments come from the index files, nothing is rebuilt.
     rt.block_on(async {
         let store = AllSourceBackend::with_config(config(dir.path())).unwrap();
-        let stats = store.stats().await.unwrap();
-        assert_eq!(detail(&stats, "recovery_rebuilt_indexes"), 0);
-        assert!(detail(&stats, "index_tail_ids") < 1000);
+        let stats = store.engine_stats();
+        assert_eq!(u64::from(stats.recovery.rebuilt_indexes), 0);
+        assert!(stats.index_tail_ids < 1000);
         check(&store, &all, &appends).await;
     });
     // One index file lost, one damaged: both are rebuilt from their Parquet files.
@@ -139,14 +131,14 @@ fn cold_segments_leave_memory_and_answer_reads_retries_and_duplicates() {
     std::fs::write(&damaged, &bytes).unwrap();
     rt.block_on(async {
         let store = AllSourceBackend::with_config(config(dir.path())).unwrap();
-        let stats = store.stats().await.unwrap();
-        assert_eq!(detail(&stats, "recovery_rebuilt_indexes"), 2);
+        let stats = store.engine_stats();
+        assert_eq!(u64::from(stats.recovery.rebuilt_indexes), 2);
         check(&store, &all, &appends).await;
     });
     assert!(dir.path().join("seg-0000000001.idx").exists(), "the lost index file is written again");
     assert_ne!(std::fs::read(&damaged).unwrap(), bytes, "the damaged index file is replaced");
     rt.block_on(async {
         let store = AllSourceBackend::with_config(config(dir.path())).unwrap();
-        assert_eq!(detail(&store.stats().await.unwrap(), "recovery_rebuilt_indexes"), 0);
+        assert_eq!(u64::from(store.engine_stats().recovery.rebuilt_indexes), 0);
     });
 }

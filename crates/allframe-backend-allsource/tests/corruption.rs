@@ -7,7 +7,7 @@ mod disk;
 
 use std::path::{Path, PathBuf};
 
-use allframe_backend_allsource::AllSourceBackend;
+use allframe_backend_allsource::{AllSourceBackend, EngineStats};
 use allframe_cqrs_core::{Error, EventStoreBackend, ExpectedVersion, NewEvent, RecordedEvent, Snapshot};
 
 const SEGMENT: &str = "wal-0000000001.log";
@@ -34,13 +34,13 @@ fn build(n: u64) -> (tempfile::TempDir, Vec<RecordedEvent>) {
     (dir, events)
 }
 
-fn reopen(dir: &Path) -> Result<(Vec<RecordedEvent>, allframe_cqrs_core::BackendStats), Error> {
+fn reopen(dir: &Path) -> Result<(Vec<RecordedEvent>, allframe_cqrs_core::BackendStats, EngineStats), Error> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let store = AllSourceBackend::production(dir)?;
         let events = store.get_all_events().await?;
         let stats = store.stats().await?;
-        Ok((events, stats))
+        Ok((events, stats, store.engine_stats()))
     })
 }
 
@@ -72,13 +72,13 @@ fn truncating_the_last_frame_at_every_offset_is_repaired() {
             } else {
                 std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
             }
-            let (read, stats) = reopen(copy.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e:?}"));
+            let (read, _, engine) = reopen(copy.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e:?}"));
             assert_eq!(read, events[..5], "cut at {cut}: the first five events are intact");
             let torn = cut > start;
-            assert_eq!(stats.details["recovery_torn_tail"], torn.to_string(), "cut at {cut}");
+            assert_eq!(engine.recovery.torn_tail.is_some(), torn, "cut at {cut}");
             if torn {
-                assert_eq!(stats.details["recovery_torn_offset"], start.to_string());
-                assert_eq!(stats.details["recovery_torn_file"], segment.display().to_string());
+                let (file, offset, _) = engine.recovery.torn_tail.clone().expect("a torn tail");
+                assert_eq!((file, offset), (segment.clone(), start));
             }
             // The repaired store takes new appends and reopens cleanly.
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -87,9 +87,9 @@ fn truncating_the_last_frame_at_every_offset_is_repaired() {
                 let r = store.append("s-9", ExpectedVersion::Any, vec![NewEvent::new("After", "x")]).await.unwrap();
                 assert_eq!(r.first_position, 6);
             });
-            let (read, stats) = reopen(copy.path()).unwrap();
+            let (read, _, engine) = reopen(copy.path()).unwrap();
             assert_eq!(read.len(), 6);
-            assert_eq!(stats.details["recovery_torn_tail"], "false");
+            assert_eq!(engine.recovery.torn_tail, None);
         }
     }
 }
@@ -140,7 +140,7 @@ fn snapshot_file_damage_is_reported_and_a_torn_record_repaired() {
     expect_corruption(reopen(dir.path()), &snapshots, 0);
     // A torn final record (cut short) is cut off; the events are untouched.
     std::fs::write(&snapshots, &bytes[..bytes.len() - 3]).unwrap();
-    let (read, _) = reopen(dir.path()).unwrap();
+    let (read, _, _) = reopen(dir.path()).unwrap();
     assert_eq!(read, events);
     assert_eq!(std::fs::metadata(&snapshots).unwrap().len(), 0);
 }
@@ -174,10 +174,10 @@ fn zeros_after_the_last_snapshot_record_are_a_torn_tail_not_corruption() {
         let mut extended = bytes.clone();
         extended.resize(bytes.len() + zeros, 0);
         std::fs::write(copy.path().join("snapshots.log"), &extended).unwrap();
-        let (read, stats) = reopen(copy.path()).unwrap_or_else(|e| panic!("{zeros} zeros: {e:?}"));
+        let (read, stats, engine) = reopen(copy.path()).unwrap_or_else(|e| panic!("{zeros} zeros: {e:?}"));
         assert_eq!(read, events);
         assert_eq!(stats.snapshots, 3, "{zeros} zeros");
-        assert_eq!(stats.details["recovery_snapshot_torn_tail"], "true", "{zeros} zeros");
+        assert!(engine.recovery.snapshot_torn_tail, "{zeros} zeros");
         assert_eq!(std::fs::read(copy.path().join("snapshots.log")).unwrap(), bytes, "{zeros} zeros cut off");
     }
     assert_eq!(records.len(), 3);
@@ -204,10 +204,10 @@ fn a_final_snapshot_record_torn_by_lost_sectors_is_cut_off() {
         let copy = tempfile::tempdir().unwrap();
         disk::copy_store(dir.path(), copy.path());
         std::fs::write(copy.path().join("snapshots.log"), image).unwrap();
-        let (read, stats) = reopen(copy.path()).unwrap_or_else(|e| panic!("image {i}: {e:?}"));
+        let (read, stats, engine) = reopen(copy.path()).unwrap_or_else(|e| panic!("image {i}: {e:?}"));
         assert_eq!(read, events, "image {i}");
         assert_eq!(stats.snapshots, 2, "image {i}: the torn record is gone, the others kept");
-        assert_eq!(stats.details["recovery_snapshot_torn_tail"], "true", "image {i}");
+        assert!(engine.recovery.snapshot_torn_tail, "image {i}");
         assert_eq!(std::fs::read(copy.path().join("snapshots.log")).unwrap(), bytes[..start], "image {i}");
     }
 }
@@ -278,7 +278,7 @@ fn a_torn_snapshot_record_before_a_valid_one_is_cut_off_only_without_syncs() {
                 assert_eq!(store.get_all_events().await.unwrap(), events, "image {i}");
                 let stats = store.stats().await.unwrap();
                 assert_eq!(stats.snapshots, 1, "image {i}: the records from the torn one on are gone");
-                assert_eq!(stats.details["recovery_snapshot_torn_tail"], "true", "image {i}");
+                assert!(store.engine_stats().recovery.snapshot_torn_tail, "image {i}");
             });
             assert_eq!(std::fs::read(copy.path().join("snapshots.log")).unwrap(), bytes[..start], "image {i}");
         }

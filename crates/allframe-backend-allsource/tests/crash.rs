@@ -145,9 +145,9 @@ fn crash_recovery_keeps_every_acknowledged_append() {
 
         rt.block_on(async {
             let store = AllSourceBackend::with_config(config(dir.path())).unwrap();
-            let stats = store.stats().await.unwrap();
-            parquet_files = stats.details["parquet_files"].parse::<u64>().unwrap();
-            if stats.details["recovery_torn_tail"] == "true" {
+            let stats = store.engine_stats();
+            parquet_files = stats.parquet_files;
+            if stats.recovery.torn_tail.is_some() {
                 torn_rounds += 1;
             }
             let all = store.get_all_events().await.unwrap();

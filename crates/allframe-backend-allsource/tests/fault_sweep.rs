@@ -582,7 +582,7 @@ async fn a_failed_flush_sync_poisons_a_no_sync_store() {
     assert!(typed(&err), "{err:?}");
     let err = store.save_snapshot("s", Snapshot::new(1, "one")).await.unwrap_err();
     assert!(typed(&err), "{err:?}");
-    assert!(store.stats().await.unwrap().details["failed"].contains("injected"));
+    assert!(store.engine_stats().failed.is_some_and(|failed| failed.contains("injected")));
     drop(store);
     let store = AllSourceBackend::with_config(AllSourceConfig::durable(dir.path())).unwrap();
     assert_eq!(store.stream_version("s").await.unwrap(), 1);
@@ -680,7 +680,7 @@ fn a_failed_group_longer_than_a_segment_leaves_a_store_that_reopens() {
             })
             .collect();
         loop {
-            let frames: u64 = store.stats().await.unwrap().details["index_frames"].parse().unwrap();
+            let frames = store.engine_stats().index_frames;
             if frames == 151 {
                 break;
             }

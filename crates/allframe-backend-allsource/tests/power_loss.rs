@@ -126,7 +126,7 @@ async fn build_torn_store() -> (tempfile::TempDir, Vec<RecordedEvent>, Vec<u8>) 
         .collect();
     let placed = ACKNOWLEDGED + 1 + TORN_APPENDS;
     loop {
-        let frames: u64 = store.stats().await.unwrap().details["index_frames"].parse().unwrap();
+        let frames = store.engine_stats().index_frames;
         if frames == placed {
             break;
         }

@@ -101,8 +101,7 @@ async fn a_snapshot_is_never_ahead_of_its_stream_after_a_power_loss() {
             if let Some(snapshot) = &snapshot {
                 assert!(snapshot.version <= version, "{what}: snapshot {} ahead of stream {version}", snapshot.version);
             }
-            let stats = store.stats().await.unwrap();
-            let dropped: u64 = stats.details["recovery_snapshots_dropped_ahead"].parse().unwrap();
+            let dropped = store.engine_stats().recovery.snapshots_dropped_ahead;
             if version < 15 && image["snapshots.log"] == snapshot_file {
                 assert_eq!(dropped, 1, "{what}: the snapshot at 15 is dropped and said so");
                 assert_eq!(snapshot.as_ref().map(|s| s.version), Some(8), "{what}: the one at 8 is kept");
@@ -174,7 +173,7 @@ async fn sweep(sync: SyncMode) -> usize {
     }
     // Let the converter finish what it has (images are taken during it too).
     for _ in 0..2000 {
-        if store.stats().await.unwrap().details["parquet_backlog"] == "0" {
+        if store.engine_stats().parquet_backlog == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -238,7 +237,7 @@ async fn real_damage_in_the_manifest_or_a_parquet_file_is_still_corruption() {
             store.append(&stream(i), ExpectedVersion::Any, vec![NewEvent::new("E", payload(i))]).await.unwrap();
         }
         for _ in 0..2000 {
-            if !store.parquet_files().is_empty() && store.stats().await.unwrap().details["parquet_backlog"] == "0" {
+            if !store.parquet_files().is_empty() && store.engine_stats().parquet_backlog == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

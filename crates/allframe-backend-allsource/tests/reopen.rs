@@ -30,8 +30,8 @@ async fn everything_survives_reopen_across_many_segments() {
         store.save_snapshot("s-3", Snapshot::new(5, "five")).await.unwrap();
         store.save_snapshot("s-3", Snapshot::new(9, "nine")).await.unwrap();
         store.save_snapshot("s-3", Snapshot::new(7, "seven")).await.unwrap();
-        let stats = store.stats().await.unwrap();
-        assert!(stats.details["wal_segments"].parse::<u64>().unwrap() >= 3, "several segments: {stats:?}");
+        let stats = store.engine_stats();
+        assert!(stats.wal_segments >= 3, "several segments: {stats:?}");
     }
     let store = AllSourceBackend::with_config(small_segments(dir.path(), SyncMode::Synchronous)).unwrap();
     let all = store.get_all_events().await.unwrap();
@@ -51,11 +51,11 @@ async fn everything_survives_reopen_across_many_segments() {
     assert_eq!((snapshot.version, &snapshot.payload[..]), (9, &b"nine"[..]));
     let stats = store.stats().await.unwrap();
     // Sealed segments were rewritten as Parquet in the background; the rest replayed from the log.
-    assert!(stats.details["parquet_files"].parse::<u64>().unwrap() >= 1, "{stats:?}");
-    let from_log: u64 = stats.details["recovery_frames"].parse().unwrap();
-    let from_parquet: u64 = stats.details["recovery_parquet_rows"].parse().unwrap();
+    let engine = store.engine_stats();
+    assert!(engine.parquet_files >= 1, "{engine:?}");
+    let (from_log, from_parquet) = (engine.recovery.frames, engine.recovery.parquet_rows);
     assert!(from_log < 600 && from_parquet > 0, "{stats:?}");
-    assert_eq!(stats.details["recovery_torn_tail"], "false");
+    assert_eq!(engine.recovery.torn_tail, None);
     assert_eq!(stats.events, appended.len() as u64);
     // Appends continue after the recovered head, conflicts see recovered versions.
     let version = store.stream_version("s-0").await.unwrap();
