@@ -5,7 +5,9 @@
 //! * the cases the suite macro runs are exactly the cases defined in `cases.rs`;
 //! * every path named in `docs/ARCHITECTURE.md`'s code map exists;
 //! * no Rust file is above the line budget unless it is listed below with a reason, and every
-//!   listed file is still over it (so the list stays true).
+//!   listed file is still over it (so the list stays true);
+//! * every Rust file's first line says what it is for (a `//!` doc comment, or a `//` comment
+//!   for a file that is `include!`d).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -181,6 +183,27 @@ fn no_file_is_over_the_line_budget_without_a_reason() {
         over.is_empty(),
         "files over {LINE_BUDGET} lines: split them by role, or list them in OVER_BUDGET (tests/tidy.rs) with the reason:\n  {}",
         over.join("\n  ")
+    );
+}
+
+#[test]
+fn every_file_says_what_it_is_for() {
+    let mut files = Vec::new();
+    for dir in ["crates", "tests", "benches", "xtask"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    let silent: Vec<String> = files
+        .iter()
+        .filter(|file| {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            let first = text.lines().next().unwrap_or("");
+            !(first.starts_with("//") || first.starts_with("#![doc"))
+        })
+        .map(|file| file.strip_prefix(root()).unwrap_or(file).display().to_string())
+        .collect();
+    assert!(
+        silent.is_empty(),
+        "files whose first line does not say what they are for (start with `//! …`): {silent:#?}"
     );
 }
 
