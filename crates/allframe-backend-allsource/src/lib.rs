@@ -184,11 +184,14 @@
 //!
 #![deny(missing_docs)]
 
+mod ack;
 mod cold;
+mod config;
 mod dir;
 mod format;
 mod io;
 mod poison;
+mod read;
 mod segments;
 mod snapshots;
 mod state;
@@ -203,10 +206,11 @@ use std::time::Duration;
 
 use allframe_cqrs_core::{
     AppendResult, BackendStats, Bytes, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
-    ExpectedVersion, Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
+    ExpectedVersion, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
 };
 use tokio::sync::oneshot;
 
+pub use config::{AllSourceConfig, SyncMode};
 pub use io::{IoHook, IoOp};
 pub use stats::{EngineStats, RecoveryStats};
 
@@ -234,89 +238,15 @@ pub mod arrow {
     }
 }
 
-use cold::ColdSegment;
-use format::{FRAME_HEADER_LEN, FrameHeader, FrameRead};
+use format::FrameHeader;
 use io::Fs;
+use read::Source;
 use snapshots::SnapshotFile;
 use state::{Loc, MEMORY_SEGMENT, State};
 use wal::{RecoveryReport, Segments, WriterStats};
 
 /// The backend's name in logs, errors and stats.
 pub const BACKEND_NAME: &str = "allsource";
-
-/// When an acknowledged append is safe on disk.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub enum SyncMode {
-    /// `fdatasync` before acknowledging (group commit shares one sync among concurrent appends).
-    #[default]
-    Synchronous,
-    /// Acknowledge once written to the OS; sync at least this often.
-    Interval(Duration),
-    /// Acknowledge once written to the OS; sync only on `flush()`.
-    NoSync,
-}
-
-/// How to open an [`AllSourceBackend`].
-#[derive(Clone, Debug)]
-pub struct AllSourceConfig {
-    /// The store's directory; `None` keeps everything in memory (no files).
-    pub data_dir: Option<PathBuf>,
-    /// Durability mode of a directory store.
-    pub sync: SyncMode,
-    /// Size at which a log segment is sealed and the next one started, in bytes.
-    pub segment_size: u64,
-    /// Most bytes one `pwrite` call of a group commit writes (a larger group is written in
-    /// several calls, then synced once).
-    pub max_batch_bytes: usize,
-    /// Input limits (stream id length, event size, events per append).
-    pub limits: Limits,
-    /// Rewrite sealed log segments as Parquet files in the background (durable stores).
-    pub parquet_segments: bool,
-    /// Most sealed log segments that may wait for their Parquet conversion. When appends
-    /// outrun the converter for long, the writer waits at the next segment until the converter
-    /// has caught up, so the exactly indexed log tail (and its memory) stays bounded by about
-    /// `(max_conversion_backlog + 1) × segment_size` of log.
-    pub max_conversion_backlog: usize,
-    /// Longest a lone synchronous appender polls for its acknowledgement, yielding to other
-    /// tasks between polls, before it sleeps until the writer wakes it. Waking a sleeping
-    /// runtime worker costs tens of µs on top of each `fdatasync` (measured in
-    /// `examples/lone.rs`); polling keeps one core busy while the sync runs. Only an append that
-    /// is alone in its group commit (the one before was too) polls, and never for longer than
-    /// twice the writer's last write and sync, so many concurrent appenders and a slow disk
-    /// sleep as before. `Duration::ZERO` turns polling off.
-    pub ack_spin: Duration,
-    /// An I/O seam for tests: called before each file operation, may inject errors.
-    pub io_hook: Option<Arc<dyn IoHook>>,
-}
-
-impl Default for AllSourceConfig {
-    fn default() -> Self {
-        AllSourceConfig {
-            data_dir: None,
-            sync: SyncMode::Synchronous,
-            segment_size: 64 * 1024 * 1024,
-            max_batch_bytes: 8 * 1024 * 1024,
-            limits: Limits::default(),
-            parquet_segments: true,
-            max_conversion_backlog: 4,
-            ack_spin: Duration::from_micros(400),
-            io_hook: None,
-        }
-    }
-}
-
-impl AllSourceConfig {
-    /// A durable configuration for `data_dir` (synchronous mode).
-    pub fn durable(data_dir: impl Into<PathBuf>) -> Self {
-        AllSourceConfig { data_dir: Some(data_dir.into()), ..AllSourceConfig::default() }
-    }
-}
-
-/// Credit one acknowledgement poll that runs out of time costs (see `poll_committed`): after a
-/// miss, 8 to 16 lone appends sleep instead of polling.
-const POLL_MISS_COST: i32 = 16;
-/// Most credit polls that see their commit in time can build up.
-const POLL_CREDIT_MAX: i32 = 8;
 
 /// State shared by the backend handle and its writer thread.
 #[derive(Debug)]
@@ -353,20 +283,6 @@ enum Placed {
     Retry(AppendResult),
     /// Placed in the log, with the number of frames now pending: wait for the group commit.
     Wait(AppendResult, usize),
-}
-
-/// Where the bytes of some events are, as found under the index lock.
-enum Source {
-    /// One frame of an in-memory store.
-    Memory(Bytes),
-    /// One frame of the log (or of the Parquet file that replaced its segment): its location,
-    /// first position and count.
-    Disk(Loc, u64, u32),
-    /// Positions `first..first + count` of a cold segment.
-    Parquet(u32, u64, u64),
-    /// One stream's versions `first_version..first_version + count` in a cold segment, starting
-    /// at `row` of the segment's position table.
-    Run { segment: Arc<ColdSegment>, stream: StreamId, first_version: u64, row: u64, count: u64 },
 }
 
 impl AllSourceBackend {
@@ -532,194 +448,6 @@ impl AllSourceBackend {
     fn closed(reason: &str) -> Error {
         Error::Closed { backend: BACKEND_NAME, reason: Some(reason.to_string()) }
     }
-
-    /// A lone synchronous appender's short wait: polls for `position` to be committed, yielding
-    /// to other tasks between polls, for at most `ack_spin` and twice the writer's last lone
-    /// write and sync (0 when the last group was not lone: then it returns at once). Saves the
-    /// wake-up of a sleeping worker thread; [`Self::wait_committed`] does the rest.
-    ///
-    /// Adaptive, like RocksDB's write-thread yield: a poll that runs out of time costs
-    /// [`POLL_MISS_COST`] credit (a hit earns one, up to [`POLL_CREDIT_MAX`]), and while the credit
-    /// is below zero appenders do not poll.
-    async fn poll_committed(&self, position: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let wakeup = &self.shared.wakeup;
-        let lone = Duration::from_nanos(wakeup.lone_sync_nanos.load(Relaxed));
-        let budget = self.config.ack_spin.min(lone * 2);
-        if budget.is_zero() {
-            return;
-        }
-        let credit = wakeup.poll_credit.load(Relaxed);
-        let stats = &self.shared.writer_stats;
-        if credit < 0 {
-            wakeup.poll_credit.store(credit + 1, Relaxed);
-            stats.ack_poll_skips.fetch_add(1, Relaxed);
-            return;
-        }
-        let start = std::time::Instant::now();
-        loop {
-            if self.shared.signal.head() >= position || wakeup.poisoned.load(Relaxed) {
-                wakeup.poll_credit.store((credit + 1).min(POLL_CREDIT_MAX), Relaxed);
-                stats.ack_poll_hits.fetch_add(1, Relaxed);
-                return;
-            }
-            if start.elapsed() >= budget {
-                wakeup.poll_credit.store(credit - POLL_MISS_COST, Relaxed);
-                stats.ack_poll_misses.fetch_add(1, Relaxed);
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
-    /// Waits until `position` is committed: written (and synced, in synchronous mode) by the
-    /// writer. Fails with the writer's error if the write holding it failed.
-    async fn wait_committed(&self, position: u64) -> Result<()> {
-        let wakeup = &self.shared.wakeup;
-        loop {
-            let notified = wakeup.acks.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.shared.signal.head() >= position {
-                return Ok(());
-            }
-            if wakeup.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
-                let state = self.read();
-                if state.committed >= position {
-                    return Ok(());
-                }
-                // Below `first_failed` the writer has not decided yet (it may be writing the
-                // group right now): wait for it to commit or fail the append.
-                if let Some(poison) = &state.poisoned
-                    && position >= poison.first_failed
-                {
-                    return Err(poison.original());
-                }
-            }
-            notified.await;
-        }
-    }
-
-    fn source(state: &State, index: usize) -> Result<Source> {
-        let frame = &state.frames[index];
-        match frame.loc {
-            Some(loc) if loc.segment == MEMORY_SEGMENT => {
-                Ok(Source::Memory(state.mem_frames[loc.offset as usize].clone()))
-            }
-            Some(loc) => Ok(Source::Disk(loc, frame.first_position, frame.count)),
-            None => Err(Self::closed("a committed frame has no location")),
-        }
-    }
-
-    /// Reads and decodes the frames: from memory, from the log (adjacent frames of a segment
-    /// with one read), or from the Parquet file that replaced a log segment.
-    fn load(&self, sources: Vec<Source>) -> Result<Vec<Vec<RecordedEvent>>> {
-        let dir = self.config.data_dir.as_deref().unwrap_or(Path::new(""));
-        let mut out = Vec::with_capacity(sources.len());
-        let mut i = 0;
-        while i < sources.len() {
-            match &sources[i] {
-                Source::Memory(bytes) => {
-                    out.push(decode(bytes, None, dir)?);
-                    i += 1;
-                }
-                Source::Parquet(seq, first, count) => {
-                    out.push(self.read_parquet(*seq, *first, *count)?);
-                    i += 1;
-                }
-                Source::Run { segment, stream, first_version, row, count } => {
-                    out.push(self.read_run(segment, stream, *first_version, *row, *count)?);
-                    i += 1;
-                }
-                Source::Disk(first, first_position, count) => {
-                    let Some(file) = self.shared.segments.get(first.segment) else {
-                        let events = self.shared.parquet.read(first.segment, *first_position, *count as u64)?;
-                        out.push(events.ok_or_else(|| Error::Corruption {
-                            backend: BACKEND_NAME,
-                            file: dir.join(wal::segment_name(first.segment)),
-                            offset: first.offset,
-                            reason: "segment is neither in the log nor in a Parquet file".into(),
-                        })?);
-                        i += 1;
-                        continue;
-                    };
-                    let mut end = i + 1;
-                    let mut span = first.len as u64;
-                    while let Some(Source::Disk(next, _, _)) = sources.get(end) {
-                        if next.segment != first.segment || next.offset != first.offset + span || span > 4 << 20 {
-                            break;
-                        }
-                        span += next.len as u64;
-                        end += 1;
-                    }
-                    let bytes = wal::read_span(dir, &file, first.segment, first.offset, span as usize)?;
-                    for source in &sources[i..end] {
-                        if let Source::Disk(loc, _, _) = source {
-                            let start = (loc.offset - first.offset) as usize;
-                            out.push(decode(&bytes.slice(start..start + loc.len as usize), Some(*loc), dir)?);
-                        }
-                    }
-                    i = end;
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Positions `first..first + count` of Parquet segment `seq`.
-    fn read_parquet(&self, seq: u32, first: u64, count: u64) -> Result<Vec<RecordedEvent>> {
-        let dir = self.config.data_dir.as_deref().unwrap_or(Path::new(""));
-        self.shared.parquet.read(seq, first, count)?.ok_or_else(|| Error::Corruption {
-            backend: BACKEND_NAME,
-            file: dir.join(segments::parquet_name(seq)),
-            offset: 0,
-            reason: "a cold segment has no open Parquet file".into(),
-        })
-    }
-
-    /// One stream's run of a cold segment: positions from the index file, events from the
-    /// Parquet file (one read per run of consecutive positions), checked against the stream.
-    fn read_run(
-        &self,
-        segment: &ColdSegment,
-        stream: &StreamId,
-        first_version: u64,
-        row: u64,
-        count: u64,
-    ) -> Result<Vec<RecordedEvent>> {
-        let positions = segment.positions(row, count)?;
-        let mut out = Vec::with_capacity(positions.len());
-        let mut i = 0;
-        while i < positions.len() {
-            let mut end = i + 1;
-            while end < positions.len() && positions[end] == positions[end - 1] + 1 {
-                end += 1;
-            }
-            out.extend(self.read_parquet(segment.seq, positions[i], (end - i) as u64)?);
-            i = end;
-        }
-        for (i, event) in out.iter().enumerate() {
-            if event.stream_id != *stream || event.version != first_version + i as u64 {
-                return Err(segment.damaged(row * 8, "the index file points at another stream's events"));
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Decodes one frame's events.
-fn decode(bytes: &Bytes, loc: Option<Loc>, dir: &Path) -> Result<Vec<RecordedEvent>> {
-    let bad = |reason: &str| Error::Corruption {
-        backend: BACKEND_NAME,
-        file: match loc {
-            Some(loc) => dir.join(wal::segment_name(loc.segment)),
-            None => PathBuf::from("(memory)"),
-        },
-        offset: loc.map_or(0, |l| l.offset),
-        reason: reason.to_string(),
-    };
-    let FrameRead::Frame(header) = format::read_frame(bytes) else { return Err(bad("bad frame")) };
-    format::decode_append(&header, &bytes.slice(FRAME_HEADER_LEN..header.frame_len())).map_err(bad)
 }
 
 impl Drop for AllSourceBackend {

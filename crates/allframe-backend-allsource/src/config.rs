@@ -1,0 +1,77 @@
+//! How to open an AllSource store: [`AllSourceConfig`] and the durability modes ([`SyncMode`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use allframe_cqrs_core::Limits;
+
+use crate::io::IoHook;
+
+/// When an acknowledged append is safe on disk.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum SyncMode {
+    /// `fdatasync` before acknowledging (group commit shares one sync among concurrent appends).
+    #[default]
+    Synchronous,
+    /// Acknowledge once written to the OS; sync at least this often.
+    Interval(Duration),
+    /// Acknowledge once written to the OS; sync only on `flush()`.
+    NoSync,
+}
+
+/// How to open an [`AllSourceBackend`](crate::AllSourceBackend).
+#[derive(Clone, Debug)]
+pub struct AllSourceConfig {
+    /// The store's directory; `None` keeps everything in memory (no files).
+    pub data_dir: Option<PathBuf>,
+    /// Durability mode of a directory store.
+    pub sync: SyncMode,
+    /// Size at which a log segment is sealed and the next one started, in bytes.
+    pub segment_size: u64,
+    /// Most bytes one `pwrite` call of a group commit writes (a larger group is written in
+    /// several calls, then synced once).
+    pub max_batch_bytes: usize,
+    /// Input limits (stream id length, event size, events per append).
+    pub limits: Limits,
+    /// Rewrite sealed log segments as Parquet files in the background (durable stores).
+    pub parquet_segments: bool,
+    /// Most sealed log segments that may wait for their Parquet conversion. When appends
+    /// outrun the converter for long, the writer waits at the next segment until the converter
+    /// has caught up, so the exactly indexed log tail (and its memory) stays bounded by about
+    /// `(max_conversion_backlog + 1) × segment_size` of log.
+    pub max_conversion_backlog: usize,
+    /// Longest a lone synchronous appender polls for its acknowledgement, yielding to other
+    /// tasks between polls, before it sleeps until the writer wakes it. Waking a sleeping
+    /// runtime worker costs tens of µs on top of each `fdatasync` (measured in
+    /// `examples/lone.rs`); polling keeps one core busy while the sync runs. Only an append that
+    /// is alone in its group commit (the one before was too) polls, and never for longer than
+    /// twice the writer's last write and sync, so many concurrent appenders and a slow disk
+    /// sleep as before. `Duration::ZERO` turns polling off.
+    pub ack_spin: Duration,
+    /// An I/O seam for tests: called before each file operation, may inject errors.
+    pub io_hook: Option<Arc<dyn IoHook>>,
+}
+
+impl Default for AllSourceConfig {
+    fn default() -> Self {
+        AllSourceConfig {
+            data_dir: None,
+            sync: SyncMode::Synchronous,
+            segment_size: 64 * 1024 * 1024,
+            max_batch_bytes: 8 * 1024 * 1024,
+            limits: Limits::default(),
+            parquet_segments: true,
+            max_conversion_backlog: 4,
+            ack_spin: Duration::from_micros(400),
+            io_hook: None,
+        }
+    }
+}
+
+impl AllSourceConfig {
+    /// A durable configuration for `data_dir` (synchronous mode).
+    pub fn durable(data_dir: impl Into<PathBuf>) -> Self {
+        AllSourceConfig { data_dir: Some(data_dir.into()), ..AllSourceConfig::default() }
+    }
+}
