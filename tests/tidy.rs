@@ -7,7 +7,8 @@
 //! * no Rust file is above the line budget unless it is listed below with a reason, and every
 //!   listed file is still over it (so the list stays true);
 //! * every Rust file's first line says what it is for (a `//!` doc comment, or a `//` comment
-//!   for a file that is `include!`d).
+//!   for a file that is `include!`d);
+//! * the on-disk format docs state the sizes, magics and markers the code uses.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -204,6 +205,41 @@ fn every_file_says_what_it_is_for() {
         silent.is_empty(),
         "files whose first line does not say what they are for (start with `//! …`): {silent:#?}"
     );
+}
+
+/// The value of `const NAME` in `source` (the text between `=` and `;`).
+fn constant(source: &str, name: &str) -> String {
+    let at = source.find(&format!("const {name}:")).unwrap_or_else(|| panic!("no `const {name}`"));
+    let value = &source[at..][source[at..].find('=').expect("=") + 1..];
+    value[..value.find(";\n").expect(";")].trim().to_owned()
+}
+
+#[test]
+fn format_docs_match_the_constants() {
+    let format = read("crates/allframe-backend-allsource/src/format.rs");
+    let docs = read("crates/allframe-backend-allsource/src/lib.rs");
+    let index = read("crates/allframe-backend-allsource/src/cold.rs");
+    let manifest = read("crates/allframe-backend-allsource/src/segments.rs");
+    let wanted = [
+        format!("Segment header, {} bytes", constant(&format, "SEGMENT_HEADER_LEN")),
+        format!("Frame header, {} bytes", constant(&format, "FRAME_HEADER_LEN")),
+        format!("magic `{}`", constant(&format, "SEGMENT_MAGIC").trim_start_matches("*b").trim_matches('"')),
+        format!("| format version ({}) |", constant(&format, "FORMAT_VERSION")),
+        format!("magic `{}`", constant(&index, "MAGIC").trim_start_matches('b').trim_matches('"')),
+        format!("magic `{}`", constant(&manifest, "MANIFEST_MAGIC").trim_start_matches('b').trim_matches('"')),
+    ];
+    for text in &wanted {
+        assert!(docs.contains(text.as_str()), "AllSource's crate docs (lib.rs) must say `{text}`, as format.rs does");
+    }
+    let marker = constant(&read("crates/allframe-backend-allsource/src/dir.rs"), "MARKER_CONTENTS");
+    let marker = marker.trim_start_matches('b').trim_matches('"');
+    assert!(
+        read("docs/ALLSOURCE_INTEGRATION.md").contains(&format!("marker: \"{marker}\"")),
+        "docs/ALLSOURCE_INTEGRATION.md must show the marker as dir.rs writes it: {marker}"
+    );
+    let layout = constant(&read("crates/allframe-backend-rocksdb/src/layout.rs"), "FORMAT_V1");
+    let layout = layout.trim_start_matches('b').trim_matches('"');
+    assert!(read("docs/ROCKSDB.md").contains(layout), "docs/ROCKSDB.md must name RocksDB's format marker `{layout}`");
 }
 
 #[test]
