@@ -127,8 +127,7 @@ pub(crate) fn create_segment(
     Ok(ActiveSegment { seq, path, file, offset: SEGMENT_HEADER_LEN as u64, allocated: initial })
 }
 
-/// Writes segment `seq` as `tmp`: a new file holding the header, then zeros up to `size`, synced.
-/// Writes a new segment file of `size` bytes: its header, then zeros (`zero_fill`: written,
+/// Writes segment `seq` as `tmp`, a new file of `size` bytes: its header, then zeros (`zero_fill`: written,
 /// so that later syncs overwrite allocated blocks) or a sparse extension (no sync mode, where
 /// writing zeros would only double the bytes written); then `fdatasync`.
 pub(super) fn write_new_segment(fs: &Fs, tmp: &Path, seq: u32, size: u64, zero_fill: bool) -> Result<File> {

@@ -306,15 +306,15 @@ impl Writer {
         Ok(())
     }
 
-    /// Extends the active segment with zeros to cover `end`, so later syncs overwrite
-    /// allocated blocks instead of growing the file. (Segments prepared by the helper are
-    /// allocated in full; a store's first segment grows this way.)
     /// Whether new log space is written with zeros (every mode that syncs; see
     /// [`write_new_segment`]).
     fn zero_fill(&self) -> bool {
         self.mode != SyncMode::NoSync
     }
 
+    /// Extends the active segment with zeros to cover `end`, so later syncs overwrite
+    /// allocated blocks instead of growing the file. (Segments prepared by the helper are
+    /// allocated in full; a store's first segment grows this way.)
     fn preallocate(&mut self, end: u64) -> Result<()> {
         let step = self.active.allocated.clamp(MIN_PREALLOC, MAX_PREALLOC);
         let target = (end + step).min(self.segment_size.max(end));
@@ -435,10 +435,14 @@ impl Writer {
         }
         if let Some(first) = written.first() {
             let rolled_into: Vec<&Extent> = written.iter().filter(|e| e.seq > first.seq).collect();
-            for extent in &rolled_into {
+            // Highest first, stopping at the first that cannot be removed: whatever happens, the
+            // segments left are numbered without a gap (recovery refuses a missing segment) and
+            // the last of them is all zeros.
+            for extent in rolled_into.iter().rev() {
                 self.shared.segments.remove(extent.seq);
                 if let Err(undo) = std::fs::remove_file(&extent.path) {
                     tracing::error!(file = %extent.path.display(), error = %undo, "allsource: could not remove a log segment of a failed write");
+                    break;
                 }
             }
             if !rolled_into.is_empty()
