@@ -442,12 +442,12 @@ impl Queries {
             get_snapshot: sql(
                 "SELECT version, payload::text, payload_bytes, taken_at_us FROM {s}.snapshots WHERE stream_id = $1",
             ),
-            // Two statements in one simple query run as one implicit transaction: the update
-            // reads the session's own setting, then SET LOCAL holds until the commit at the
-            // end; an error rolls it all back.
-            flush: sql("UPDATE {s}.log_head SET position = position \
-                 WHERE id AND current_setting('synchronous_commit') = 'off'; \
-                 SET LOCAL synchronous_commit = on"),
+            // Two statements in one simple query run as one implicit transaction: a no-change
+            // update (it writes WAL and takes a transaction id, without which the commit would
+            // wait for nothing), then SET LOCAL, which makes that commit synchronous. It runs
+            // whatever this session's setting is: the appends it must cover may have committed
+            // asynchronously on other pooled connections with another setting.
+            flush: sql("UPDATE {s}.log_head SET position = position WHERE id; SET LOCAL synchronous_commit = on"),
             stats: sql("SELECT h.position, (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
                  pg_total_relation_size('{s}.events'::regclass), pg_database_size(current_database()), \
                  current_setting('server_version'), current_setting('synchronous_commit'), \
@@ -959,9 +959,9 @@ impl EventStoreBackend for PostgresBackend {
         // acknowledged before, so one small synchronous transaction makes them all durable.
         // It must write WAL and have a transaction id, or its commit waits for nothing: a
         // no-change update of the counter row does both with the privileges the store
-        // already needs (it waits for an append in flight). The update runs only when the
-        // session's setting is off now (the mode seen at connect may have changed since, by
-        // a configuration reload); otherwise it touches no row and the commit costs nothing.
+        // already needs (it waits for an append in flight). It runs whatever this session's
+        // setting is now: appends made on other pooled connections, or before a configuration
+        // reload, may have committed asynchronously (it costs one small WAL flush).
         let sql = &self.inner.sql.flush;
         self.retrying(|| sqlx::raw_sql(sql.clone()).execute(&self.inner.pool))
             .await
