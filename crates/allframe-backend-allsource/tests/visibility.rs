@@ -70,6 +70,9 @@ struct SpanHook {
     window: Mutex<Option<std::sync::mpsc::Sender<u32>>>,
     /// Whether the held sync was failed.
     failed: AtomicBool,
+    /// Whether the converter got the sealed segment while its last group was still held in
+    /// its sync (it must not: those frames are not committed).
+    converted_early: AtomicBool,
 }
 
 fn segment_of(path: &Path) -> Option<u32> {
@@ -86,6 +89,9 @@ impl SpanHook {
             .changed
             .wait_timeout_while(held, Duration::from_secs(3), |h| !h.converted.contains(&(into - 1)))
             .unwrap();
+        if held.converted.contains(&(into - 1)) {
+            self.converted_early.store(true, Ordering::SeqCst);
+        }
         drop(held);
         if let Some(window) = self.window.lock().unwrap().take() {
             let _ = window.send(into);
@@ -211,6 +217,7 @@ fn run(fail: bool) {
         changed: Condvar::new(),
         window: Mutex::new(None),
         failed: AtomicBool::new(false),
+        converted_early: AtomicBool::new(false),
     });
     let (window_tx, window_rx) = std::sync::mpsc::channel();
     *hook.window.lock().unwrap() = Some(window_tx);
@@ -308,6 +315,10 @@ fn run(fail: bool) {
     hook.close_window();
     assert!(window_over.is_none(), "while the spanning group was unacknowledged: {}", window_over.unwrap());
     assert_eq!(hook.failed.load(Ordering::SeqCst), fail);
+    assert!(
+        !hook.converted_early.load(Ordering::SeqCst),
+        "the sealed segment was converted while the group with its last frame was still in its sync"
+    );
     let failed: HashSet<&str> =
         appends.iter().filter(|a| a.acked.is_none()).flat_map(|a| a.tags.iter().map(String::as_str)).collect();
     if fail {
