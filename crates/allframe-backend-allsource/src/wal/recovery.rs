@@ -97,6 +97,7 @@ pub(crate) fn open(
             return Err(corruption(&missing, 0, "log segment is missing"));
         }
     }
+    drop_empty_trailing_segments(dir, fs, &mut seqs)?;
     let parquet_rows: u64 = manifest.iter().map(|e| e.rows).sum();
     let rebuilt_indexes = load_cold_segments(dir, fs, &manifest, state, parquet)?;
     for path in leftovers {
@@ -389,4 +390,45 @@ fn later_frame(buf: &[u8], from: usize, batch: u64) -> Option<usize> {
             && h[6] == format::KIND_APPEND
             && matches!(format::read_frame(h), FrameRead::Frame(f) if f.batch > batch)
     })
+}
+
+/// Whether log segment `seq` holds no frame: all zeros after its header (`whole`), or only a
+/// zero first frame header (a cheap look, for the segment before the last).
+fn segment_is_empty(dir: &Path, seq: u32, whole: bool) -> Result<bool> {
+    let path = dir.join(segment_name(seq));
+    let file = File::open(&path).map_err(|e| io_err(&path, e))?;
+    if whole {
+        let buf = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        return Ok(buf.get(SEGMENT_HEADER_LEN..).is_some_and(|rest| rest.iter().all(|&b| b == 0)));
+    }
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    match file.read_exact_at(&mut header, SEGMENT_HEADER_LEN as u64) {
+        Ok(()) => Ok(header.iter().all(|&b| b == 0)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(true),
+        Err(e) => Err(io_err(&path, e)),
+    }
+}
+
+/// A failed group commit that spanned rolls leaves the segments it rolled into all zeros
+/// (`Writer::fail`); when one of them could not be removed, several empty segments end the
+/// log, and every one but the last would be sealed with no frame, which the converter cannot
+/// turn into a Parquet file (a file of no rows has no position): conversion would stop for
+/// good. Removes empty segments from the end, highest first, while the one before is empty
+/// too, so that only the lowest stays, as the active segment.
+fn drop_empty_trailing_segments(dir: &Path, fs: &Fs, seqs: &mut Vec<u32>) -> Result<()> {
+    let mut removed = false;
+    while let [.., before, last] = seqs[..]
+        && segment_is_empty(dir, before, false)?
+        && segment_is_empty(dir, last, true)?
+    {
+        let path = dir.join(segment_name(last));
+        tracing::warn!(file = %path.display(), "allsource: removing an empty log segment left by a failed write");
+        std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+        seqs.pop();
+        removed = true;
+    }
+    if removed {
+        fs.sync_dir(dir).map_err(|e| io_err(dir, e))?;
+    }
+    Ok(())
 }
