@@ -404,7 +404,9 @@ fn sweep(mode: SyncMode, name: &str) {
     println!(
         "fault sweep {name}: {failed} calls failed one at a time, {runs} runs checked ({total} calls counted: {counts:?})"
     );
-    assert!(failed > 0, "{name}: no chosen call failed");
+    // A run whose chosen call never came (background threads interleaved otherwise) checks
+    // nothing about a fault: at least three in four runs must have failed their call (measured: 92–100 %).
+    assert!(failed * 100 >= runs * 75, "{name}: only {failed} of {runs} runs hit their fault");
 }
 
 #[test]
@@ -450,7 +452,9 @@ fn sweep_groups(mode: SyncMode, name: &str) {
         }
     }
     println!("fault sweep {name} groups: {failed} calls failed one at a time, {runs} runs checked");
-    assert!(failed > 0, "{name}: no chosen call failed");
+    // A run whose chosen call never came (background threads interleaved otherwise) checks
+    // nothing about a fault: at least three in four runs must have failed their call (measured: 92–100 %).
+    assert!(failed * 100 >= runs * 75, "{name}: only {failed} of {runs} runs hit their fault");
 }
 
 /// Six tasks append concurrently until done or refused; returns the acknowledged events in
