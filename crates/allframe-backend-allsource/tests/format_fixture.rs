@@ -11,19 +11,11 @@ use std::path::Path;
 use allframe_backend_allsource::AllSourceBackend;
 use allframe_cqrs_testkit::fixture;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_1_opens_and_reads_the_same() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1");
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture, dir.path());
+    fixture::copy_fixture(&fixture, dir.path());
     let backend = AllSourceBackend::production(dir.path()).expect("a store of format 1 opens");
     fixture::check_fixture(&backend).await;
 }

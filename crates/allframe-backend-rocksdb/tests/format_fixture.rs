@@ -11,20 +11,12 @@ use std::path::Path;
 use allframe_backend_rocksdb::RocksDbBackend;
 use allframe_cqrs_testkit::fixture;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_1_opens_and_reads_the_same() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1");
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("store");
-    copy_dir(&fixture, &copy);
+    fixture::copy_fixture(&fixture, &copy);
     let backend = RocksDbBackend::open(&copy).expect("a store of format 1 opens");
     fixture::check_fixture(&backend).await;
 }

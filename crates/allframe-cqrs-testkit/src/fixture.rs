@@ -7,7 +7,19 @@
 //! The content is deterministic (fixed event ids, timestamps, payloads and headers), so the
 //! check compares every field.
 
+use std::path::Path;
+
 use allframe_cqrs_core::{EventId, EventStoreBackend, ExpectedVersion, Metadata, NewEvent, Snapshot, Timestamp};
+
+/// Copies a checked-in fixture directory (its files, not subdirectories) to `to`, so that the
+/// store opened on it never changes the fixture itself.
+pub fn copy_fixture(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read fixture {}: {e}", from.display())) {
+        let entry = entry.expect("a fixture file");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a fixture file");
+    }
+}
 
 /// The streams of the fixture and how many events each gets.
 const STREAMS: [(&str, u64); 3] = [("account-1", 5), ("account-2", 3), ("order-7", 4)];
