@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
+use allframe_cqrs_core::retry::{StoredAt, resolve_retry_with};
 use allframe_cqrs_core::{AppendResult, Bytes, EventId, NewEvent, Result, Snapshot, StreamId};
 
 use crate::cold::{ColdRun, ColdSegment, StreamEntry};
@@ -208,27 +208,21 @@ impl State {
         Ok(Some((frame.stream.clone(), frame.first_version + (position - frame.first_position))))
     }
 
-    /// Contract 9: where each of the append's ids is stored, decided by the core's retry rule
-    /// (`retry::resolve_retry`). Only stored ids are located (a cold one reads its Parquet row).
+    /// Contract 9: where the append's ids are stored, decided by the core's retry rule
+    /// (`retry::resolve_retry_with`). Only stored ids are located (a cold one reads its Parquet
+    /// row); a new append only looks its ids up.
     pub fn find_retry(
         &self,
         stream: &str,
         events: &[NewEvent],
         parquet: &ParquetFiles,
     ) -> Result<Option<AppendResult>> {
-        let mut stored = Vec::with_capacity(events.len());
-        for event in events {
-            let at = match self.find_id(&event.metadata.event_id)? {
-                None => None,
-                Some(position) => {
-                    // An id whose position the index cannot place names no stream (never expected).
-                    let (stream, version) = self.locate(position, parquet)?.unwrap_or_else(|| (StreamId::from("?"), 0));
-                    Some(StoredAt { stream, version, position })
-                }
-            };
-            stored.push(at);
-        }
-        resolve_retry(stream, events, &stored)
+        resolve_retry_with(stream, events, |event| {
+            let Some(position) = self.find_id(&event.metadata.event_id)? else { return Ok(None) };
+            // An id whose position the index cannot place names no stream (never expected).
+            let (stream, version) = self.locate(position, parquet)?.unwrap_or_else(|| (StreamId::from("?"), 0));
+            Ok(Some(StoredAt { stream, version, position }))
+        })
     }
 
     /// Records a new (pending or replayed) append of the log tail in the index.

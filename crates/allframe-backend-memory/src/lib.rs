@@ -25,7 +25,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
+use allframe_cqrs_core::retry::{StoredAt, resolve_retry_with};
 use allframe_cqrs_core::{
     AppendResult, BackendStats, Capabilities, CommitSignal, Durability, EventId, EventStoreBackend, ExpectedVersion,
     Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
@@ -159,17 +159,12 @@ impl InMemoryBackend {
 }
 
 impl State {
-    /// Where each of the append's ids is stored, for the core's retry rule (contract 9).
-    fn stored_at(&self, events: &[NewEvent]) -> Vec<Option<StoredAt>> {
-        events
-            .iter()
-            .map(|e| {
-                self.ids.get(&e.metadata.event_id).map(|&index| {
-                    let stored = self.log.get(index);
-                    StoredAt { stream: stored.stream_id.clone(), version: stored.version, position: stored.position }
-                })
-            })
-            .collect()
+    /// Where an event's id is stored, for the core's retry rule (contract 9).
+    fn stored_at(&self, event: &NewEvent) -> Option<StoredAt> {
+        self.ids.get(&event.metadata.event_id).map(|&index| {
+            let stored = self.log.get(index);
+            StoredAt { stream: stored.stream_id.clone(), version: stored.version, position: stored.position }
+        })
     }
 }
 
@@ -190,7 +185,7 @@ impl EventStoreBackend for InMemoryBackend {
         self.limits.check_append(stream, &events)?;
         let mut guard = self.write();
         let state = &mut *guard;
-        if let Some(original) = resolve_retry(stream, &events, &state.stored_at(&events))? {
+        if let Some(original) = resolve_retry_with(stream, &events, |event| Ok(state.stored_at(event)))? {
             return Ok(original);
         }
         let State { log, streams, stream_order, ids, .. } = state;

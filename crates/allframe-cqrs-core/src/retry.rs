@@ -74,6 +74,30 @@ pub fn resolve_retry(stream: &str, events: &[NewEvent], stored: &[Option<StoredA
     }))
 }
 
+/// [`resolve_retry`] with the ids looked up one at a time by `lookup`, for backends whose
+/// index answers per id: a new append (no id stored, the common case) costs one lookup per
+/// event and no allocation; only when an id is found are the rest looked up and collected.
+pub fn resolve_retry_with<F>(stream: &str, events: &[NewEvent], mut lookup: F) -> Result<Option<AppendResult>>
+where
+    F: FnMut(&NewEvent) -> Result<Option<StoredAt>>,
+{
+    let mut found = None;
+    for (index, event) in events.iter().enumerate() {
+        if let Some(at) = lookup(event)? {
+            found = Some((index, at));
+            break;
+        }
+    }
+    let Some((first_found, at)) = found else { return Ok(None) };
+    let mut stored: Vec<Option<StoredAt>> = Vec::with_capacity(events.len());
+    stored.resize(first_found, None);
+    stored.push(Some(at));
+    for event in &events[first_found + 1..] {
+        stored.push(lookup(event)?);
+    }
+    resolve_retry(stream, events, &stored)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +133,26 @@ mod tests {
         assert_eq!(named(resolve_retry("a", &events(2), &[at("a", 1, 1), None])), (1, "a".into(), 1));
         assert_eq!(named(resolve_retry("a", &events(2), &[at("a", 1, 1), at("a", 3, 3)])), (2, "a".into(), 3));
         assert_eq!(resolve_retry("a", &events(2), &[None, None]).unwrap(), None);
+    }
+
+    #[test]
+    fn the_lazy_lookup_decides_the_same_and_stops_early_for_new_appends() {
+        let cases: Vec<Vec<Option<StoredAt>>> = vec![
+            vec![None, None, None],
+            vec![None, at("b", 4, 9), None],
+            vec![at("a", 2, 2), at("a", 3, 6), at("a", 4, 7)],
+            vec![at("a", 1, 1), None, at("a", 3, 3)],
+        ];
+        for stored in cases {
+            let events = events(stored.len() as u128);
+            let mut lookups = 0;
+            let lazy = resolve_retry_with("a", &events, |event| {
+                lookups += 1;
+                let i = events.iter().position(|e| e.metadata.event_id == event.metadata.event_id).unwrap();
+                Ok(stored[i].clone())
+            });
+            assert_eq!(format!("{lazy:?}"), format!("{:?}", resolve_retry("a", &events, &stored)), "{stored:?}");
+            assert_eq!(lookups, events.len(), "each id is looked up once: {stored:?}");
+        }
     }
 }
