@@ -162,13 +162,7 @@ async fn terminated_connections_never_acknowledge_uncommitted_appends_and_recove
 
     // The LISTEN task reconnected: a commit by another process (another pool, so this
     // backend's own commit signal is not involved) wakes a subscriber waiting on this one.
-    let other = PostgresBackend::builder(&common::database_url())
-        .schema(&fixture.schema)
-        .application_name("allframe-fault-other")
-        .run_migrations(false)
-        .connect()
-        .await
-        .expect("second process");
+    let other = common::second_process(&common::database_url(), &fixture.schema, "allframe-fault-other").await;
     let options = SubscriptionOptions { page_size: 10, max_wait: Duration::from_secs(600) };
     let mut live = RawSubscription::start(Arc::clone(&backend), StartFrom::End, options).await.expect("subscribe");
     // The first commit may wake it through the listener's reconnect (which re-reads the head);

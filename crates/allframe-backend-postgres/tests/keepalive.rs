@@ -96,13 +96,7 @@ async fn a_half_open_listen_connection_is_noticed_and_replaced() {
         .connect()
         .await
         .expect("connect through the proxy");
-    let other = PostgresBackend::builder(&url)
-        .schema(&schema)
-        .application_name("allframe-keepalive-other")
-        .run_migrations(false)
-        .connect()
-        .await
-        .expect("second process");
+    let other = common::second_process(&url, &schema, "allframe-keepalive-other").await;
     proxy.wait_for_listens(1).await;
     let mut waiter = Waiter::start(&backend).await;
     waiter.woken_by(&other, "half-open", "before the fault").await;
@@ -125,13 +119,7 @@ async fn a_half_open_listen_connection_is_noticed_and_replaced() {
 async fn a_terminated_listen_connection_is_replaced() {
     let Some(fixture) = common::fresh_with(|b| b.pool_size(1)).await else { return };
     let backend = fixture.inner().clone();
-    let other = PostgresBackend::builder(&common::database_url())
-        .schema(&fixture.schema)
-        .application_name("allframe-keepalive-other")
-        .run_migrations(false)
-        .connect()
-        .await
-        .expect("second process");
+    let other = common::second_process(&common::database_url(), &fixture.schema, "allframe-keepalive-other").await;
     let mut waiter = Waiter::start(&backend).await;
     waiter.woken_by(&other, "terminated", "before the fault").await;
 

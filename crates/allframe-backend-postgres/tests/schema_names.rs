@@ -37,12 +37,7 @@ async fn keyword_schemas_work_for_every_operation() {
 
         // The deployment step and a second process on the same schema.
         PostgresBackend::migrate(&url, schema).await.expect("migrate again");
-        let other = PostgresBackend::builder(&url)
-            .schema(schema)
-            .run_migrations(false)
-            .connect()
-            .await
-            .expect("second process");
+        let other = common::second_process(&url, schema, "allframe-schema-names-other").await;
         // Its commit wakes a subscriber of the first through LISTEN/NOTIFY on the schema's channel.
         let options = SubscriptionOptions { page_size: 10, max_wait: Duration::from_secs(600) };
         let mut live = RawSubscription::start(Arc::clone(&backend), StartFrom::End, options).await.expect("subscribe");

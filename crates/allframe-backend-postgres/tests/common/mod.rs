@@ -20,6 +20,18 @@ pub fn database_url() -> String {
 }
 
 /// A schema name no other test uses.
+/// A second application on an existing store's schema (`url`, `schema`), as another process
+/// would connect: its own pool and listener, no migrations, named `name` in `pg_stat_activity`.
+pub async fn second_process(url: &str, schema: &str, name: &str) -> PostgresBackend {
+    PostgresBackend::builder(url)
+        .schema(schema)
+        .application_name(name)
+        .run_migrations(false)
+        .connect()
+        .await
+        .expect("second process")
+}
+
 pub fn fresh_schema() -> String {
     format!("aftest_{}", EventId::new().to_string().replace('-', ""))
 }
