@@ -3,6 +3,8 @@
 //! store, and checks that every acknowledged append is there, versions are contiguous,
 //! positions increase, and no append is half applied.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -107,18 +109,6 @@ fn parse_ack(line: &str) -> Option<Ack> {
     })
 }
 
-/// A small xorshift generator: the kill times need no quality, only variety.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[test]
 fn killed_writers_lose_no_acknowledged_append() {
     kill_rounds(ROUNDS, true);
@@ -135,7 +125,7 @@ fn kill_rounds(rounds: u64, sync: bool) {
     let path = dir.path().join("store");
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     eprintln!("crash test seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = common::Rng(seed);
     let mut acks = Vec::new();
     let mut rounds_with_acks = 0;
     for round in 0..rounds {

@@ -118,17 +118,9 @@ async fn over_long_ids_read_their_own_events_only() {
     drop(dir);
 }
 
-/// A small xorshift generator: ids need variety, not quality.
-struct Rng(u64);
+use common::Rng;
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-
     /// An id of up to `max_len` characters from an alphabet of bytes around the delimiter.
     fn id(&mut self, alphabet: &[char], max_len: u64) -> String {
         let len = self.below(max_len + 1);

@@ -69,3 +69,17 @@ impl EventStoreBackend for TempStore {
         self.backend.wait_for_commit(after_position, max_wait).await
     }
 }
+
+/// A small xorshift generator for tests that need variety, not quality (kill times, ids).
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
