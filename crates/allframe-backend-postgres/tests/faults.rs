@@ -37,6 +37,35 @@ async fn terminate(conn: &mut sqlx::PgConnection, name: &str) -> u64 {
     killed.into_iter().filter(|k| *k).count() as u64
 }
 
+/// Terminates the connections named `app_name` every 15 ms until `stop`; returns how many.
+fn spawn_killer(stop: &Arc<AtomicBool>, app_name: &str) -> tokio::task::JoinHandle<u64> {
+    let (stop, app_name) = (Arc::clone(stop), app_name.to_owned());
+    tokio::spawn(async move {
+        let mut conn = admin().await;
+        let mut killed = 0;
+        while !stop.load(Ordering::SeqCst) {
+            killed += terminate(&mut conn, &app_name).await;
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        killed
+    })
+}
+
+/// Waits for every writer, then stops the killer: the writers' results and how many
+/// connections it terminated.
+async fn join_writers<T>(
+    writers: Vec<tokio::task::JoinHandle<T>>,
+    stop: &AtomicBool,
+    killer: tokio::task::JoinHandle<u64>,
+) -> (Vec<T>, u64) {
+    let mut results = Vec::new();
+    for writer in writers {
+        results.push(writer.await.expect("writer"));
+    }
+    stop.store(true, Ordering::SeqCst);
+    (results, killer.await.expect("killer"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn terminated_connections_never_acknowledge_uncommitted_appends_and_recover() {
     let Some(fixture) = common::fresh_with(|b| b.pool_size(4)).await else { return };
@@ -46,18 +75,7 @@ async fn terminated_connections_never_acknowledge_uncommitted_appends_and_recove
     let transient_errors = Arc::new(AtomicU64::new(0));
 
     // Kill the backend's connections every few milliseconds while it works.
-    let killer = {
-        let (stop, app_name) = (Arc::clone(&stop), app_name.clone());
-        tokio::spawn(async move {
-            let mut conn = admin().await;
-            let mut killed = 0;
-            while !stop.load(Ordering::SeqCst) {
-                killed += terminate(&mut conn, &app_name).await;
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-            killed
-        })
-    };
+    let killer = spawn_killer(&stop, &app_name);
 
     // Readers: every error is transient; every page is in position order.
     let readers: Vec<_> = (0..2)
@@ -124,12 +142,7 @@ async fn terminated_connections_never_acknowledge_uncommitted_appends_and_recove
         })
         .collect();
 
-    let mut acknowledged = Vec::new();
-    for writer in writers {
-        acknowledged.push(writer.await.expect("writer"));
-    }
-    stop.store(true, Ordering::SeqCst);
-    let killed = killer.await.expect("killer");
+    let (acknowledged, killed) = join_writers(writers, &stop, killer).await;
     let reads: u64 = futures_util::future::join_all(readers).await.into_iter().map(|r| r.expect("reader")).sum();
     assert!(killed > 0, "the test terminated no connection");
     let deduplicated = acknowledged.iter().flat_map(|(_, a)| a).filter(|(r, _)| r.deduplicated).count();
@@ -225,18 +238,7 @@ async fn without_retries_every_append_is_acknowledged_and_stored_or_an_error_and
     let stop = Arc::new(AtomicBool::new(false));
 
     // Kill the pool's connections and the listener's every few milliseconds.
-    let killer = {
-        let (stop, app_name) = (Arc::clone(&stop), app_name.clone());
-        tokio::spawn(async move {
-            let mut conn = admin().await;
-            let mut killed = 0;
-            while !stop.load(Ordering::SeqCst) {
-                killed += terminate(&mut conn, &app_name).await;
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-            killed
-        })
-    };
+    let killer = spawn_killer(&stop, &app_name);
 
     // A subscriber from the beginning, on the faulted backend, until it reaches the final head.
     let (final_head_tx, final_head) = tokio::sync::watch::channel(None::<u64>);
@@ -288,12 +290,7 @@ async fn without_retries_every_append_is_acknowledged_and_stored_or_an_error_and
             })
         })
         .collect();
-    let mut outcomes = Vec::new();
-    for writer in writers {
-        outcomes.push(writer.await.expect("writer"));
-    }
-    stop.store(true, Ordering::SeqCst);
-    let killed = killer.await.expect("killer");
+    let (outcomes, killed) = join_writers(writers, &stop, killer).await;
     assert!(killed > 0, "the test terminated no connection");
 
     // The pool recovers: once the dead pooled connections are used up (each fails one
