@@ -18,6 +18,7 @@ apt_install() {
         return 1
     fi
     local sudo=""; [ "$(id -u)" != 0 ] && sudo=sudo
+    echo "installing with ${sudo:+sudo }apt-get: $*"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
 }

@@ -7,11 +7,6 @@ use crate::util::{cargo, have_cargo_subcommand, output, run};
 /// The whole test suite of the workspace, every backend included.
 pub fn test(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
-    // RocksDB's bindgen needs libclang: the script installs it (apt) only when it is missing.
-    run(
-        "system packages (scripts/install-deps.sh)",
-        std::process::Command::new("bash").arg(crate::util::root().join("scripts/install-deps.sh")),
-    )?;
     let mut command = cargo();
     command.args(["test", "--workspace", "--all-features"]).args(args);
     run("cargo test --workspace --all-features", &mut command)?;

@@ -10,6 +10,7 @@
 
 mod bench;
 mod ci;
+mod rocksdb_lib;
 mod size_report;
 mod util;
 
@@ -21,7 +22,14 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let result = match command.as_str() {
+    // Every command that builds RocksDB links one prebuilt copy of its C++ (decision 0405).
+    let quick = rest.iter().any(|a| a == "--quick");
+    let opt = if command == "bench" && !quick { rocksdb_lib::Opt::Speed } else { rocksdb_lib::Opt::Size };
+    let prepared = match command.as_str() {
+        "test" | "ci" | "size-report" | "bench" => util::install_system_packages().and_then(|()| rocksdb_lib::prepare(opt)),
+        _ => Ok(()),
+    };
+    let result = prepared.and_then(|()| match command.as_str() {
         "test" => ci::test(rest),
         "ci" => ci::ci(rest),
         "size-report" => size_report::size_report(rest),
@@ -31,7 +39,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -15,10 +15,14 @@ pub fn root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-/// `cargo` as invoked by the user (respects `CARGO`).
+/// `cargo` as invoked by the user (respects `CARGO`), linking the prebuilt RocksDB library
+/// once `rocksdb_lib::prepare` has run.
 pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(root());
+    if let Some(dir) = crate::rocksdb_lib::lib_dir() {
+        command.env("ROCKSDB_LIB_DIR", dir).env("ROCKSDB_STATIC", "1");
+    }
     command
 }
 
@@ -48,4 +52,10 @@ pub fn have_cargo_subcommand(name: &str) -> bool {
 /// The cargo target directory in use (`CARGO_TARGET_DIR`, else `<root>/target`).
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+/// `scripts/install-deps.sh`: installs what the build needs (a C++ compiler, libclang for
+/// RocksDB's bindgen) only when it is missing, saying first which packages and why.
+pub fn install_system_packages() -> Result<(), String> {
+    run("system packages (scripts/install-deps.sh)", Command::new("bash").arg(root().join("scripts/install-deps.sh")))
 }
