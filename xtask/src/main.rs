@@ -26,7 +26,9 @@ fn main() -> ExitCode {
     let quick = rest.iter().any(|a| a == "--quick");
     let opt = if command == "bench" && !quick { rocksdb_lib::Opt::Speed } else { rocksdb_lib::Opt::Size };
     let prepared = match command.as_str() {
-        "test" | "ci" | "size-report" | "bench" => util::install_system_packages().and_then(|()| rocksdb_lib::prepare(opt)),
+        "test" | "ci" | "size-report" | "bench" => {
+            util::install_system_packages().and_then(|()| rocksdb_lib::prepare(opt))
+        }
         _ => Ok(()),
     };
     let result = prepared.and_then(|()| match command.as_str() {

@@ -83,10 +83,15 @@ fn build_once(opt: Opt) -> Result<PathBuf, String> {
     );
     run(
         &format!("librocksdb-sys C++ ({}, profile {})", opt.flag(), opt.profile()),
-        cargo()
-            .env_remove("ROCKSDB_LIB_DIR")
-            .env_remove("ROCKSDB_STATIC")
-            .args(["build", "-q", "--profile", opt.profile(), "-p", "allframe-backend-rocksdb", "--lib"]),
+        cargo().env_remove("ROCKSDB_LIB_DIR").env_remove("ROCKSDB_STATIC").args([
+            "build",
+            "-q",
+            "--profile",
+            opt.profile(),
+            "-p",
+            "allframe-backend-rocksdb",
+            "--lib",
+        ]),
     )?;
     let built = newest_archive(&target_dir().join(opt.profile()).join("build"))?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
