@@ -250,3 +250,82 @@ fn quoted_points_reads_ranges_and_lists() {
     assert_eq!(quoted_points("Contract 8 and 10: settings"), BTreeSet::from([8, 10]));
     assert!(quoted_points("Seed operations: flush").is_empty());
 }
+
+/// A backend crate's `[package.metadata.allframe]` key, if the crate has the section.
+fn backend_metadata(manifest: &str, key: &str) -> Option<String> {
+    let section = manifest.split("[package.metadata.allframe]").nth(1)?;
+    let section = section.split("\n[").next().unwrap_or(section);
+    section.lines().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Adding a backend means a crate, a facade feature, one descriptor in the facade, two size
+/// probes with budgets, a row in the README's feature table: this names what is missing.
+#[test]
+fn every_backend_crate_is_described_everywhere_it_must_be() {
+    let descriptors = read("crates/allframe/src/backends.rs");
+    let facade_manifest = read("crates/allframe/Cargo.toml");
+    let budgets = read("xtask/size-budgets.toml");
+    let readme = read("README.md");
+    let mut schemes = Vec::new();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap().filter_map(Result::ok) {
+        let Ok(manifest) = std::fs::read_to_string(entry.path().join("Cargo.toml")) else { continue };
+        let crate_name = entry.file_name().to_string_lossy().to_string();
+        let Some(scheme) = backend_metadata(&manifest, "scheme") else {
+            if crate_name.starts_with("allframe-backend-") {
+                missing.push(format!("{crate_name}: no [package.metadata.allframe] section"));
+            }
+            continue;
+        };
+        let feature = backend_metadata(&manifest, "feature").unwrap_or_default();
+        schemes.push(scheme.clone());
+        let descriptor =
+            format!("scheme: \"{scheme}\",\n        feature: \"{feature}\",\n        crate_name: \"{crate_name}\",");
+        if !descriptors.contains(&descriptor) {
+            missing.push(format!(
+                "{crate_name}: no entry in BACKENDS (crates/allframe/src/backends.rs) with {descriptor}"
+            ));
+        }
+        if !facade_manifest.lines().any(|line| line.starts_with(&format!("{feature} = "))) {
+            missing.push(format!("{crate_name}: no feature `{feature}` in crates/allframe/Cargo.toml"));
+        }
+        for key in [feature.as_str(), scheme.as_str()] {
+            if !root().join("xtask/probes").join(key).join("Cargo.toml").exists() {
+                missing.push(format!("{crate_name}: no size probe xtask/probes/{key}"));
+            }
+            if !budgets.lines().any(|line| line.starts_with(&format!("{key} = "))) {
+                missing.push(format!("{crate_name}: no budget `{key}` in xtask/size-budgets.toml"));
+            }
+        }
+        if !readme.contains(&format!("| `{feature}`")) {
+            missing.push(format!("{crate_name}: no row for `{feature}` in the README's feature table"));
+        }
+    }
+    let described = descriptors.matches("    BackendDescriptor {\n        scheme:").count();
+    if described != schemes.len() {
+        missing.push(format!(
+            "BACKENDS has {described} entries, crates/ has {} backend crates ({schemes:?})",
+            schemes.len()
+        ));
+    }
+    assert!(missing.is_empty(), "backends not described everywhere:\n  {}", missing.join("\n  "));
+    assert_eq!(schemes.len(), 4, "memory, allsource, postgres, rocksdb: {schemes:?}");
+}
+
+/// The command line and the benchmark runner take their backends from the descriptors: their
+/// address and target code names no backend.
+#[test]
+fn the_command_line_and_the_bench_runner_name_no_backend() {
+    for path in ["crates/allframe-cli/src/address.rs", "benches/runner/targets.rs"] {
+        let code = read(path);
+        let code = code.split("#[cfg(test)]").next().unwrap_or(&code);
+        for name in
+            ["AllSourceBackend", "RocksDbBackend", "PostgresBackend", "InMemoryBackend", "\"allsource", "\"rocksdb"]
+        {
+            assert!(!code.contains(name), "{path} names `{name}`: open backends through allframe::backends");
+        }
+    }
+}

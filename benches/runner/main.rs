@@ -108,7 +108,8 @@ fn parent(args: &[String], quick: bool, scale: Scale) -> Result<(), String> {
     eprintln!("measuring the machine (fdatasync latency, raw write + fdatasync ceiling)...");
     let machine = machine::describe(quick)?;
     let all = targets::names();
-    let chosen: Vec<&str> = all.iter().copied().filter(|t| only.as_deref().is_none_or(|o| t.starts_with(o))).collect();
+    let chosen: Vec<&str> =
+        all.iter().map(String::as_str).filter(|t| only.as_deref().is_none_or(|o| t.starts_with(o))).collect();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut results = Vec::new();
     for (index, target) in chosen.iter().enumerate() {

@@ -14,14 +14,6 @@ pub fn test(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Heavy dependencies that a facade feature must not pull in unless it is its own.
-const GUARDS: &[(&str, &[&str])] = &[
-    ("cqrs", &["sqlx", "rocksdb", "librocksdb-sys", "arrow", "parquet"]),
-    ("cqrs-allsource", &["sqlx", "rocksdb", "librocksdb-sys", "arrow"]),
-    ("cqrs-postgres", &["rocksdb", "librocksdb-sys", "arrow", "parquet"]),
-    ("cqrs-rocksdb", &["sqlx", "arrow", "parquet"]),
-];
-
 /// Every check CI runs after the tests.
 pub fn ci(args: &[String]) -> Result<(), String> {
     let started = Instant::now();
@@ -36,13 +28,14 @@ pub fn ci(args: &[String]) -> Result<(), String> {
         cargo().env("RUSTDOCFLAGS", "-D warnings").args(["doc", "-q", "--no-deps", "--workspace", "--all-features"]),
     )?;
     run("allframe without features", cargo().args(["check", "-q", "-p", "allframe", "--no-default-features"]))?;
-    for (feature, _) in GUARDS {
+    let backends = crate::backends::all()?;
+    for feature in backends.iter().map(|b| &b.feature) {
         run(
             &format!("allframe with only `{feature}`"),
             cargo().args(["check", "-q", "-p", "allframe", "--no-default-features", "--features", feature]),
         )?;
     }
-    dependency_guards()?;
+    dependency_guards(&backends)?;
     if skip_deny {
         eprintln!("==> cargo deny: skipped (--no-deny)");
     } else {
@@ -53,9 +46,11 @@ pub fn ci(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Each facade feature pulls in only its own backend's heavy dependencies.
-fn dependency_guards() -> Result<(), String> {
-    for (feature, banned) in GUARDS {
+/// Each facade feature pulls in only its own backend's heavy dependencies (as each backend
+/// crate's `[package.metadata.allframe]` names them).
+fn dependency_guards(backends: &[crate::backends::Backend]) -> Result<(), String> {
+    for feature in backends.iter().map(|b| &b.feature) {
+        let banned = crate::backends::banned_for(backends, feature);
         let tree = output(
             &format!("cargo tree (feature {feature})"),
             cargo().args([
@@ -74,7 +69,7 @@ fn dependency_guards() -> Result<(), String> {
             ]),
         )?;
         let names: Vec<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
-        let found: Vec<&&str> = banned.iter().filter(|b| names.contains(b)).collect();
+        let found: Vec<&String> = banned.iter().filter(|b| names.contains(&b.as_str())).collect();
         if !found.is_empty() {
             return Err(format!("feature `{feature}` pulls in {found:?}, which belong to other backends"));
         }

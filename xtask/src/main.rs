@@ -8,6 +8,7 @@
 //!
 //! Kept free of dependencies so that it builds in seconds.
 
+mod backends;
 mod bench;
 mod ci;
 mod rocksdb_lib;

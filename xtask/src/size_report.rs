@@ -13,25 +13,35 @@ use std::process::Command;
 use crate::util::{cargo, have_cargo_subcommand, output, root, run, target_dir};
 
 /// A probe: its package, the label and budget key used in the report.
+#[derive(Debug, Clone)]
 struct Probe {
-    package: &'static str,
-    key: &'static str,
-    what: &'static str,
+    package: String,
+    key: String,
+    what: String,
 }
 
-const PROBES: &[Probe] = &[
-    Probe { package: "size-probe-cqrs", key: "cqrs", what: "facade, feature `cqrs`" },
-    Probe { package: "size-probe-memory", key: "memory", what: "allframe-backend-memory directly" },
-    Probe { package: "size-probe-cqrs-allsource", key: "cqrs-allsource", what: "facade, feature `cqrs-allsource`" },
-    Probe { package: "size-probe-allsource", key: "allsource", what: "allframe-backend-allsource directly" },
-    Probe { package: "size-probe-cqrs-postgres", key: "cqrs-postgres", what: "facade, feature `cqrs-postgres`" },
-    Probe { package: "size-probe-postgres", key: "postgres", what: "allframe-backend-postgres directly" },
-    Probe { package: "size-probe-cqrs-rocksdb", key: "cqrs-rocksdb", what: "facade, feature `cqrs-rocksdb`" },
-    Probe { package: "size-probe-rocksdb", key: "rocksdb", what: "allframe-backend-rocksdb directly" },
-];
+/// Two probes per backend (`crates/*/Cargo.toml`'s `[package.metadata.allframe]`): the facade
+/// with only its feature (`size-probe-cqrs-rocksdb`), and the backend crate used directly
+/// (`size-probe-rocksdb`).
+fn probes() -> Result<Vec<Probe>, String> {
+    let mut probes = Vec::new();
+    for backend in crate::backends::all()? {
+        probes.push(Probe {
+            package: format!("size-probe-{}", backend.feature),
+            key: backend.feature.clone(),
+            what: format!("facade, feature `{}`", backend.feature),
+        });
+        probes.push(Probe {
+            package: format!("size-probe-{}", backend.scheme),
+            key: backend.scheme.clone(),
+            what: format!("{} directly", backend.crate_name),
+        });
+    }
+    Ok(probes)
+}
 
 struct Measured {
-    probe: &'static Probe,
+    probe: Probe,
     bytes: u64,
     growth: i64,
     budget: Option<u64>,
@@ -48,18 +58,18 @@ pub fn size_report(args: &[String]) -> Result<(), String> {
 
     let baseline = build_and_strip("size-probe-baseline", &out_dir)?;
     let mut measured = Vec::new();
-    for probe in PROBES {
-        let bytes = build_and_strip(probe.package, &out_dir)?;
-        let top_crates = top_crates(probe.package).unwrap_or_else(|e| {
+    for probe in probes()? {
+        let bytes = build_and_strip(&probe.package, &out_dir)?;
+        let top_crates = top_crates(&probe.package).unwrap_or_else(|e| {
             eprintln!("    cargo bloat for {}: {e}", probe.package);
             Vec::new()
         });
         measured.push(Measured {
+            budget: budgets.get(&format!("growth.{}", probe.key)).copied(),
+            total_budget: budgets.get(&format!("total.{}", probe.key)).copied(),
             probe,
             bytes,
             growth: bytes as i64 - baseline as i64,
-            budget: budgets.get(&format!("growth.{}", probe.key)).copied(),
-            total_budget: budgets.get(&format!("total.{}", probe.key)).copied(),
             top_crates,
         });
     }
@@ -301,15 +311,19 @@ mod tests {
     #[test]
     fn the_checked_in_budgets_parse_and_cover_every_probe() {
         let budgets = read_budgets(&root().join("xtask/size-budgets.toml")).expect("budgets parse");
-        for probe in PROBES {
+        let probes = probes().expect("backends described");
+        assert_eq!(probes.len(), 8, "two probes for each of the four backends");
+        for probe in probes {
             assert!(budgets.contains_key(&format!("growth.{}", probe.key)), "a budget for {}", probe.key);
+            let dir = root().join("xtask/probes").join(probe.package.trim_start_matches("size-probe-"));
+            assert!(dir.join("Cargo.toml").exists(), "a probe crate at {}", dir.display());
         }
         assert_eq!(budgets.get("total.cqrs"), Some(&650_000));
     }
 
     #[test]
     fn over_budget_names_the_probe_and_its_largest_crates() {
-        let probe = &PROBES[0];
+        let probe = probes().expect("backends described").remove(0);
         let m = Measured {
             probe,
             bytes: 700_000,

@@ -77,11 +77,8 @@ fn durable_single(c: &mut Criterion) {
 fn nosync_batched(c: &mut Criterion) {
     let rt = runtime();
     let dir = temp_dir();
-    let store = AllSourceBackend::with_config(AllSourceConfig {
-        sync: SyncMode::NoSync,
-        ..AllSourceConfig::durable(dir.path())
-    })
-    .expect("open");
+    let store =
+        AllSourceBackend::with_config(AllSourceConfig::durable(dir.path()).sync(SyncMode::NoSync)).expect("open");
     let mut group = c.benchmark_group("allsource_nosync");
     group.throughput(Throughput::Elements(100));
     group.bench_function("batch_100_events_200B", |b| {

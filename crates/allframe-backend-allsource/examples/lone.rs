@@ -65,7 +65,7 @@ async fn warm_then_measure(store: &AllSourceBackend, n: usize) -> Vec<Duration> 
 
 fn open(dir: &std::path::Path, poll: bool) -> AllSourceBackend {
     let ack_spin = if poll { AllSourceConfig::default().ack_spin } else { Duration::ZERO };
-    AllSourceBackend::with_config(AllSourceConfig { ack_spin, ..AllSourceConfig::durable(dir) }).expect("open")
+    AllSourceBackend::with_config(AllSourceConfig::durable(dir).ack_spin(ack_spin)).expect("open")
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

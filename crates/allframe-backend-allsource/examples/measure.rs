@@ -115,11 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // A large store: no-sync batches of 100 into 1,000-event streams.
         let dir = base.join("large");
         let segment_mib: u64 = std::env::var("ALLSOURCE_SEGMENT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-        let config = AllSourceConfig {
-            sync: SyncMode::NoSync,
-            segment_size: segment_mib << 20,
-            ..AllSourceConfig::durable(&dir)
-        };
+        let config = AllSourceConfig::durable(&dir).sync(SyncMode::NoSync).segment_size(segment_mib << 20);
         let store = AllSourceBackend::with_config(config.clone()).expect("open");
         let started = Instant::now();
         let mut written = 0u64;

@@ -19,12 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let store = AllSourceBackend::with_config(AllSourceConfig {
-            sync: SyncMode::NoSync,
-            max_conversion_backlog: backlog,
-            segment_size: segment_mib << 20,
-            ..AllSourceConfig::durable(dir.path())
-        })?;
+        let store = AllSourceBackend::with_config(
+            AllSourceConfig::durable(dir.path())
+                .sync(SyncMode::NoSync)
+                .max_conversion_backlog(backlog)
+                .segment_size(segment_mib << 20),
+        )?;
         let started = Instant::now();
         let mut written = 0u64;
         while written < events {

@@ -21,7 +21,12 @@ pub enum SyncMode {
 }
 
 /// How to open an [`AllSourceBackend`](crate::AllSourceBackend).
+///
+/// Start from [`AllSourceConfig::durable`] or [`AllSourceConfig::in_memory`] and change what
+/// you need (a setting added later is then not a breaking change):
+/// `AllSourceConfig::durable("./data").sync(SyncMode::NoSync)`.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AllSourceConfig {
     /// The store's directory; `None` keeps everything in memory (no files).
     pub data_dir: Option<PathBuf>,
@@ -73,5 +78,64 @@ impl AllSourceConfig {
     /// A durable configuration for `data_dir` (synchronous mode).
     pub fn durable(data_dir: impl Into<PathBuf>) -> Self {
         AllSourceConfig { data_dir: Some(data_dir.into()), ..AllSourceConfig::default() }
+    }
+
+    /// An in-memory configuration: nothing is written to disk (the same as `default()`).
+    pub fn in_memory() -> Self {
+        AllSourceConfig::default()
+    }
+
+    /// The store's directory; `None` keeps everything in memory.
+    pub fn data_dir(mut self, data_dir: Option<PathBuf>) -> Self {
+        self.data_dir = data_dir;
+        self
+    }
+
+    /// The durability mode of a directory store.
+    pub fn sync(mut self, sync: SyncMode) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// The size at which a log segment is sealed, in bytes.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes;
+        self
+    }
+
+    /// The most bytes one `pwrite` of a group commit writes.
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// The input limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Whether sealed log segments are rewritten as Parquet files.
+    pub fn parquet_segments(mut self, convert: bool) -> Self {
+        self.parquet_segments = convert;
+        self
+    }
+
+    /// The most sealed log segments that may wait for their Parquet conversion.
+    pub fn max_conversion_backlog(mut self, segments: usize) -> Self {
+        self.max_conversion_backlog = segments;
+        self
+    }
+
+    /// The longest a lone synchronous appender polls for its acknowledgement.
+    pub fn ack_spin(mut self, spin: Duration) -> Self {
+        self.ack_spin = spin;
+        self
+    }
+
+    /// The I/O seam for tests (called before each file operation, may inject errors).
+    pub fn io_hook(mut self, hook: Option<Arc<dyn IoHook>>) -> Self {
+        self.io_hook = hook;
+        self
     }
 }

@@ -28,8 +28,7 @@ impl IoHook for SlowSync {
 }
 
 fn open(dir: &Path, hook: Arc<SlowSync>, ack_spin: Duration) -> AllSourceBackend {
-    AllSourceBackend::with_config(AllSourceConfig { io_hook: Some(hook), ack_spin, ..AllSourceConfig::durable(dir) })
-        .unwrap()
+    AllSourceBackend::with_config(AllSourceConfig::durable(dir).io_hook(Some(hook)).ack_spin(ack_spin)).unwrap()
 }
 
 async fn counters(store: &AllSourceBackend) -> [u64; 3] {

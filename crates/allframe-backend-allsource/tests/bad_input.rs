@@ -35,7 +35,7 @@ impl IoHook for Faulty {
 }
 
 fn config(dir: &Path, hook: Arc<Faulty>) -> AllSourceConfig {
-    AllSourceConfig { io_hook: Some(hook), segment_size: 64 * 1024, ..AllSourceConfig::durable(dir) }
+    AllSourceConfig::durable(dir).io_hook(Some(hook)).segment_size(64 * 1024)
 }
 
 fn event(n: u64) -> NewEvent {
@@ -167,10 +167,10 @@ async fn a_failed_sync_is_not_acknowledged() {
 #[tokio::test]
 async fn oversized_and_invalid_input_is_refused_before_touching_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let store = AllSourceBackend::with_config(AllSourceConfig {
-        limits: allframe_cqrs_core::Limits { max_event_bytes: 1000, ..Default::default() },
-        ..AllSourceConfig::durable(dir.path())
-    })
+    let store = AllSourceBackend::with_config(
+        AllSourceConfig::durable(dir.path())
+            .limits(allframe_cqrs_core::Limits { max_event_bytes: 1000, ..Default::default() }),
+    )
     .unwrap();
     let err = store.append("s", ExpectedVersion::Any, vec![NewEvent::new("E", vec![0u8; 2000])]).await.unwrap_err();
     assert!(matches!(err, Error::EventTooLarge { .. }));
@@ -185,9 +185,9 @@ async fn oversized_and_invalid_input_is_refused_before_touching_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_over_the_size_limit_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let config = || AllSourceConfig {
-        limits: allframe_cqrs_core::Limits { max_snapshot_bytes: 16, ..Default::default() },
-        ..AllSourceConfig::durable(dir.path())
+    let config = || {
+        AllSourceConfig::durable(dir.path())
+            .limits(allframe_cqrs_core::Limits { max_snapshot_bytes: 16, ..Default::default() })
     };
     let store = AllSourceBackend::with_config(config()).unwrap();
     store.append("s", ExpectedVersion::Any, vec![event(0), event(1)]).await.unwrap();

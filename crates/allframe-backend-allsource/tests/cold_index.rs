@@ -13,7 +13,7 @@ use allframe_cqrs_core::{AppendResult, Error, EventId, EventStoreBackend, Expect
 const STREAMS: u64 = 5;
 
 fn config(dir: &Path) -> AllSourceConfig {
-    AllSourceConfig { segment_size: 64 * 1024, ..AllSourceConfig::durable(dir) }
+    AllSourceConfig::durable(dir).segment_size(64 * 1024)
 }
 
 /// The event appended `n`-th: ids taken from `n`, so that a retry can rebuild it; ids of odd

@@ -273,7 +273,7 @@ fn a_torn_snapshot_record_before_a_valid_one_is_cut_off_only_without_syncs() {
             disk::copy_store(dir.path(), copy.path());
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let config = AllSourceConfig { sync, ..AllSourceConfig::durable(copy.path()) };
+                let config = AllSourceConfig::durable(copy.path()).sync(sync);
                 let store = AllSourceBackend::with_config(config).unwrap_or_else(|e| panic!("image {i}: {e:?}"));
                 assert_eq!(store.get_all_events().await.unwrap(), events, "image {i}");
                 let stats = store.stats().await.unwrap();
@@ -289,10 +289,8 @@ fn a_torn_snapshot_record_before_a_valid_one_is_cut_off_only_without_syncs() {
     assert!(end / 512 * 512 > start && end % 512 != 0);
     image[end / 512 * 512..end].fill(0);
     std::fs::write(&path, &image).unwrap();
-    let config = allframe_backend_allsource::AllSourceConfig {
-        sync: allframe_backend_allsource::SyncMode::NoSync,
-        ..allframe_backend_allsource::AllSourceConfig::durable(dir.path())
-    };
+    let config = allframe_backend_allsource::AllSourceConfig::durable(dir.path())
+        .sync(allframe_backend_allsource::SyncMode::NoSync);
     match AllSourceBackend::with_config(config) {
         Err(Error::Corruption { offset, .. }) => assert_eq!(offset, start as u64),
         other => panic!("expected corruption, got {:?}", other.map(|_| "an open store")),

@@ -18,7 +18,7 @@ const TASKS: u64 = 6;
 
 fn config(dir: &std::path::Path) -> AllSourceConfig {
     // Small segments so that rounds also crash around segment rolls.
-    AllSourceConfig { segment_size: 64 * 1024, ..AllSourceConfig::durable(dir) }
+    AllSourceConfig::durable(dir).segment_size(64 * 1024)
 }
 
 /// The child: appends forever and prints `ACK stream first_version count first_position last_position tag`.

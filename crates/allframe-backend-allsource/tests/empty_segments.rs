@@ -12,7 +12,7 @@ use allframe_cqrs_core::{EventStoreBackend, ExpectedVersion, NewEvent};
 const SEGMENT: u64 = 64 * 1024;
 
 fn config(dir: &Path) -> AllSourceConfig {
-    AllSourceConfig { segment_size: SEGMENT, ..AllSourceConfig::durable(dir) }
+    AllSourceConfig::durable(dir).segment_size(SEGMENT)
 }
 
 /// An empty log segment `seq`: its header (crate docs: magic, format version, segment number,

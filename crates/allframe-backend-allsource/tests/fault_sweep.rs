@@ -137,12 +137,7 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 fn config(dir: &Path, sync: SyncMode, hook: Option<Arc<Sweep>>) -> AllSourceConfig {
-    AllSourceConfig {
-        sync,
-        segment_size: 64 * 1024,
-        io_hook: hook.map(|h| h as Arc<dyn IoHook>),
-        ..AllSourceConfig::durable(dir)
-    }
+    AllSourceConfig::durable(dir).sync(sync).segment_size(64 * 1024).io_hook(hook.map(|h| h as Arc<dyn IoHook>))
 }
 
 /// One acknowledged event: stream, version, position, payload.
@@ -568,11 +563,9 @@ fn event(n: u64) -> NewEvent {
 async fn a_failed_flush_sync_poisons_a_no_sync_store() {
     let dir = tempdir();
     let hook = Arc::new(FailingSync::default());
-    let store = AllSourceBackend::with_config(AllSourceConfig {
-        sync: SyncMode::NoSync,
-        io_hook: Some(hook.clone()),
-        ..AllSourceConfig::durable(dir.path())
-    })
+    let store = AllSourceBackend::with_config(
+        AllSourceConfig::durable(dir.path()).sync(SyncMode::NoSync).io_hook(Some(hook.clone())),
+    )
     .unwrap();
     store.append("s", ExpectedVersion::NoStream, vec![event(0)]).await.unwrap();
     hook.on.store(true, Ordering::SeqCst);
@@ -599,11 +592,11 @@ async fn a_failed_flush_sync_poisons_a_no_sync_store() {
 async fn a_failed_periodic_sync_poisons_an_interval_store() {
     let dir = tempdir();
     let hook = Arc::new(FailingSync::default());
-    let store = AllSourceBackend::with_config(AllSourceConfig {
-        sync: SyncMode::Interval(Duration::from_millis(5)),
-        io_hook: Some(hook.clone()),
-        ..AllSourceConfig::durable(dir.path())
-    })
+    let store = AllSourceBackend::with_config(
+        AllSourceConfig::durable(dir.path())
+            .sync(SyncMode::Interval(Duration::from_millis(5)))
+            .io_hook(Some(hook.clone())),
+    )
     .unwrap();
     hook.on.store(true, Ordering::SeqCst);
     // Acknowledged once written; the interval's sync then fails.
@@ -657,10 +650,8 @@ impl IoHook for BigGroup {
 fn a_failed_group_longer_than_a_segment_leaves_a_store_that_reopens() {
     let dir = tempdir();
     let hook = Arc::new(BigGroup::default());
-    let config = |hook: Option<Arc<BigGroup>>| AllSourceConfig {
-        segment_size: 64 * 1024,
-        io_hook: hook.map(|h| h as Arc<dyn IoHook>),
-        ..AllSourceConfig::durable(dir.path())
+    let config = |hook: Option<Arc<BigGroup>>| {
+        AllSourceConfig::durable(dir.path()).segment_size(64 * 1024).io_hook(hook.map(|h| h as Arc<dyn IoHook>))
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {

@@ -155,8 +155,7 @@ fn first_open_child() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let sync = mode(&std::env::var(CHILD_MODE).unwrap());
-        let config =
-            AllSourceConfig { io_hook: Some(hook.clone()), sync, ..AllSourceConfig::durable(PathBuf::from(&dir)) };
+        let config = AllSourceConfig::durable(PathBuf::from(&dir)).io_hook(Some(hook.clone())).sync(sync);
         let store = AllSourceBackend::with_config(config).unwrap();
         println!("OPENED");
         store.append("s", ExpectedVersion::NoStream, vec![NewEvent::new("E", "one")]).await.unwrap();

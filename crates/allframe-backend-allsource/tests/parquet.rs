@@ -14,7 +14,7 @@ use parquet::record::Field;
 const FIRST: &str = "seg-0000000001.parquet";
 
 fn config(dir: &Path) -> AllSourceConfig {
-    AllSourceConfig { segment_size: 64 * 1024, ..AllSourceConfig::durable(dir) }
+    AllSourceConfig::durable(dir).segment_size(64 * 1024)
 }
 
 fn open(dir: &Path) -> Result<(Vec<RecordedEvent>, EngineStats), Error> {
@@ -138,8 +138,7 @@ fn a_log_segment_left_after_its_conversion_is_removed_not_replayed_twice() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     // First without conversion, to keep a copy of the first sealed log segment.
     rt.block_on(async {
-        let store =
-            AllSourceBackend::with_config(AllSourceConfig { parquet_segments: false, ..config(dir.path()) }).unwrap();
+        let store = AllSourceBackend::with_config(config(dir.path()).parquet_segments(false)).unwrap();
         for n in 0..600u64 {
             let e = NewEvent::new("Kept", format!("{n} {}", "k".repeat(150)));
             store.append("kept", ExpectedVersion::Exact(n), vec![e]).await.unwrap();
@@ -184,12 +183,12 @@ fn appends_wait_for_a_converter_that_falls_behind() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let store = AllSourceBackend::with_config(AllSourceConfig {
-            sync: allframe_backend_allsource::SyncMode::NoSync,
-            max_conversion_backlog: 1,
-            io_hook: Some(std::sync::Arc::new(SlowConversion)),
-            ..config(dir.path())
-        })
+        let store = AllSourceBackend::with_config(
+            config(dir.path())
+                .sync(allframe_backend_allsource::SyncMode::NoSync)
+                .max_conversion_backlog(1)
+                .io_hook(Some(std::sync::Arc::new(SlowConversion))),
+        )
         .unwrap();
         let mut most = 0;
         for n in 0..2500u64 {
@@ -217,11 +216,9 @@ fn concurrent_reads_of_parquet_segments_agree() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let config = AllSourceConfig {
-            segment_size: 1024 * 1024,
-            sync: allframe_backend_allsource::SyncMode::NoSync,
-            ..AllSourceConfig::durable(dir.path())
-        };
+        let config = AllSourceConfig::durable(dir.path())
+            .segment_size(1024 * 1024)
+            .sync(allframe_backend_allsource::SyncMode::NoSync);
         let store = Arc::new(AllSourceBackend::with_config(config).unwrap());
         for n in 0..300u64 {
             let events = (0..100)

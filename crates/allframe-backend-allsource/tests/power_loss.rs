@@ -72,11 +72,7 @@ impl IoHook for Hook {
 }
 
 fn config(dir: &Path, hook: Option<Arc<Hook>>) -> AllSourceConfig {
-    AllSourceConfig {
-        parquet_segments: false,
-        io_hook: hook.map(|h| h as Arc<dyn IoHook>),
-        ..AllSourceConfig::durable(dir)
-    }
+    AllSourceConfig::durable(dir).parquet_segments(false).io_hook(hook.map(|h| h as Arc<dyn IoHook>))
 }
 
 fn event(tag: &str, i: u64) -> NewEvent {
@@ -240,7 +236,7 @@ async fn a_power_cut_across_several_unsynced_group_commits_recovers_a_prefix() {
     const UNSYNCED: usize = 12;
     for sync in [SyncMode::Interval(std::time::Duration::from_secs(3600)), SyncMode::NoSync] {
         let dir = tempfile::tempdir().unwrap();
-        let with = |dir: &Path, sync| AllSourceConfig { sync, ..config(dir, None) };
+        let with = |dir: &Path, sync| config(dir, None).sync(sync);
         let store = AllSourceBackend::with_config(with(dir.path(), sync)).unwrap();
         for i in 0..SYNCED as u64 {
             store.append("s", ExpectedVersion::Any, vec![event("synced", i)]).await.unwrap();

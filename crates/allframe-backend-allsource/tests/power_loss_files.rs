@@ -24,13 +24,11 @@ use allframe_cqrs_core::{Error, EventStoreBackend, ExpectedVersion, NewEvent, Re
 use power::{Image, Recorder, Rng};
 
 fn config(dir: &Path, sync: SyncMode, hook: Option<Arc<Recorder>>, parquet: bool) -> AllSourceConfig {
-    AllSourceConfig {
-        sync,
-        parquet_segments: parquet,
-        segment_size: 64 * 1024,
-        io_hook: hook.map(|h| h as Arc<dyn IoHook>),
-        ..AllSourceConfig::durable(dir)
-    }
+    AllSourceConfig::durable(dir)
+        .sync(sync)
+        .parquet_segments(parquet)
+        .segment_size(64 * 1024)
+        .io_hook(hook.map(|h| h as Arc<dyn IoHook>))
 }
 
 fn payload(i: u64) -> String {

@@ -12,7 +12,7 @@ fn event(n: u64) -> NewEvent {
 }
 
 fn small_segments(dir: &std::path::Path, sync: SyncMode) -> AllSourceConfig {
-    AllSourceConfig { data_dir: Some(dir.to_path_buf()), sync, segment_size: 64 * 1024, ..AllSourceConfig::default() }
+    AllSourceConfig::default().data_dir(Some(dir.to_path_buf())).sync(sync).segment_size(64 * 1024)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,11 +153,7 @@ async fn log_space_is_zero_filled_when_syncing_and_sparse_without_sync() {
     use std::os::unix::fs::MetadataExt;
     for sync in [SyncMode::Synchronous, SyncMode::NoSync] {
         let dir = tempfile::tempdir().unwrap();
-        let store = AllSourceBackend::with_config(AllSourceConfig {
-            segment_size: 4 << 20,
-            ..small_segments(dir.path(), sync)
-        })
-        .unwrap();
+        let store = AllSourceBackend::with_config(small_segments(dir.path(), sync).segment_size(4 << 20)).unwrap();
         for n in 0..10 {
             store.append("s", ExpectedVersion::Exact(n), vec![event(n)]).await.unwrap();
         }

@@ -221,11 +221,7 @@ fn run(fail: bool) {
     });
     let (window_tx, window_rx) = std::sync::mpsc::channel();
     *hook.window.lock().unwrap() = Some(window_tx);
-    let config = AllSourceConfig {
-        segment_size: 64 * 1024,
-        io_hook: Some(hook.clone()),
-        ..AllSourceConfig::durable(dir.path())
-    };
+    let config = AllSourceConfig::durable(dir.path()).segment_size(64 * 1024).io_hook(Some(hook.clone()));
     let streams: Vec<String> = (0..APPENDERS / 2).map(|i| format!("stream-{i}")).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(3).enable_all().build().unwrap();
     let (appends, reads, window_over) = rt.block_on(async {
@@ -345,7 +341,7 @@ fn run(fail: bool) {
     );
     // Reopened: exactly the acknowledged appends.
     rt.block_on(async {
-        let store = AllSourceBackend::with_config(AllSourceConfig { io_hook: None, ..config }).unwrap();
+        let store = AllSourceBackend::with_config(config.io_hook(None)).unwrap();
         let all = store.read_all(0, usize::MAX).await.unwrap();
         let found: HashSet<String> = all.iter().map(tag_of).collect();
         for tag in &failed {

@@ -123,9 +123,8 @@ fn writes(c: &mut Criterion) {
     });
 
     let nosync_dir = tempfile::tempdir().unwrap();
-    let nosync = RocksDbBackend::open_with(nosync_dir.path(), RocksDbConfig { sync: false, ..Default::default() })
-        .map(Arc::new)
-        .unwrap();
+    let nosync =
+        RocksDbBackend::open_with(nosync_dir.path(), RocksDbConfig::default().sync(false)).map(Arc::new).unwrap();
     let sync_dir = tempfile::tempdir().unwrap();
     let sync = RocksDbBackend::open_with(sync_dir.path(), RocksDbConfig::default()).map(Arc::new).unwrap();
 
@@ -191,7 +190,7 @@ fn writes(c: &mut Criterion) {
 fn reads(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let store = RocksDbBackend::open_with(dir.path(), RocksDbConfig { sync: false, ..Default::default() }).unwrap();
+    let store = RocksDbBackend::open_with(dir.path(), RocksDbConfig::default().sync(false)).unwrap();
     rt.block_on(async {
         // The 1,000-event stream is written in 10 appends interleaved with another stream's.
         for seed in 0..10 {

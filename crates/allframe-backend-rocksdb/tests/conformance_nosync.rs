@@ -4,6 +4,4 @@ mod common;
 
 use allframe_backend_rocksdb::RocksDbConfig;
 
-allframe_cqrs_testkit::conformance_suite!(async {
-    common::TempStore::new(RocksDbConfig { sync: false, ..RocksDbConfig::default() })
-});
+allframe_cqrs_testkit::conformance_suite!(async { common::TempStore::new(RocksDbConfig::default().sync(false)) });

@@ -8,7 +8,7 @@ use allframe_cqrs_core::{Error, EventStoreBackend, ExpectedVersion, NewEvent};
 
 fn config() -> RocksDbConfig {
     // Small memtables so that most events end up in table (.sst) files.
-    RocksDbConfig { sync: false, write_buffer_bytes: 64 << 10, compression: Compression::None, ..Default::default() }
+    RocksDbConfig::default().sync(false).write_buffer_bytes(64 << 10).compression(Compression::None)
 }
 
 async fn fill(path: &Path) {

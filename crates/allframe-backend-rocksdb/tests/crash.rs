@@ -49,9 +49,8 @@ fn crash_child() {
     let sync = std::env::var(SYNC_ENV).map_or(true, |s| s != "0");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     runtime.block_on(async move {
-        let store = Arc::new(
-            RocksDbBackend::open_with(&path, RocksDbConfig { sync, ..Default::default() }).expect("child opens"),
-        );
+        let store =
+            Arc::new(RocksDbBackend::open_with(&path, RocksDbConfig::default().sync(sync)).expect("child opens"));
         let mut tasks = Vec::new();
         for task in 0..TASKS {
             let store = Arc::clone(&store);

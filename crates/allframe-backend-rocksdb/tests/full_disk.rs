@@ -82,7 +82,7 @@ fn typed_write_error(error: &Error) -> bool {
 async fn full_disk_round(root: &Path, label: &str, write_buffer_bytes: usize) -> Option<(usize, String)> {
     let mount = mount_tmpfs(&root.join(label), 6 << 20)?;
     let path = mount.0.join("store");
-    let config = RocksDbConfig { write_buffer_bytes, block_cache_bytes: 1 << 20, ..RocksDbConfig::default() };
+    let config = RocksDbConfig::default().write_buffer_bytes(write_buffer_bytes).block_cache_bytes(1 << 20);
     let store = RocksDbBackend::open_with(&path, config).unwrap();
     store.append("s-0", ExpectedVersion::NoStream, events(0, 1, 10)).await.unwrap();
     let ballast = mount.0.join("ballast");

@@ -91,7 +91,7 @@ async fn versions_positions_snapshots_and_ids_survive_reopen() {
 async fn many_appends_survive_reopen_without_sync_after_flush() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let config = RocksDbConfig { sync: false, write_buffer_bytes: 256 << 10, ..RocksDbConfig::default() };
+    let config = RocksDbConfig::default().sync(false).write_buffer_bytes(256 << 10);
     let store = RocksDbBackend::open_with(&path, config).unwrap();
     for i in 0..200u128 {
         let stream = format!("s-{}", i % 7);

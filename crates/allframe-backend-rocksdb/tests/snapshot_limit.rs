@@ -10,7 +10,7 @@ use common::TempStore;
 #[tokio::test]
 async fn snapshots_over_the_limit_are_refused() {
     let limits = Limits { max_snapshot_bytes: 16, ..Limits::default() };
-    let store = TempStore::new(RocksDbConfig { sync: false, limits, ..RocksDbConfig::default() });
+    let store = TempStore::new(RocksDbConfig::default().sync(false).limits(limits));
     let events = (0..3).map(|i| NewEvent::new("Counted", format!("{i}"))).collect();
     store.append("counter", ExpectedVersion::NoStream, events).await.unwrap();
 

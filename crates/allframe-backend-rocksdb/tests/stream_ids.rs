@@ -62,7 +62,7 @@ async fn check_reads(store: &TempStore, versions: &[(&str, u64)]) {
 }
 
 async fn streams_in_order(order: &[&str]) {
-    let store = TempStore::new(RocksDbConfig { sync: false, ..RocksDbConfig::default() });
+    let store = TempStore::new(RocksDbConfig::default().sync(false));
     let mut versions = Vec::new();
     for (i, stream) in order.iter().enumerate() {
         // `a` gets enough events that its versions' low byte wraps (keys with bytes 0x00..0xff).
@@ -91,11 +91,11 @@ async fn ids_with_nul_or_empty_read_as_absent_in_reverse_creation_order() {
 #[tokio::test]
 async fn over_long_ids_read_their_own_events_only() {
     let long = "a".repeat(40);
-    let store = TempStore::new(RocksDbConfig {
-        sync: false,
-        limits: allframe_cqrs_core::Limits { max_stream_id_bytes: 64, ..Default::default() },
-        ..RocksDbConfig::default()
-    });
+    let store = TempStore::new(
+        RocksDbConfig::default()
+            .sync(false)
+            .limits(allframe_cqrs_core::Limits { max_stream_id_bytes: 64, ..Default::default() }),
+    );
     fill(&store, &long, 5, 2).await;
     fill(&store, "a", 3, 1).await;
     let path = store.backend.path().to_path_buf();
@@ -103,11 +103,9 @@ async fn over_long_ids_read_their_own_events_only() {
     drop(backend);
     let backend = allframe_backend_rocksdb::RocksDbBackend::open_with(
         &path,
-        RocksDbConfig {
-            sync: false,
-            limits: allframe_cqrs_core::Limits { max_stream_id_bytes: 16, ..Default::default() },
-            ..RocksDbConfig::default()
-        },
+        RocksDbConfig::default()
+            .sync(false)
+            .limits(allframe_cqrs_core::Limits { max_stream_id_bytes: 16, ..Default::default() }),
     )
     .unwrap();
     assert_eq!(backend.get_events(&long).await.unwrap().len(), 5);
@@ -134,7 +132,7 @@ impl Rng {
 async fn random_ids_read_what_a_model_says() {
     const STORED_CHARS: [char; 5] = ['a', 'b', '\u{1}', '\u{7f}', 'ÿ'];
     const LOOKUP_CHARS: [char; 6] = ['a', 'b', '\u{1}', '\u{7f}', 'ÿ', '\0'];
-    let store = TempStore::new(RocksDbConfig { sync: false, ..RocksDbConfig::default() });
+    let store = TempStore::new(RocksDbConfig::default().sync(false));
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut model = std::collections::BTreeMap::new();
     for _ in 0..40 {

@@ -11,7 +11,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = args.first().ok_or("usage: fill DIR [EVENTS] [STREAMS]")?;
     let events: u64 = args.get(1).map_or(Ok(200_000), |a| a.parse())?;
     let streams: u64 = args.get(2).map_or(Ok(100), |a| a.parse())?;
-    let config = AllSourceConfig { sync: SyncMode::NoSync, ..AllSourceConfig::durable(dir) };
+    let config = AllSourceConfig::durable(dir).sync(SyncMode::NoSync);
     let backend = AllSourceBackend::with_config(config)?;
     for n in (0..events).step_by(10) {
         let batch = (n..(n + 10).min(events))

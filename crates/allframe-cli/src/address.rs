@@ -1,84 +1,43 @@
-//! Store addresses (`memory:`, `allsource:./data`, `rocksdb:./db`, `postgres://…`) and opening them.
+//! Store addresses (`memory:`, `allsource:./data`, `rocksdb:./db`, `postgres://…`) and opening
+//! them, through the facade's backend descriptors (`allframe::backends`): this file names no
+//! backend.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use allframe::DynBackend;
+use allframe::backends::{self, LocationKind, Mode, OpenOptions};
 
 use crate::CliError;
 
-/// Where a store is.
+/// Where a store is: a backend and a location.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Address {
-    /// A new, empty in-memory store (lives as long as the command).
-    Memory,
-    /// An AllSource store in a directory.
-    AllSource(PathBuf),
-    /// A RocksDB store in a directory.
-    RocksDb(PathBuf),
-    /// A PostgreSQL database, with an optional `schema=` parameter.
-    Postgres {
-        /// The connection URL without the `schema` parameter.
-        url: String,
-        /// The schema holding the store (`allframe` when not given).
-        schema: Option<String>,
-    },
-}
+pub struct Address(backends::Address);
 
-/// The addresses `allframe` understands, for error messages and `--help`.
-pub const FORMS: &str = "memory:, allsource:PATH, rocksdb:PATH or postgres://USER@HOST/DB[?schema=NAME]";
+impl Address {
+    /// The address of the backend with `scheme` at `location` (the demo's two stores).
+    pub fn of(scheme: &str, location: &str) -> Option<Address> {
+        let backend = backends::by_scheme(scheme)?;
+        Some(Address(backends::Address { backend, location: location.to_owned() }))
+    }
+
+    /// Whether the address names a new in-memory store (never the same store twice).
+    pub fn is_volatile(&self) -> bool {
+        self.0.backend.location == LocationKind::Nothing
+    }
+}
 
 impl FromStr for Address {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let nonempty = |path: &str, scheme: &str| {
-            if path.is_empty() {
-                Err(format!("`{text}` has no path: write {scheme}:PATH, for example {scheme}:./data"))
-            } else {
-                Ok(PathBuf::from(path))
-            }
-        };
-        if text == "memory:" || text == "memory" {
-            Ok(Address::Memory)
-        } else if let Some(path) = text.strip_prefix("allsource:") {
-            Ok(Address::AllSource(nonempty(path, "allsource")?))
-        } else if let Some(path) = text.strip_prefix("rocksdb:") {
-            Ok(Address::RocksDb(nonempty(path, "rocksdb")?))
-        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            let (base, query) = text.split_once('?').unwrap_or((text, ""));
-            let mut schema = None;
-            let mut rest = Vec::new();
-            for pair in query.split('&').filter(|p| !p.is_empty()) {
-                match pair.strip_prefix("schema=") {
-                    Some(name) => schema = Some(name.to_owned()),
-                    None => rest.push(pair),
-                }
-            }
-            let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
-            Ok(Address::Postgres { url, schema })
-        } else {
-            Err(format!("unknown store address `{text}`: use {FORMS}"))
-        }
+        backends::parse(text).map(Address).map_err(|error| error.to_string())
     }
 }
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Address::Memory => f.write_str("memory:"),
-            Address::AllSource(path) => write!(f, "allsource:{}", path.display()),
-            Address::RocksDb(path) => write!(f, "rocksdb:{}", path.display()),
-            Address::Postgres { url, schema } => {
-                write!(f, "{url}")?;
-                match schema {
-                    Some(schema) => write!(f, "{}schema={schema}", if url.contains('?') { '&' } else { '?' }),
-                    None => Ok(()),
-                }
-            }
-        }
+        self.0.fmt(f)
     }
 }
 
@@ -89,49 +48,31 @@ pub enum Open {
     Existing,
     /// The store is created when missing (the demo's store).
     CreateIfMissing,
-    /// A copy's destination: created when missing and written without a sync per append
-    /// (the copy flushes at the end; an interrupted copy is resumed, so nothing is lost).
+    /// A copy's destination: created when missing and written without a sync per append where
+    /// the backend has that mode (the copy flushes at the end; an interrupted copy is resumed,
+    /// so nothing is lost).
     BulkDestination,
 }
 
 /// Opens the store at `address`.
 pub async fn open(address: &Address, mode: Open) -> Result<DynBackend, CliError> {
-    let fail = |error: allframe::Error| CliError::store(address, &error);
-    match address {
-        Address::Memory => Ok(Arc::new(allframe::InMemoryBackend::new())),
-        Address::AllSource(path) | Address::RocksDb(path) if mode == Open::Existing && !path.exists() => {
-            Err(CliError::new(address, "no store at this path", "check the path, or copy a store there first"))
-        }
-        #[cfg(feature = "cqrs-allsource")]
-        Address::AllSource(path) => {
-            use allframe::allsource::{AllSourceBackend, AllSourceConfig, SyncMode};
-            let mut config = AllSourceConfig::durable(path);
-            if mode == Open::BulkDestination {
-                config.sync = SyncMode::NoSync;
-            }
-            Ok(Arc::new(AllSourceBackend::with_config(config).map_err(fail)?))
-        }
-        #[cfg(feature = "cqrs-rocksdb")]
-        Address::RocksDb(path) => {
-            use allframe::rocksdb::{RocksDbBackend, RocksDbConfig};
-            let config = RocksDbConfig { sync: mode != Open::BulkDestination, ..RocksDbConfig::default() };
-            Ok(Arc::new(RocksDbBackend::open_with(path, config).map_err(fail)?))
-        }
-        #[cfg(feature = "cqrs-postgres")]
-        Address::Postgres { url, schema } => {
-            let mut builder = allframe::postgres::PostgresBackend::builder(url);
-            if let Some(schema) = schema {
-                builder = builder.schema(schema.clone());
-            }
-            Ok(Arc::new(builder.connect().await.map_err(fail)?))
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(CliError::new(
-            other,
+    let backend = address.0.backend;
+    if !backend.is_compiled_in() {
+        return Err(CliError::new(
+            address,
             "this build of allframe does not include that backend",
-            "rebuild with `cargo install allframe-cli --features cqrs-allsource,cqrs-postgres,cqrs-rocksdb`",
-        )),
+            format!("rebuild with `cargo install allframe-cli --features {}`", backend.feature),
+        ));
     }
+    let directory = backend.location == LocationKind::Directory;
+    if mode == Open::Existing && directory && !std::path::Path::new(&address.0.location).exists() {
+        return Err(CliError::new(address, "no store at this path", "check the path, or copy a store there first"));
+    }
+    let mut options = OpenOptions::new();
+    if mode == Open::BulkDestination && backend.modes.contains(&Mode::NoSync) {
+        options = options.mode(Mode::NoSync);
+    }
+    address.0.open(options).await.map_err(|error| CliError::store(address, &error))
 }
 
 #[cfg(test)]
@@ -139,16 +80,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_every_form() {
-        assert_eq!("memory:".parse(), Ok(Address::Memory));
-        assert_eq!("allsource:./data".parse(), Ok(Address::AllSource("./data".into())));
-        assert_eq!("rocksdb:/var/db".parse(), Ok(Address::RocksDb("/var/db".into())));
-        assert_eq!(
-            "postgres://u@h/db?schema=app&sslmode=disable".parse(),
-            Ok(Address::Postgres { url: "postgres://u@h/db?sslmode=disable".into(), schema: Some("app".into()) })
-        );
-        let address: Address = "postgres://u@h/db?schema=app".parse().unwrap();
-        assert_eq!(address.to_string(), "postgres://u@h/db?schema=app");
+    fn parses_and_prints_every_form() {
+        for text in ["memory:", "allsource:./data", "rocksdb:/var/db", "postgres://u@h/db?schema=app&sslmode=disable"] {
+            let address: Address = text.parse().unwrap();
+            assert_eq!(address.to_string(), text);
+        }
+        assert!("memory:".parse::<Address>().unwrap().is_volatile());
+        assert!(!"allsource:./data".parse::<Address>().unwrap().is_volatile());
     }
 
     #[test]

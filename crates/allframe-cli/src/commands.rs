@@ -85,7 +85,7 @@ pub struct DemoArgs {
 /// `allframe copy FROM TO`.
 pub async fn copy(args: &CopyArgs) -> Result<u8, CliError> {
     let (from, to) = (&args.from, &args.to);
-    if from == to && *from != Address::Memory {
+    if from == to && !from.is_volatile() {
         return Err(CliError::usage("FROM and TO are the same store"));
     }
     let source = address::open(from, Open::Existing).await?;
@@ -363,10 +363,10 @@ pub async fn demo(args: &DemoArgs) -> Result<u8, CliError> {
         args.backend.clone().or_else(|| std::env::var("ALLFRAME_BACKEND").ok()).unwrap_or_else(|| default.to_owned());
     let data = args.data.as_str();
     let address = match choice.as_str() {
-        "memory" => Address::Memory,
-        "allsource" => Address::AllSource(data.into()),
-        other => return Err(CliError::usage(format!("the demo runs on `allsource` or `memory`, not `{other}`"))),
-    };
+        "memory" | "allsource" => Address::of(&choice, data),
+        _ => None,
+    }
+    .ok_or_else(|| CliError::usage(format!("the demo runs on `allsource` or `memory`, not `{choice}`")))?;
     let backend: DynBackend = address::open(&address, Open::CreateIfMissing).await?;
     println!("(store: {address})");
     crate::bank::run_demo(Arc::clone(&backend))

@@ -18,7 +18,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// An AllSource store at `dir` with `events` events in `streams` streams.
 async fn make_store(dir: &Path, events: u64, streams: u64) {
-    let config = AllSourceConfig { sync: SyncMode::NoSync, ..AllSourceConfig::durable(dir) };
+    let config = AllSourceConfig::durable(dir).sync(SyncMode::NoSync);
     let backend = AllSourceBackend::with_config(config).expect("open");
     let per_append = 100;
     for n in (0..events).step_by(per_append as usize) {

@@ -50,6 +50,28 @@ fn fixture_snapshot(stream_index: usize) -> Snapshot {
 /// positions and stream versions differ. Call it from an `#[ignore]`d test that makes a new
 /// `tests/fixtures/format-N/`; never rewrite a checked-in fixture.
 pub async fn write_fixture<B: EventStoreBackend + ?Sized>(backend: &B) {
+    write_fixture_after_filler(backend, 0).await;
+}
+
+/// The stream that holds the filler events of [`write_fixture_after_filler`].
+const FILLER_STREAM: &str = "bulk";
+
+/// The `n`-th filler event (0-based), about 250 bytes, everything fixed.
+fn filler_event(n: u64) -> NewEvent {
+    let mut metadata =
+        Metadata::new().with_event_id(EventId::from_u128(0x0190_0000_0000_7000_9000_0000_0000_0000 + u128::from(n)));
+    metadata.timestamp = Timestamp::from_micros(1_690_000_000_000_000 + n as i64);
+    NewEvent::new("Filled", format!(r#"{{"n":{n},"pad":"{}"}}"#, "f".repeat(200))).with_metadata(metadata)
+}
+
+/// The fixture after `filler` events in a stream of their own: enough of them fill a durable
+/// backend's first files (AllSource's first log segments, which it then rewrites as Parquet
+/// files with their index files and manifest), so that a fixture pins those formats too.
+pub async fn write_fixture_after_filler<B: EventStoreBackend + ?Sized>(backend: &B, filler: u64) {
+    for batch in (0..filler).collect::<Vec<_>>().chunks(50) {
+        let events = batch.iter().map(|n| filler_event(*n)).collect();
+        backend.append(FILLER_STREAM, ExpectedVersion::Exact(batch[0]), events).await.expect("filler append");
+    }
     for version in 1..=5u64 {
         for (index, (stream, count)) in STREAMS.iter().enumerate() {
             if version <= *count {
@@ -68,7 +90,21 @@ pub async fn write_fixture<B: EventStoreBackend + ?Sized>(backend: &B) {
 /// every event's stream, version, position, type, payload and metadata, the snapshots, the
 /// stream list, the head, and that it still takes an append after them.
 pub async fn check_fixture<B: EventStoreBackend + ?Sized>(backend: &B) {
-    let log = backend.get_all_events().await.expect("read the fixture's log");
+    check_fixture_after_filler(backend, 0).await;
+}
+
+/// [`check_fixture`] for a fixture written by [`write_fixture_after_filler`] with `filler`.
+pub async fn check_fixture_after_filler<B: EventStoreBackend + ?Sized>(backend: &B, filler: u64) {
+    let all = backend.get_all_events().await.expect("read the fixture's log");
+    assert!(all.len() as u64 >= filler, "the fixture's filler events");
+    let (filled, log) = all.split_at(filler as usize);
+    for (n, event) in filled.iter().enumerate() {
+        let new = filler_event(n as u64);
+        assert_eq!((event.position, event.version), (n as u64 + 1, n as u64 + 1), "filler event {n}");
+        assert_eq!((event.stream_id.as_str(), &*event.event_type), (FILLER_STREAM, "Filled"), "filler {n}");
+        assert_eq!(event.metadata, new.metadata, "metadata of filler event {n}");
+        assert_eq!(event.payload, new.payload, "payload of filler event {n}");
+    }
     let mut expected = Vec::new();
     for version in 1..=5u64 {
         for (index, (stream, count)) in STREAMS.iter().enumerate() {
@@ -79,7 +115,7 @@ pub async fn check_fixture<B: EventStoreBackend + ?Sized>(backend: &B) {
     }
     assert_eq!(log.len(), expected.len(), "the fixture's number of events");
     for (position, (event, (stream, version, new))) in log.iter().zip(&expected).enumerate() {
-        assert_eq!(event.position, position as u64 + 1, "position of {stream} v{version}");
+        assert_eq!(event.position, filler + position as u64 + 1, "position of {stream} v{version}");
         assert_eq!((event.stream_id.as_str(), event.version), (*stream, *version), "stream and version");
         assert_eq!(event.event_type, new.event_type, "event type of {stream} v{version}");
         assert_eq!(event.metadata, new.metadata, "metadata of {stream} v{version}");
@@ -90,16 +126,20 @@ pub async fn check_fixture<B: EventStoreBackend + ?Sized>(backend: &B) {
     }
     let streams = backend.list_streams(None, 10).await.expect("list the fixture's streams");
     let listed: Vec<(&str, u64)> = streams.iter().map(|(id, v)| (id.as_str(), *v)).collect();
-    assert_eq!(listed, vec![("account-1", 5), ("account-2", 3), ("order-7", 4)], "the fixture's streams");
+    let mut want = vec![("account-1", 5), ("account-2", 3), ("order-7", 4)];
+    if filler > 0 {
+        want.insert(2, (FILLER_STREAM, filler));
+    }
+    assert_eq!(listed, want, "the fixture's streams");
     for (index, (stream, _)) in STREAMS.iter().enumerate() {
         let snapshot = backend.get_latest_snapshot(stream).await.expect("read a fixture snapshot");
         let want = (index < 2).then(|| fixture_snapshot(index));
         assert_eq!(snapshot.map(|s| (s.version, s.timestamp)), want.as_ref().map(|s| (s.version, s.timestamp)));
     }
-    assert_eq!(backend.head_position().await.expect("head"), 12);
+    assert_eq!(backend.head_position().await.expect("head"), filler + 12);
     let next = backend
         .append("account-2", ExpectedVersion::Exact(3), vec![NewEvent::new("Changed", r#"{"after":"fixture"}"#)])
         .await
         .expect("an append after the fixture's events");
-    assert_eq!((next.stream_version, next.first_position), (4, 13), "appends go on after the fixture");
+    assert_eq!((next.stream_version, next.first_position), (4, filler + 13), "appends go on after the fixture");
 }

@@ -119,6 +119,9 @@ impl EventStoreBackend for Reopening {
     async fn stats(&self) -> Result<BackendStats> {
         self.current().await.stats().await
     }
+    async fn find_event(&self, id: allframe_cqrs_core::EventId) -> Result<Option<allframe_cqrs_core::retry::StoredAt>> {
+        self.current().await.find_event(id).await
+    }
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         if self.every == u64::MAX {
             self.current().await.wait_for_commit(after_position, max_wait).await

@@ -65,6 +65,9 @@ impl EventStoreBackend for TempStore {
     async fn stats(&self) -> Result<BackendStats> {
         self.backend.stats().await
     }
+    async fn find_event(&self, id: allframe_cqrs_core::EventId) -> Result<Option<allframe_cqrs_core::retry::StoredAt>> {
+        self.backend.find_event(id).await
+    }
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         self.backend.wait_for_commit(after_position, max_wait).await
     }
