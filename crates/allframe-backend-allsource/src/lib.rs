@@ -11,11 +11,10 @@
 //! # fn main() -> allframe_cqrs_core::Result<()> {
 //! let in_memory = AllSourceBackend::new()?; // no files at all
 //! let durable = AllSourceBackend::production("./data")?; // fsync before acknowledge
-//! let tuned = AllSourceBackend::with_config(AllSourceConfig {
-//!     data_dir: Some("./other-data".into()),
-//!     sync: SyncMode::Interval(std::time::Duration::from_millis(10)),
-//!     ..AllSourceConfig::default()
-//! })?;
+//! let tuned = AllSourceBackend::open_with(
+//!     "./other-data",
+//!     AllSourceConfig::default().sync(SyncMode::Interval(std::time::Duration::from_millis(10))),
+//! )?;
 //! # Ok(()) }
 //! ```
 //!
@@ -204,6 +203,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use allframe_cqrs_core::retry::StoredAt;
 use allframe_cqrs_core::{
     AppendResult, BackendStats, Bytes, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
     ExpectedVersion, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
@@ -285,15 +285,34 @@ enum Placed {
     Wait(AppendResult, usize),
 }
 
+/// Constructors. `new()` and `production(dir)` are the seed's names; `in_memory()`, `open(dir)`
+/// and `open_with(dir, config)` are the same calls in the style every backend shares
+/// (`RocksDbBackend::open(path)`, `RocksDbBackend::open_with(path, config)`).
 impl AllSourceBackend {
-    /// An in-memory store: nothing is written to disk.
+    /// An in-memory store: nothing is written to disk (the seed's name; see [`Self::in_memory`]).
     pub fn new() -> Result<Self> {
-        Self::with_config(AllSourceConfig::default())
+        Self::in_memory()
     }
 
-    /// A durable store in `data_dir` (created if needed), synced before each acknowledgement.
+    /// An in-memory store: nothing is written to disk.
+    pub fn in_memory() -> Result<Self> {
+        Self::with_config(AllSourceConfig::in_memory())
+    }
+
+    /// A durable store in `data_dir` (created if needed), synced before each acknowledgement
+    /// (the seed's name; see [`Self::open`]).
     pub fn production(data_dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open(data_dir)
+    }
+
+    /// Opens (or creates) the durable store in `data_dir`, synced before each acknowledgement.
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<Self> {
         Self::with_config(AllSourceConfig::durable(data_dir.as_ref()))
+    }
+
+    /// Opens (or creates) the store in `data_dir` with `config`'s other settings.
+    pub fn open_with(data_dir: impl AsRef<Path>, config: AllSourceConfig) -> Result<Self> {
+        Self::with_config(config.data_dir(Some(data_dir.as_ref().to_path_buf())))
     }
 
     /// A store as configured; opening a directory replays its log (see the crate docs).
@@ -682,6 +701,14 @@ impl EventStoreBackend for AllSourceBackend {
 
     async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         Ok(self.read().snapshots.get(stream).cloned())
+    }
+
+    async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> {
+        let state = self.read();
+        if let Some(poison) = &state.poisoned {
+            return Err(poison.closed());
+        }
+        state.find_event(&id, &self.shared.parquet)
     }
 
     async fn flush(&self) -> Result<()> {

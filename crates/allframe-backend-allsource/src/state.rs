@@ -217,12 +217,15 @@ impl State {
         events: &[NewEvent],
         parquet: &ParquetFiles,
     ) -> Result<Option<AppendResult>> {
-        resolve_retry_with(stream, events, |event| {
-            let Some(position) = self.find_id(&event.metadata.event_id)? else { return Ok(None) };
-            // An id whose position the index cannot place names no stream (never expected).
-            let (stream, version) = self.locate(position, parquet)?.unwrap_or_else(|| (StreamId::from("?"), 0));
-            Ok(Some(StoredAt { stream, version, position }))
-        })
+        resolve_retry_with(stream, events, |event| self.find_event(&event.metadata.event_id, parquet))
+    }
+
+    /// Contract 13: where the event with `id` is stored (a cold one reads its Parquet row).
+    pub fn find_event(&self, id: &EventId, parquet: &ParquetFiles) -> Result<Option<StoredAt>> {
+        let Some(position) = self.find_id(id)? else { return Ok(None) };
+        // An id whose position the index cannot place names no stream (never expected).
+        let (stream, version) = self.locate(position, parquet)?.unwrap_or_else(|| (StreamId::from("?"), 0));
+        Ok(Some(StoredAt { stream, version, position }))
     }
 
     /// Records a new (pending or replayed) append of the log tail in the index.

@@ -161,7 +161,11 @@ impl InMemoryBackend {
 impl State {
     /// Where an event's id is stored, for the core's retry rule (contract 9).
     fn stored_at(&self, event: &NewEvent) -> Option<StoredAt> {
-        self.ids.get(&event.metadata.event_id).map(|&index| {
+        self.find(&event.metadata.event_id)
+    }
+
+    fn find(&self, id: &EventId) -> Option<StoredAt> {
+        self.ids.get(id).map(|&index| {
             let stored = self.log.get(index);
             StoredAt { stream: stored.stream_id.clone(), version: stored.version, position: stored.position }
         })
@@ -286,6 +290,10 @@ impl EventStoreBackend for InMemoryBackend {
 
     async fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> {
+        Ok(self.read().find(&id))
     }
 
     async fn stats(&self) -> Result<BackendStats> {

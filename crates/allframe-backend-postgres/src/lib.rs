@@ -53,8 +53,8 @@ use std::time::Duration;
 
 use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
 use allframe_cqrs_core::{
-    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventStoreBackend, ExpectedVersion,
-    Limits, Metadata, NewEvent, RecordedEvent, Result, Snapshot, StreamId, Timestamp, async_trait,
+    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
+    ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, Result, Snapshot, StreamId, Timestamp, async_trait,
 };
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -571,13 +571,19 @@ impl PostgresBackend {
     /// Contract 9: where the database stores each of the append's ids, decided by the core's
     /// retry rule (`retry::resolve_retry`).
     async fn find_retry(&self, stream: &str, events: &[NewEvent]) -> Result<Option<AppendResult>> {
-        let ids: Vec<PgUuid> = events.iter().map(|e| PgUuid(e.metadata.event_id.0)).collect();
+        let ids: Vec<EventId> = events.iter().map(|e| e.metadata.event_id).collect();
+        resolve_retry(stream, events, &self.locate_ids(&ids).await?)
+    }
+
+    /// Where each of `ids` is stored (contract points 9 and 13), in one query.
+    async fn locate_ids(&self, ids: &[EventId]) -> Result<Vec<Option<StoredAt>>> {
+        let uuids: Vec<PgUuid> = ids.iter().map(|id| PgUuid(id.0)).collect();
         let sql = &self.inner.sql.find_ids;
         let rows = self
-            .retrying(|| sqlx::query(sql.clone()).bind(&ids).fetch_all(&self.inner.pool))
+            .retrying(|| sqlx::query(sql.clone()).bind(&uuids).fetch_all(&self.inner.pool))
             .await
             .map_err(|e| errors::map("looking up event ids", e))?;
-        let mut found: Vec<Option<StoredAt>> = vec![None; events.len()];
+        let mut found: Vec<Option<StoredAt>> = vec![None; ids.len()];
         for row in rows {
             let decode = || -> std::result::Result<_, sqlx::Error> {
                 Ok((
@@ -596,7 +602,7 @@ impl PostgresBackend {
                 });
             }
         }
-        resolve_retry(stream, events, &found)
+        Ok(found)
     }
 
     fn check_payload<'a>(&self, what: &str, payload: &'a [u8]) -> Result<&'a str> {
@@ -839,6 +845,10 @@ impl EventStoreBackend for PostgresBackend {
         .map_err(|e| errors::map("read_stream", e))?
         .into_iter()
         .collect()
+    }
+
+    async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> {
+        Ok(self.locate_ids(&[id]).await?.pop().flatten())
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {

@@ -11,7 +11,7 @@
 //! use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
 //! use allframe_cqrs_core::{EventStoreBackend, ExpectedVersion, NewEvent};
 //! # async fn demo() -> allframe_cqrs_core::Result<()> {
-//! let backend = RocksDbBackend::open_with("data/events", RocksDbConfig { sync: true, ..RocksDbConfig::default() })?;
+//! let backend = RocksDbBackend::open_with("data/events", RocksDbConfig::default().sync(true))?;
 //! backend.append("account-1", ExpectedVersion::NoStream, vec![NewEvent::new("Opened", "{}")]).await?;
 //! assert_eq!(backend.stream_version("account-1").await?, 1);
 //! # Ok(()) }
@@ -38,9 +38,10 @@ use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use allframe_cqrs_core::retry::StoredAt;
 use allframe_cqrs_core::{
-    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventStoreBackend, ExpectedVersion,
-    Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
+    AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
+    ExpectedVersion, Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
 };
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, ErrorKind, Options,
@@ -67,9 +68,10 @@ pub enum Compression {
 
 /// How a [`RocksDbBackend`] is opened.
 ///
-/// Build one with struct update syntax:
-/// `RocksDbConfig { sync: false, ..RocksDbConfig::default() }`.
+/// Start from the default and change what you need (a setting added later is then not a
+/// breaking change): `RocksDbConfig::default().sync(false)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RocksDbConfig {
     /// Sync the write-ahead log before acknowledging each batch (default `true`:
     /// [`Durability::Synchronous`]). With `false`, appends survive a process crash but not a
@@ -101,6 +103,42 @@ impl Default for RocksDbConfig {
 }
 
 impl RocksDbConfig {
+    /// Whether to sync the write-ahead log before acknowledging each batch.
+    pub fn sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// The block cache size, in bytes.
+    pub fn block_cache_bytes(mut self, bytes: usize) -> Self {
+        self.block_cache_bytes = bytes;
+        self
+    }
+
+    /// The block compression.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The memtable size per column family, in bytes.
+    pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.write_buffer_bytes = bytes;
+        self
+    }
+
+    /// The most events one group commit gathers.
+    pub fn max_group_events(mut self, events: usize) -> Self {
+        self.max_group_events = events;
+        self
+    }
+
+    /// The input limits checked on every append.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The durability mode this configuration gives.
     pub fn durability(&self) -> Durability {
         if self.sync { Durability::Synchronous } else { Durability::NoSync }
@@ -153,6 +191,18 @@ pub(crate) struct Handles<'a> {
     pub(crate) heads: &'a ColumnFamily,
     pub(crate) ids: &'a ColumnFamily,
     pub(crate) snapshots: &'a ColumnFamily,
+}
+
+/// The stream and version of the stored event at `position` (contract points 9 and 13).
+pub(crate) fn locate_position(db: &DB, handles: &Handles<'_>, path: &Path, position: u64) -> Result<StoredAt> {
+    let record = db
+        .get_pinned_cf(handles.events, layout::position_key(position))
+        .map_err(|e| map_err(path, e))?
+        .ok_or_else(|| corruption(path, position, "an event id points at a missing event"))?;
+    let header = layout::decode_header(&record).map_err(|reason| corruption(path, position, reason))?;
+    let stream =
+        std::str::from_utf8(header.stream).map_err(|_| corruption(path, position, "stream id is not UTF-8"))?;
+    Ok(StoredAt { position, stream: StreamId::from(stream), version: header.version })
 }
 
 impl<'a> Handles<'a> {
@@ -467,6 +517,17 @@ impl EventStoreBackend for RocksDbBackend {
         }
         runs.status().map_err(|e| map_err(&self.path, e))?;
         Ok(out)
+    }
+
+    async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> {
+        let handles = self.handles()?;
+        let Some(value) =
+            self.db.get_pinned_cf(handles.ids, layout::event_id_key(&id)).map_err(|e| map_err(&self.path, e))?
+        else {
+            return Ok(None);
+        };
+        let position = layout::read_u64(&value).map_err(|reason| corruption(&self.path, 0, reason))?;
+        locate_position(&self.db, &handles, &self.path, position).map(Some)
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {

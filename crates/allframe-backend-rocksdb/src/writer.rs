@@ -290,22 +290,9 @@ impl Writer {
         for (index, value) in missing.into_iter().zip(values) {
             let Some(value) = value.map_err(|e| map_err(&self.path, e))? else { continue };
             let position = layout::read_u64(&value).map_err(|reason| corruption(&self.path, 0, reason))?;
-            found[index] = Some(self.locate_position(handles, position)?);
+            found[index] = Some(crate::locate_position(&self.db, handles, &self.path, position)?);
         }
         Ok(found)
-    }
-
-    /// The stream and version of the stored event at `position`.
-    fn locate_position(&self, handles: &Handles<'_>, position: u64) -> Result<StoredAt> {
-        let record = self
-            .db
-            .get_pinned_cf(handles.events, layout::position_key(position))
-            .map_err(|e| map_err(&self.path, e))?
-            .ok_or_else(|| corruption(&self.path, position, "an event id points at a missing event"))?;
-        let header = layout::decode_header(&record).map_err(|reason| corruption(&self.path, position, reason))?;
-        let stream = std::str::from_utf8(header.stream)
-            .map_err(|_| corruption(&self.path, position, "stream id is not UTF-8"))?;
-        Ok(StoredAt { position, stream: StreamId::from(stream), version: header.version })
     }
 
     /// Contract 9: whether the append retries stored events, decided by the core's rule from

@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::retry::StoredAt;
 use crate::types::{
-    AppendResult, BackendStats, Capabilities, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StreamId,
+    AppendResult, BackendStats, Capabilities, EventId, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StreamId,
 };
 
 /// Page size used by the default implementations of the whole-stream reads.
@@ -46,6 +47,9 @@ pub const DEFAULT_PAGE_SIZE: usize = 1024;
 /// 11. Errors are [`Error`](crate::Error) values; no panics on bad input or I/O failure.
 /// 12. Backends are `Send + Sync`; dropping an append future part-way leaves the store consistent
 ///     (the append is then either wholly stored or not at all).
+/// 13. [`find_event`](Self::find_event) names the stream, version and position of every
+///     acknowledged event by its id, and `None` for an id never stored (or only in a failed
+///     append); it may also name an event whose append is still committing.
 #[async_trait]
 pub trait EventStoreBackend: Send + Sync + 'static {
     /// A short name for logs, errors and stats, such as `"memory"` or `"postgres"`.
@@ -101,6 +105,28 @@ pub trait EventStoreBackend: Send + Sync + 'static {
         let _ = after_position;
         tokio::time::sleep(max_wait.min(Duration::from_millis(10))).await;
         Ok(())
+    }
+
+    /// Where the event with `id` is stored (contract point 13): the lookup behind contract
+    /// point 9, for callers that derive event ids, such as the command bus's idempotency keys.
+    ///
+    /// An event whose append is still committing may be named before it is readable: wait
+    /// with [`wait_for_commit`](Self::wait_for_commit)`(position - 1, …)` before reading it.
+    /// The default scans the log; every backend of this workspace answers from its id index.
+    async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> {
+        let mut after = 0;
+        loop {
+            let page = self.read_all(after, DEFAULT_PAGE_SIZE).await?;
+            let Some(last) = page.last() else { return Ok(None) };
+            after = last.position;
+            if let Some(event) = page.iter().find(|event| event.metadata.event_id == id) {
+                return Ok(Some(StoredAt {
+                    stream: event.stream_id.clone(),
+                    version: event.version,
+                    position: event.position,
+                }));
+            }
+        }
     }
 
     /// All events of `stream` (the seed's operation; pages through [`read_stream`](Self::read_stream)).
@@ -178,6 +204,7 @@ macro_rules! forward_backend {
                 (**self).get_events_after(stream, version).await
             }
             async fn get_all_events(&self) -> Result<Vec<RecordedEvent>> { (**self).get_all_events().await }
+            async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> { (**self).find_event(id).await }
         }
     )*};
 }

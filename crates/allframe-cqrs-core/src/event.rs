@@ -7,6 +7,10 @@ use crate::types::{EventId, Metadata, StreamId};
 
 /// A domain event: something that happened, stored in a stream.
 ///
+/// The stored name of each event ([`Event::event_type`]) defaults to the name serde gives it:
+/// the variant's name for an enum (with `#[serde(rename = "...")]` applied), the type's for a
+/// struct. So an empty `impl` is enough, as with the AllFrame 0.1 crates:
+///
 /// ```
 /// use allframe_cqrs_core::Event;
 /// use serde::{Deserialize, Serialize};
@@ -14,28 +18,35 @@ use crate::types::{EventId, Metadata, StreamId};
 /// #[derive(Clone, Debug, Serialize, Deserialize)]
 /// enum AccountEvent {
 ///     Opened { owner: String },
+///     #[serde(rename = "MoneyDeposited")]
 ///     Deposited { amount: u64 },
 /// }
 ///
-/// impl Event for AccountEvent {
-///     fn event_type(&self) -> &'static str {
-///         match self {
-///             AccountEvent::Opened { .. } => "AccountOpened",
-///             AccountEvent::Deposited { .. } => "MoneyDeposited",
-///         }
-///     }
-/// }
+/// impl Event for AccountEvent {}
+///
+/// assert_eq!(AccountEvent::Opened { owner: "ada".into() }.event_type(), "Opened");
+/// assert_eq!(AccountEvent::Deposited { amount: 5 }.event_type(), "MoneyDeposited");
 /// ```
+///
+/// `#[derive(Event)]` (the `allframe` facade) names variants without touching their serde
+/// names and fills [`Event::EVENT_TYPES`]; a hand-written `event_type` works as before.
 pub trait Event: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// The stable name stored beside the payload. Keep it unchanged once events are stored:
-    /// tools, SQL queries and upcasters rely on it. (Rust's `type_name` is not stable, so
-    /// it is not used as a default.)
-    fn event_type(&self) -> &'static str;
+    /// tools, SQL queries and upcasters rely on it. The default is serde's name of the value
+    /// (see [`event_name`](crate::event_name)); Rust's `type_name` is not stable, so it is never
+    /// used.
+    fn event_type(&self) -> &'static str {
+        crate::event_name::serde_name(self)
+    }
 
     /// Every type name this event type can decode. When not empty, reading a stored event
     /// whose type is not listed fails with [`Error::UnknownEventType`](crate::Error::UnknownEventType)
     /// rather than a decoding error.
     const EVENT_TYPES: &'static [&'static str] = &[];
+
+    /// The version of the event type's schema (`#[derive(Event)]` with `#[event(version = N)]`),
+    /// starting at 1: the event versioning layer records it with each stored event's type.
+    const SCHEMA_VERSION: u32 = 1;
 }
 
 /// State rebuilt from a stream's events; the decision-making side of a command.

@@ -25,6 +25,7 @@ mod backend;
 mod codec;
 mod error;
 mod event;
+pub mod event_name;
 pub mod migrate;
 pub mod read;
 pub mod retry;
@@ -40,7 +41,8 @@ pub use store::{CommandError, EventStore, LoadedAggregate, SnapshotPolicy, Subsc
 pub use subscription::{RawSubscription, StartFrom, Subscription, SubscriptionOptions};
 pub use types::{
     AppendResult, BackendStats, Capabilities, Durability, EventId, ExpectedVersion, Limits, Metadata,
-    MetadataDecodeError, NewEvent, ParseEventIdError, RecordedEvent, Snapshot, StreamId, Timestamp,
+    MetadataDecodeError, NewEvent, ParseEventIdError, RecordedEvent, SYSTEM_STREAM_PREFIX, Snapshot, StreamId,
+    Timestamp, is_system_stream,
 };
 
 /// Re-exported so backends implement [`EventStoreBackend`] with the same macro version.

@@ -1,6 +1,8 @@
 //! Streamed reads: a stream or the whole log as a `futures::Stream`, fetched page by page,
 //! so memory stays bounded by one page however large the store is (contract point 5).
 
+use std::time::{Duration, Instant};
+
 use futures_core::Stream;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
@@ -49,4 +51,35 @@ pub fn all_events<B: EventStoreBackend + ?Sized>(
     .map_ok(|page| stream::iter(page.into_iter().map(Ok)))
     .try_flatten()
     .boxed()
+}
+
+/// Waits until `stream` reads at version `version` or above, or `max_wait` has passed, and
+/// returns the version it reads.
+///
+/// After a conflict that names the stream's actual version, the winning append may still be
+/// committing (a group commit's sync in flight): its version is taken, but not readable yet.
+/// Deciding again before it is readable would lose the race again, so command retries wait
+/// here first.
+pub async fn wait_for_version<B: EventStoreBackend + ?Sized>(
+    backend: &B,
+    stream: &str,
+    version: u64,
+    max_wait: Duration,
+) -> Result<u64> {
+    let deadline = Instant::now() + max_wait;
+    loop {
+        let head = backend.head_position().await?;
+        let readable = match version.checked_sub(1) {
+            Some(after) => backend.read_stream(stream, after, 1).await?.first().map(|e| e.version),
+            None => Some(0),
+        };
+        if let Some(readable) = readable {
+            return Ok(readable);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(version.saturating_sub(1));
+        }
+        backend.wait_for_commit(head, (deadline - now).min(Duration::from_millis(50))).await?;
+    }
 }

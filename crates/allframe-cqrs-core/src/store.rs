@@ -19,6 +19,9 @@ use crate::read;
 use crate::subscription::{RawSubscription, StartFrom, Subscription, SubscriptionOptions};
 use crate::types::{AppendResult, BackendStats, ExpectedVersion, NewEvent, RecordedEvent, Snapshot};
 
+/// The longest a command retry waits for the winning append of a conflict to be readable.
+pub(crate) const CONFLICT_WAIT: Duration = Duration::from_secs(5);
+
 /// When [`EventStore::execute`] saves a snapshot of the aggregate it just changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SnapshotPolicy {
@@ -256,11 +259,15 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     }
 
     /// Every event of the store in global order (the seed's `get_all_events`; for small stores,
-    /// see [`EventStore::stream_all`] for large ones).
+    /// see [`EventStore::stream_all`] for large ones), without the library's own streams.
     pub async fn get_all_events(&self) -> Result<Vec<E>> {
         let span = tracing::debug_span!("allframe.read_all", backend = self.backend.name());
         let records = self.backend.get_all_events().instrument(span).await?;
-        records.into_iter().map(|r| decode_envelope(self.codec, r).map(|e| e.event)).collect()
+        records
+            .into_iter()
+            .filter(|r| !crate::types::is_system_stream(&r.stream_id))
+            .map(|r| decode_envelope(self.codec, r).map(|e| e.event))
+            .collect()
     }
 
     /// One page of a stream's events with their versions, positions and metadata.
@@ -287,10 +294,15 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
             .map(move |r| r.and_then(|record| decode_envelope(codec, record)))
     }
 
-    /// The whole log after `after_position`, streamed page by page (bounded memory).
+    /// The whole log after `after_position`, streamed page by page (bounded memory). The
+    /// library's own streams ([`SYSTEM_STREAM_PREFIX`](crate::SYSTEM_STREAM_PREFIX)) are skipped.
     pub fn stream_all(&self, after_position: u64) -> impl Stream<Item = Result<Envelope<E>>> + Send + '_ {
         let codec = self.codec;
         read::all_events(&*self.backend, after_position, crate::backend::DEFAULT_PAGE_SIZE)
+            .filter(|r| {
+                let skip = r.as_ref().is_ok_and(|record| crate::types::is_system_stream(&record.stream_id));
+                std::future::ready(!skip)
+            })
             .map(move |r| r.and_then(|record| decode_envelope(codec, record)))
     }
 
@@ -427,9 +439,11 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
                     }
                     return Ok(result);
                 }
-                Err(error) if error.is_conflict() && attempt < self.max_conflict_retries => {
+                Err(Error::Conflict { actual, .. }) if attempt < self.max_conflict_retries => {
                     attempt += 1;
                     tracing::debug!(stream, attempt, "conflict; reloading and deciding again");
+                    // The winner's events may still be committing: wait until they are readable.
+                    read::wait_for_version(&*self.backend, stream, actual, CONFLICT_WAIT).await?;
                 }
                 Err(error) => return Err(CommandError::Store(error)),
             }

@@ -120,16 +120,26 @@ impl<E: Event, B: EventStoreBackend + ?Sized> Subscription<E, B> {
     ///
     /// A payload that does not decode is returned as an error and the checkpoint moves
     /// past it, so a poison event does not block the subscription forever.
+    ///
+    /// The library's own streams ([`SYSTEM_STREAM_PREFIX`](crate::SYSTEM_STREAM_PREFIX)) are
+    /// skipped.
     pub async fn next(&mut self) -> Result<Envelope<E>> {
-        let record = self.raw.next().await?;
-        decode_envelope(self.codec, record)
+        loop {
+            let record = self.raw.next().await?;
+            if !crate::types::is_system_stream(&record.stream_id) {
+                return decode_envelope(self.codec, record);
+            }
+        }
     }
 
     /// The next committed event if one is there now, without waiting.
     pub async fn try_next(&mut self) -> Result<Option<Envelope<E>>> {
-        match self.raw.try_next().await? {
-            Some(record) => decode_envelope(self.codec, record).map(Some),
-            None => Ok(None),
+        loop {
+            match self.raw.try_next().await? {
+                Some(record) if crate::types::is_system_stream(&record.stream_id) => continue,
+                Some(record) => return decode_envelope(self.codec, record).map(Some),
+                None => return Ok(None),
+            }
         }
     }
 

@@ -574,6 +574,19 @@ pub struct AppendResult {
     pub deduplicated: bool,
 }
 
+/// Streams whose ids start with this hold the library's own records, such as the command
+/// bus's idempotency records of commands that produced no events. Typed whole-log readers
+/// ([`EventStore::get_all_events`](crate::EventStore::get_all_events),
+/// [`stream_all`](crate::EventStore::stream_all), [`project`](crate::EventStore::project), typed
+/// subscriptions) skip them, since they are not the application's events; raw reads, copies
+/// and checks see them like any other stream.
+pub const SYSTEM_STREAM_PREFIX: &str = "$allframe-";
+
+/// Whether `stream` is one of the library's own streams ([`SYSTEM_STREAM_PREFIX`]).
+pub fn is_system_stream(stream: &str) -> bool {
+    stream.starts_with(SYSTEM_STREAM_PREFIX)
+}
+
 /// Input limits every backend enforces (contract point 10).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Limits {

@@ -453,6 +453,38 @@ pub async fn idempotent_retries<B: EventStoreBackend>(backend: B) {
     assert_eq!(backend.stream_version(&other).await.unwrap(), 0);
 }
 
+/// Contract 13: `find_event` names the stream, version and position of every acknowledged
+/// event by its id, and `None` for an id never stored (or only in a failed append).
+pub async fn find_event_locates_stored_events<B: EventStoreBackend>(backend: B) {
+    let stream = unique_stream("find");
+    let other = unique_stream("find-other");
+    let batch = events(1, 3);
+    let first = backend.append(&stream, ExpectedVersion::NoStream, batch.clone()).await.unwrap();
+    backend.append(&other, ExpectedVersion::NoStream, events(5, 2)).await.unwrap();
+    let refused = events(9, 2);
+    let conflict = backend.append(&stream, ExpectedVersion::Exact(1), refused.clone()).await;
+    assert!(matches!(conflict, Err(Error::Conflict { .. })), "{conflict:?}");
+    for (offset, event) in batch.iter().enumerate() {
+        let found = backend.find_event(event.metadata.event_id).await.expect("find_event");
+        let found = found.unwrap_or_else(|| panic!("contract 13: stored event {offset} is found by its id"));
+        assert_eq!(found.stream.as_str(), stream.as_str(), "contract 13: the stream of event {offset}");
+        assert_eq!(found.version, offset as u64 + 1, "contract 13: the version of event {offset}");
+        assert!(
+            found.position >= first.first_position && found.position <= first.last_position,
+            "contract 13: the position of event {offset}: {} not in {}..={}",
+            found.position,
+            first.first_position,
+            first.last_position
+        );
+    }
+    for event in &refused {
+        let found = backend.find_event(event.metadata.event_id).await.expect("find_event");
+        assert_eq!(found, None, "contract 13: an id only in a failed append is not found");
+    }
+    let unknown = backend.find_event(EventId::from_u128(0xdead_beef_0000_0000_0000_0000_0000_0001)).await;
+    assert_eq!(unknown.expect("find_event"), None, "contract 13: an id never stored is not found");
+}
+
 /// Contracts 10 and 11: bad stream ids, event types and sizes get typed errors (not panics)
 /// and change nothing.
 pub async fn bad_input_is_refused<B: EventStoreBackend>(backend: B) {

@@ -82,6 +82,7 @@ macro_rules! __for_each_case {
             snapshots_keep_the_latest
             invalid_snapshots_are_refused
             idempotent_retries
+            find_event_locates_stored_events
             bad_input_is_refused
             metadata_and_payloads_round_trip
             subscriptions_start_where_asked

@@ -235,6 +235,9 @@ impl<B: EventStoreBackend> EventStoreBackend for FailAfter<B> {
     async fn stats(&self) -> Result<BackendStats> {
         self.inner.stats().await
     }
+    async fn find_event(&self, id: allframe_cqrs_core::EventId) -> Result<Option<allframe_cqrs_core::retry::StoredAt>> {
+        self.inner.find_event(id).await
+    }
     async fn wait_for_commit(&self, after: u64, max_wait: Duration) -> Result<()> {
         self.inner.wait_for_commit(after, max_wait).await
     }
