@@ -70,6 +70,34 @@ pub use allframe_backend_postgres::{PayloadEncoding, PostgresBackend, PostgresBu
 #[doc(inline)]
 pub use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
 
+pub mod backends;
+
+/// The application layer in one import, as the AllFrame 0.1 crates had it:
+/// `use allframe::cqrs::*;` (feature `cqrs`).
+///
+/// The store's API (events, aggregates, the typed `EventStore` over the memory backend), the
+/// command and query buses (`allframe-cqrs-commands`), and the derives and attributes
+/// (`#[derive(Event)]`, `#[command]`, `#[command_handler]`).
+#[cfg(feature = "cqrs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs")))]
+pub mod cqrs {
+    pub use allframe_backend_memory::{EventStore, InMemoryBackend, InMemoryEventStore};
+    pub use allframe_cqrs_commands::{
+        AggregateHandler, Command, CommandBus, CommandBusBuilder, CommandOptions, Context, Decide, DispatchError,
+        DomainError, ErasedRejection, ErrorCode, FieldError, Handler, NoError, Outcome, Plain, Query, QueryBus,
+        QueryBusBuilder, QueryContext, QueryError, QueryHandler, RegistrationError, State, StateMap, ValidationErrors,
+        decide, idempotency, plain,
+    };
+    pub use allframe_cqrs_core::{
+        Aggregate, AppendResult, Codec, CommandError, DynBackend, Envelope, Error, Event, EventData, EventId,
+        EventStoreBackend, ExpectedVersion, LoadedAggregate, Metadata, Projection, SnapshotPolicy, StartFrom,
+    };
+    pub use allframe_cqrs_macros::{Event, command, command_handler};
+
+    #[doc(hidden)]
+    pub use allframe_cqrs_commands::__private;
+}
+
 /// Everything an application usually needs, in one import: `use allframe::prelude::*;`.
 pub mod prelude {
     pub use allframe_cqrs_core::{

@@ -1,0 +1,106 @@
+//! Hot aggregates kept in memory between commands: bounded, checked against the stream's
+//! version before use, dropped after a conflict.
+//!
+//! An entry is taken out while a command runs and put back with the new state and version
+//! after its append succeeds, so two concurrent commands on one aggregate never share a state
+//! (the second loads from the store). Before an entry is used its version is compared with the
+//! stream's: a stream that moved on (another process, another bus) has its new events applied
+//! on top, so a cached state is never stale.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+/// One cached aggregate.
+struct Entry {
+    state: Box<dyn Any + Send>,
+    version: u64,
+    used: u64,
+}
+
+/// A bounded map from stream id to the aggregate state last written there.
+pub(crate) struct AggregateCache {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    clock: u64,
+    hits: u64,
+    misses: u64,
+}
+
+impl AggregateCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        AggregateCache { capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }
+    }
+
+    /// Takes the state of `stream` out of the cache, with the version it includes.
+    pub(crate) fn take<A: Send + 'static>(&self, stream: &str) -> Option<(A, u64)> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let taken = inner.entries.remove(stream).and_then(|entry| {
+            let version = entry.version;
+            entry.state.downcast::<A>().ok().map(|state| (*state, version))
+        });
+        if taken.is_some() {
+            inner.hits += 1;
+        } else {
+            inner.misses += 1;
+        }
+        taken
+    }
+
+    /// Puts the state of `stream` at `version` back, evicting the least recently used entry
+    /// when full.
+    pub(crate) fn put<A: Send + 'static>(&self, stream: &str, state: A, version: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.clock += 1;
+        let used = inner.clock;
+        if inner.entries.len() >= self.capacity && !inner.entries.contains_key(stream) {
+            let oldest = inner.entries.iter().min_by_key(|(_, entry)| entry.used).map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                inner.entries.remove(&oldest);
+            }
+        }
+        inner.entries.insert(stream.to_owned(), Entry { state: Box::new(state), version, used });
+    }
+
+    /// (hits, misses, entries) so far.
+    pub(crate) fn counters(&self) -> (u64, u64, usize) {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        (inner.hits, inner.misses, inner.entries.len())
+    }
+}
+
+impl std::fmt::Debug for AggregateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (hits, misses, entries) = self.counters();
+        f.debug_struct("AggregateCache")
+            .field("capacity", &self.capacity)
+            .field("entries", &entries)
+            .field("hits", &hits)
+            .field("misses", &misses)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_taken_out_and_the_oldest_is_evicted() {
+        let cache = AggregateCache::new(2);
+        cache.put("a", 1u32, 1);
+        cache.put("b", 2u32, 2);
+        assert_eq!(cache.take::<u32>("a"), Some((1, 1)));
+        assert_eq!(cache.take::<u32>("a"), None, "taken out while a command runs");
+        cache.put("a", 10u32, 3);
+        cache.put("c", 3u32, 1);
+        assert_eq!(cache.take::<u32>("b"), None, "b was the least recently used");
+        assert_eq!(cache.take::<u64>("c"), None, "another type is a miss");
+        assert_eq!(cache.take::<u32>("a"), Some((10, 3)));
+    }
+}
