@@ -1,28 +1,29 @@
-//! `cargo xtask bench [--quick] [--compare FILE] [--backend NAME]`: builds the benchmark
-//! runner (`benches/runner`, every backend compiled in) in release mode and runs it. The
-//! report lands in `target/bench-report/`.
+//! `cargo xtask bench [--quick | --smoke] [--compare FILE] [--backend NAME]`: builds the
+//! benchmark runner (`benches/runner`, every backend compiled in) in release mode and runs it.
+//! The report lands in `target/bench-report/`.
+//!
+//! `--smoke` (what CI runs) builds the runner with the test profile instead, whose
+//! dependencies the tests already built, and runs the quick workloads: it checks that every
+//! workload runs on every backend; its figures mean nothing and are not reported as results.
 
 use crate::util::{cargo, run, target_dir};
 
 /// Builds and runs `allframe-bench`, passing the arguments through.
 pub fn bench(args: &[String]) -> Result<(), String> {
-    run(
-        "build allframe-bench (release)",
-        cargo().args([
-            "build",
-            "-q",
-            "--release",
-            "-p",
-            "allframe-benches",
-            "--bin",
-            "allframe-bench",
-            "--features",
-            FEATURES,
-        ]),
-    )?;
-    let binary = target_dir().join("release").join("allframe-bench");
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let mut build = cargo();
+    build.args(["build", "-q", "-p", "allframe-benches", "--bin", "allframe-bench", "--features", FEATURES]);
+    if !smoke {
+        build.arg("--release");
+    }
+    run(if smoke { "build allframe-bench (test profile, smoke run)" } else { "build allframe-bench (release)" }, &mut build)?;
+    let binary = target_dir().join(if smoke { "debug" } else { "release" }).join("allframe-bench");
     let mut command = std::process::Command::new(binary);
-    command.args(args).env("CARGO_TARGET_DIR", target_dir());
+    let passed: Vec<&String> = args.iter().filter(|a| *a != "--smoke").collect();
+    command.args(passed).env("CARGO_TARGET_DIR", target_dir());
+    if smoke {
+        command.args(["--quick", "--out"]).arg(target_dir().join("bench-smoke"));
+    }
     run("allframe-bench", &mut command)
 }
 

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     // Every command that builds RocksDB links one prebuilt copy of its C++ (decision 0405).
-    let quick = rest.iter().any(|a| a == "--quick");
+    let quick = rest.iter().any(|a| a == "--quick" || a == "--smoke");
     let opt = if command == "bench" && !quick { rocksdb_lib::Opt::Speed } else { rocksdb_lib::Opt::Size };
     let prepared = match command.as_str() {
         "test" | "ci" | "size-report" | "bench" => {
@@ -60,7 +60,8 @@ commands:
   ci                     format, clippy, cargo doc, feature builds, dependency guards, cargo-deny, demo
   size-report [--check]  binary size per feature against xtask/size-budgets.toml;
                          writes target/size-report/{report.md,report.json,chart.svg}
-  bench [--quick] [--compare FILE] [--backend NAME]
+  bench [--quick | --smoke] [--compare FILE] [--backend NAME]
                          the same workloads on every backend, side by side; writes
-                         target/bench-report/{report.md,report.json,throughput.svg,latency.svg}
+                         target/bench-report/{report.md,report.json,throughput.svg,latency.svg};
+                         --smoke (CI) builds with the test profile and only checks that it runs
   help                   this text";

@@ -20,9 +20,15 @@ struct Probe {
     what: String,
 }
 
+/// Probes of the application layer (not backends): their budget keys are their names.
+const APPLICATION_PROBES: &[(&str, &str)] = &[
+    ("cqrs-commands", "command bus: a validated command, its handler, a query (`cqrs`, `cqrs-validation`)"),
+    ("cqrs-json-schema", "command bus taking JSON checked against a JSON Schema (`cqrs-json-schema`)"),
+];
+
 /// Two probes per backend (`crates/*/Cargo.toml`'s `[package.metadata.allframe]`): the facade
 /// with only its feature (`size-probe-cqrs-rocksdb`), and the backend crate used directly
-/// (`size-probe-rocksdb`).
+/// (`size-probe-rocksdb`); then the application layer's probes.
 fn probes() -> Result<Vec<Probe>, String> {
     let mut probes = Vec::new();
     for backend in crate::backends::all()? {
@@ -36,6 +42,9 @@ fn probes() -> Result<Vec<Probe>, String> {
             key: backend.scheme.clone(),
             what: format!("{} directly", backend.crate_name),
         });
+    }
+    for (key, what) in APPLICATION_PROBES {
+        probes.push(Probe { package: format!("size-probe-{key}"), key: key.to_string(), what: what.to_string() });
     }
     Ok(probes)
 }
@@ -312,7 +321,7 @@ mod tests {
     fn the_checked_in_budgets_parse_and_cover_every_probe() {
         let budgets = read_budgets(&root().join("xtask/size-budgets.toml")).expect("budgets parse");
         let probes = probes().expect("backends described");
-        assert_eq!(probes.len(), 8, "two probes for each of the four backends");
+        assert_eq!(probes.len(), 8 + APPLICATION_PROBES.len(), "two probes for each of the four backends, and the application's");
         for probe in probes {
             assert!(budgets.contains_key(&format!("growth.{}", probe.key)), "a budget for {}", probe.key);
             let dir = root().join("xtask/probes").join(probe.package.trim_start_matches("size-probe-"));
