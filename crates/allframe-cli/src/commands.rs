@@ -363,7 +363,8 @@ pub async fn demo(args: &DemoArgs) -> Result<u8, CliError> {
         args.backend.clone().or_else(|| std::env::var("ALLFRAME_BACKEND").ok()).unwrap_or_else(|| default.to_owned());
     let data = args.data.as_str();
     let address = match choice.as_str() {
-        "memory" | "allsource" => Address::of(&choice, data),
+        "memory" => Address::of(&choice, ""),
+        "allsource" => Address::of(&choice, data),
         _ => None,
     }
     .ok_or_else(|| CliError::usage(format!("the demo runs on `allsource` or `memory`, not `{choice}`")))?;

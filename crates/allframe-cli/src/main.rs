@@ -6,8 +6,6 @@
 //! subcommand, suggestions for typos, shell completions with `allframe completions SHELL`).
 
 mod address;
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../allframe/examples/bank.rs"]
 mod bank;
 mod commands;
 

@@ -1,5 +1,6 @@
 //! The `allframe` binary, tested as a process: exit codes, output, bad addresses, a missing
-//! directory, a locked store, a corrupted store, and a copy killed part-way then resumed.
+//! directory, a locked store, a corrupted store, a copy killed part-way then resumed, and the
+//! demo (through the command bus, in memory, and twice on one AllSource store).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -201,10 +202,85 @@ async fn copy_killed_part_way_resumes_to_the_same_result() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
 
+/// The lines of the demo's output that start with `prefix`.
+fn lines_starting<'a>(output: &'a str, prefix: &str) -> Vec<&'a str> {
+    output.lines().filter(|line| line.trim_start().starts_with(prefix)).collect()
+}
+
+/// The demo's `store: N events ...` figure.
+fn demo_events(output: &str) -> u64 {
+    let line = lines_starting(output, "store: ").pop().unwrap_or_else(|| panic!("a store line: {output}"));
+    line["store: ".len()..].split(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
 #[test]
-fn demo_runs_in_memory() {
+fn demo_runs_in_memory_through_the_command_bus() {
     let out = allframe(&["demo", "--backend", "memory"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("teller B conflicts") && stdout.contains("refused: insufficient funds"), "{stdout}");
+    assert!(stdout.contains("(store: memory:)"), "{stdout}");
+    assert_eq!(lines_starting(&stdout, "command bus: "), ["command bus: DepositMoney, OpenAccount, WithdrawMoney"]);
+    // A field rule refused before anything was loaded, with its code and status.
+    let invalid = lines_starting(&stdout, "deposit 0 refused");
+    assert!(
+        invalid.len() == 1 && invalid[0].contains("amount: ") && invalid[0].ends_with("(invalid_command, HTTP 400)"),
+        "{stdout}"
+    );
+    // A business rule: the handler's own error, as text and as an API's JSON.
+    assert!(
+        stdout.contains(
+            "withdraw 1000 refused: insufficient funds: balance 175, asked 1000 (insufficient_funds, HTTP 422)"
+        ),
+        "{stdout}"
+    );
+    let json = lines_starting(&stdout, "as an API answers it: ");
+    let json: serde_json::Value =
+        serde_json::from_str(json[0].trim_start().trim_start_matches("as an API answers it: ")).unwrap();
+    assert_eq!(
+        (json["code"].as_str(), json["status"].as_u64(), json["details"]["asked"].as_u64()),
+        (Some("insufficient_funds"), Some(422), Some(1000))
+    );
+    // The tellers' race: one appended first, the other was decided again once.
+    let tellers = lines_starting(&stdout, "teller ");
+    assert_eq!(tellers.len(), 2, "{stdout}");
+    let retried = tellers.iter().filter(|line| line.ends_with("(conflict_retries: 1)")).count();
+    let first = tellers.iter().filter(|line| line.ends_with("(conflict_retries: 0)")).count();
+    assert_eq!((retried, first), (1, 1), "{stdout}");
+    // The same key twice: the first outcome, stored once.
+    assert!(stdout.contains("replayed: true, same command id: true, version 4: stored once"), "{stdout}");
+    assert!(!stdout.contains("(replayed)"), "a fresh store replays nothing else: {stdout}");
+    // The snapshot (every 4 events), the metadata, the projection and the query.
+    assert!(
+        stdout.contains("account balance 45 at version 6 (loaded from the snapshot at version Some(4), then 2 events)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(its command's id)") && stdout.contains("channel=demo teller=counter"), "{stdout}");
+    assert!(stdout.contains("projection: account-ada balance Some(45)"), "{stdout}");
+    assert_eq!(demo_events(&stdout), 6, "{stdout}");
+}
+
+#[test]
+fn demo_run_twice_on_allsource_replays_its_idempotency_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bank");
+    let data = data.to_str().unwrap();
+    let first = allframe(&["demo", "--backend", "allsource", "--data", data]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let first = text(&first.stdout);
+    assert!(first.contains("opened account-ada for Ada -> version 1") && !first.contains("(replayed)"), "{first}");
+    let second = allframe(&["demo", "--backend", "allsource", "--data", data]);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let second = text(&second.stdout);
+    assert!(second.contains("account-ada was opened by an earlier run"), "{second}");
+    assert_eq!(
+        lines_starting(&second, "deposited ").iter().filter(|l| l.ends_with("(replayed)")).count(),
+        3,
+        "{second}"
+    );
+    assert_eq!(lines_starting(&second, "teller ").iter().filter(|l| l.ends_with("(replayed)")).count(), 2, "{second}");
+    assert!(second.contains("7 commands were answered by their idempotency keys"), "{second}");
+    // The refusal sees the first run's balance; nothing was stored again.
+    assert!(second.contains("insufficient funds: balance 45, asked 1000"), "{second}");
+    assert!(second.contains("account balance 45 at version 6"), "{second}");
+    assert_eq!((demo_events(&first), demo_events(&second)), (6, 6), "{second}");
 }

@@ -1,14 +1,16 @@
-//! A small bank on AllFrame CQRS: open accounts, deposit, withdraw under a business rule,
-//! retry a concurrency conflict, feed a balance projection from a subscription, and
-//! snapshot an account.
+//! A small bank on AllFrame CQRS's store API: open accounts, deposit, withdraw under a
+//! business rule, retry a concurrency conflict, feed a balance projection from a subscription,
+//! and snapshot an account, with `EventStore` alone (`execute`, `append_expected`,
+//! `load_aggregate`, `subscribe_from`).
 //!
 //! ```text
-//! cargo run -p allframe-cli -- demo                     # AllSource in ./allframe-data
-//! cargo run -p allframe-cli -- demo --backend memory    # or ALLFRAME_BACKEND=memory
-//! cargo run -p allframe --example bank                  # this file alone, in memory
+//! cargo run -p allframe --example bank -- --backend memory                  # in memory
+//! cargo run -p allframe --features cqrs-allsource --example bank            # AllSource in ./allframe-data
 //! ```
 //!
-//! The `allframe demo` command of `allframe-cli` runs this same file.
+//! The same bank through the command bus (`#[command]`, `#[command_handler]`, validation,
+//! idempotency keys) is `allframe demo`, in `crates/allframe-cli/src/bank.rs`; the command
+//! layer's guide is `docs/COMMANDS.md`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -95,7 +97,6 @@ fn withdraw(amount: u64) -> impl FnMut(&Account) -> Result<Vec<BankEvent>, Refus
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
 
 #[tokio::main]
-#[allow(dead_code)]
 async fn main() {
     let result = match build_backend(&backend_choice()) {
         Ok(backend) => run_demo(backend).await,
@@ -107,8 +108,8 @@ async fn main() {
     }
 }
 
-/// Runs the demo on `backend`, printing each step.
-pub async fn run_demo(backend: DynBackend) -> Result<()> {
+/// Runs the example on `backend`, printing each step.
+async fn run_demo(backend: DynBackend) -> Result<()> {
     println!("bank demo on the `{}` backend ({})", backend.name(), backend.capabilities().durability);
     let store: EventStore<BankEvent, DynBackend> =
         EventStore::with_backend(backend).with_snapshot_policy(SnapshotPolicy::EveryNEvents(4));
@@ -194,7 +195,6 @@ pub async fn run_demo(backend: DynBackend) -> Result<()> {
 
 /// The backend named by `--backend NAME` or `ALLFRAME_BACKEND`, else the default
 /// (AllSource in `./allframe-data` when it is compiled in, memory otherwise).
-#[allow(dead_code)]
 fn backend_choice() -> String {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -210,8 +210,7 @@ fn backend_choice() -> String {
     std::env::var("ALLFRAME_BACKEND").unwrap_or_else(|_| default.to_owned())
 }
 
-/// The demo's backends: `memory`, or `allsource` (durable, in `./allframe-data`).
-#[allow(dead_code)]
+/// The example's backends: `memory`, or `allsource` (durable, in `./allframe-data`).
 fn build_backend(choice: &str) -> Result<DynBackend> {
     match choice {
         "memory" => Ok(Arc::new(InMemoryBackend::new())),

@@ -1,0 +1,391 @@
+//! The bank demo of `allframe demo`: a small bank whose commands go through the command bus
+//! (`allframe::cqrs::CommandBus`): a validation error, a business rule, two commands racing on
+//! one account (one is decided again), idempotency keys, a snapshot, a projection fed by a
+//! subscription and a query, on memory or AllSource.
+//!
+//! ```text
+//! cargo run -p allframe-cli -- demo                     # AllSource in ./allframe-data
+//! cargo run -p allframe-cli -- demo --backend memory    # or ALLFRAME_BACKEND=memory
+//! ```
+//!
+//! Every command that changes the account carries an idempotency key, so a second run on the
+//! same AllSource directory stores nothing twice: each of them answers with its first run's
+//! outcome (`replayed`). The store-level version of this bank (`EventStore::execute`,
+//! `append_expected`) is `crates/allframe/examples/bank.rs`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use allframe::cqrs::*;
+use serde::{Deserialize, Serialize};
+
+/// What can happen to an account (the names the demo has always stored).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Event)]
+enum BankEvent {
+    #[event(name = "AccountOpened")]
+    Opened { owner: String },
+    #[event(name = "MoneyDeposited")]
+    Deposited { amount: u64 },
+    #[event(name = "MoneyWithdrawn")]
+    Withdrawn { amount: u64 },
+}
+
+/// One account's state, rebuilt from its events (and snapshotted).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Account {
+    owner: Option<String>,
+    balance: u64,
+}
+
+impl Aggregate for Account {
+    type Event = BankEvent;
+
+    fn apply(&mut self, event: &BankEvent) {
+        match event {
+            BankEvent::Opened { owner } => self.owner = Some(owner.clone()),
+            BankEvent::Deposited { amount } => self.balance += amount,
+            BankEvent::Withdrawn { amount } => self.balance -= amount,
+        }
+    }
+}
+
+/// Why the bank refuses a command: a stable code and an HTTP status each, which the bus puts
+/// in its `DispatchError`.
+#[derive(Debug, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum BankError {
+    #[error("account is already open")]
+    AlreadyOpen,
+    #[error("account is not open")]
+    NotOpen,
+    #[error("insufficient funds: balance {balance}, asked {asked}")]
+    InsufficientFunds { balance: u64, asked: u64 },
+}
+
+impl DomainError for BankError {
+    fn code(&self) -> &'static str {
+        match self {
+            BankError::AlreadyOpen => "already_open",
+            BankError::NotOpen => "not_open",
+            BankError::InsufficientFunds { .. } => "insufficient_funds",
+        }
+    }
+
+    fn http_status(&self) -> u16 {
+        match self {
+            BankError::AlreadyOpen => 409,
+            BankError::NotOpen => 404,
+            BankError::InsufficientFunds { .. } => 422,
+        }
+    }
+}
+
+/// Opens an account for its owner.
+#[command(name = "OpenAccount", stream = "account-{account}", error = BankError, validate)]
+#[derive(Clone, Debug, Serialize, Deserialize, garde::Validate)]
+struct OpenAccount {
+    #[garde(length(min = 1, max = 64))]
+    account: String,
+    #[garde(length(min = 1, max = 100))]
+    owner: String,
+}
+
+/// Puts money on an account.
+#[command(name = "DepositMoney", stream = "account-{account}", error = BankError, validate)]
+#[derive(Clone, Debug, Serialize, Deserialize, garde::Validate)]
+struct Deposit {
+    #[garde(length(min = 1, max = 64))]
+    account: String,
+    #[garde(range(min = 1, max = 1_000_000))]
+    amount: u64,
+}
+
+/// Takes money from an account, if the balance covers it.
+#[command(name = "WithdrawMoney", stream = "account-{account}", error = BankError, validate)]
+#[derive(Clone, Debug, Serialize, Deserialize, garde::Validate)]
+struct Withdraw {
+    #[garde(length(min = 1, max = 64))]
+    account: String,
+    #[garde(range(min = 1, max = 1_000_000))]
+    amount: u64,
+}
+
+#[command_handler]
+fn open(account: &Account, cmd: &OpenAccount) -> Result<Vec<BankEvent>, BankError> {
+    if account.owner.is_some() {
+        return Err(BankError::AlreadyOpen);
+    }
+    Ok(vec![BankEvent::Opened { owner: cmd.owner.clone() }])
+}
+
+#[command_handler]
+fn deposit(account: &Account, cmd: &Deposit, ctx: &Context) -> Result<Vec<BankEvent>, BankError> {
+    if account.owner.is_none() {
+        return Err(BankError::NotOpen);
+    }
+    ctx.add_header("teller", "counter");
+    Ok(vec![BankEvent::Deposited { amount: cmd.amount }])
+}
+
+#[command_handler]
+async fn withdraw(account: &Account, cmd: &Withdraw, tellers: State<Tellers>) -> Result<Vec<BankEvent>, BankError> {
+    tellers.meet().await;
+    if account.owner.is_none() {
+        return Err(BankError::NotOpen);
+    }
+    if account.balance < cmd.amount {
+        return Err(BankError::InsufficientFunds { balance: account.balance, asked: cmd.amount });
+    }
+    Ok(vec![BankEvent::Withdrawn { amount: cmd.amount }])
+}
+
+/// The tellers' desk, a shared service the withdraw handler takes as `State<Tellers>`. While a
+/// meeting is arranged, that many decisions wait for each other before deciding, so they decide
+/// from the same version of the account: the demo's way to make a conflict happen every time
+/// instead of by chance.
+#[derive(Debug, Default)]
+struct Tellers {
+    meeting: Mutex<Option<(Arc<tokio::sync::Barrier>, usize)>>,
+}
+
+impl Tellers {
+    /// Makes the next `tellers` decisions wait for each other.
+    fn arrange(&self, tellers: usize) {
+        *self.meeting.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Arc::new(tokio::sync::Barrier::new(tellers)), tellers));
+    }
+
+    /// Ends the meeting (nobody waits any more).
+    fn cancel(&self) {
+        *self.meeting.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Waits for the other tellers when a meeting is arranged and this decision is one of it
+    /// (a decision after a conflict is not: the meeting is over by then).
+    async fn meet(&self) {
+        let barrier = {
+            let mut meeting = self.meeting.lock().unwrap_or_else(PoisonError::into_inner);
+            let seat = meeting.as_mut().filter(|(_, left)| *left > 0).map(|(barrier, left)| {
+                *left -= 1;
+                (Arc::clone(barrier), *left)
+            });
+            if seat.as_ref().is_some_and(|(_, left)| *left == 0) {
+                *meeting = None;
+            }
+            seat.map(|(barrier, _)| barrier)
+        };
+        if let Some(barrier) = barrier {
+            // Bounded, so that a teller whose colleague never comes still decides.
+            let _ = tokio::time::timeout(Duration::from_secs(10), barrier.wait()).await;
+        }
+    }
+}
+
+/// The read model: balances per account, fed by a catch-up subscription from the start.
+#[derive(Debug, Clone, Default)]
+struct Balances(Arc<Mutex<BTreeMap<String, i64>>>);
+
+impl Balances {
+    fn add(&self, stream: &str, delta: i64) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(stream.to_owned()).or_default() += delta;
+    }
+
+    fn get(&self, stream: &str) -> Option<i64> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(stream).copied()
+    }
+}
+
+/// The query side: an account's balance as the projection knows it.
+#[derive(Debug)]
+struct BalanceOf(String);
+
+impl Query for BalanceOf {
+    const NAME: &'static str = "BalanceOf";
+    type Output = Option<i64>;
+    type Error = Infallible;
+}
+
+async fn balance_of(query: BalanceOf, ctx: QueryContext) -> Result<Option<i64>, Infallible> {
+    Ok(ctx.state::<Balances>().and_then(|balances| balances.get(&query.0)))
+}
+
+type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+
+/// The account every run uses, so that a second run on one store meets the first run's keys.
+const ACCOUNT: &str = "ada";
+
+/// The idempotency key of one of the demo's commands.
+fn key(name: &str) -> CommandOptions {
+    CommandOptions::new().idempotency_key(format!("demo-{ACCOUNT}-{name}"))
+}
+
+/// ` (replayed)` after an outcome an idempotency key answered.
+fn replayed(outcome: &Outcome) -> &'static str {
+    if outcome.replayed { " (replayed)" } else { "" }
+}
+
+/// Runs the demo on `backend`, printing each step.
+pub async fn run_demo(backend: DynBackend) -> Result<()> {
+    println!("bank demo on the `{}` backend ({})", backend.name(), backend.capabilities().durability);
+    let tellers = Arc::new(Tellers::default());
+    let bus = CommandBus::builder(Arc::clone(&backend))
+        .discover()
+        .shared_state(Arc::clone(&tellers))
+        .snapshot_policy(SnapshotPolicy::EveryNEvents(4))
+        .build()?;
+    println!("command bus: {}", bus.commands().join(", "));
+    let store: EventStore<BankEvent, dyn EventStoreBackend> = EventStore::from_shared(Arc::clone(&backend));
+
+    let balances = Balances::default();
+    let mut subscription = store.subscribe_from(StartFrom::Beginning).await?;
+    let projection = {
+        let balances = balances.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok(envelope) = subscription.next().await else { continue };
+                let delta = match envelope.event {
+                    BankEvent::Deposited { amount } => amount as i64,
+                    BankEvent::Withdrawn { amount } => -(amount as i64),
+                    BankEvent::Opened { .. } => 0,
+                };
+                balances.add(&envelope.stream_id, delta);
+            }
+        })
+    };
+    let queries = QueryBus::builder().state(balances.clone()).handler::<BalanceOf, _>(balance_of).build()?;
+
+    let stream = format!("account-{ACCOUNT}");
+    let mut replays = 0;
+    let opened = bus.dispatch_with(OpenAccount { account: ACCOUNT.into(), owner: "Ada".into() }, key("open")).await?;
+    if opened.replayed {
+        replays += 1;
+        println!("{stream} was opened by an earlier run (key `demo-{ACCOUNT}-open` replayed its outcome)");
+        println!("this store has run the demo before: each command with an idempotency key answers with its");
+        println!("first run's outcome (replayed) and stores nothing again");
+    } else {
+        println!("opened {stream} for Ada -> version {}", opened.stream_version);
+    }
+
+    let mut deposits = Vec::new();
+    for (n, amount) in [100, 50, 25].into_iter().enumerate() {
+        let options = key(&format!("deposit-{n}")).header("channel", "demo");
+        let outcome = bus.dispatch_with(Deposit { account: ACCOUNT.into(), amount }, options).await?;
+        replays += u32::from(outcome.replayed);
+        println!("deposited {amount:>4}  -> version {}{}", outcome.stream_version, replayed(&outcome));
+        deposits.push(outcome);
+    }
+
+    // A client that timed out sends its last deposit again, with the same key.
+    let again = bus.dispatch_with(Deposit { account: ACCOUNT.into(), amount: 25 }, key("deposit-2")).await?;
+    replays += u32::from(again.replayed);
+    println!(
+        "deposit 25 sent again with key `demo-{ACCOUNT}-deposit-2`: replayed: {}, same command id: {}, version {}: stored once",
+        again.replayed,
+        again.command_id == deposits[2].command_id,
+        again.stream_version,
+    );
+
+    // Field rules (garde, `#[command(validate)]`) run before anything is loaded.
+    match bus.dispatch(Deposit { account: ACCOUNT.into(), amount: 0 }).await {
+        Err(error @ DispatchError::Invalid { .. }) => {
+            println!(
+                "deposit 0 refused before anything was loaded: {error} ({}, HTTP {})",
+                error.code(),
+                error.http_status()
+            )
+        }
+        other => println!("deposit 0 unexpectedly gave {other:?}"),
+    }
+
+    // A business rule: the handler's own error, with its code and status.
+    match bus.dispatch(Withdraw { account: ACCOUNT.into(), amount: 1_000 }).await {
+        Err(error) => {
+            if let DispatchError::Rejected { error: reason, .. } = &error {
+                println!("withdraw 1000 refused: {reason} ({}, HTTP {})", error.code(), error.http_status());
+            } else {
+                println!("withdraw 1000 failed: {error}");
+            }
+            println!("  as an API answers it: {}", serde_json::to_string(&error)?);
+        }
+        Ok(outcome) => println!("withdraw 1000 unexpectedly succeeded: {outcome:?}"),
+    }
+
+    // Two tellers withdraw at once: both decide from the same version, one append conflicts,
+    // and the bus decides that command again from the new state.
+    let version = backend.stream_version(&stream).await?;
+    tellers.arrange(2);
+    let race = |amount: u64, teller: &str| {
+        let (bus, options) = (bus.clone(), key(&format!("teller-{teller}")));
+        tokio::spawn(async move { bus.dispatch_with(Withdraw { account: ACCOUNT.into(), amount }, options).await })
+    };
+    let (a, b) = (race(60, "a"), race(70, "b"));
+    let (a, b) = (a.await??, b.await??);
+    tellers.cancel();
+    if a.replayed && b.replayed {
+        println!("tellers A and B withdrew 60 and 70 at the same moment in the first run:");
+    } else {
+        println!("tellers A and B withdraw 60 and 70 at the same moment, both deciding from version {version};");
+        println!("one append conflicts, and the bus decides that command again from the new state:");
+    }
+    for (teller, amount, outcome) in [("A", 60, a), ("B", 70, b)] {
+        replays += u32::from(outcome.replayed);
+        let retries = if outcome.replayed {
+            "replayed".to_owned()
+        } else {
+            format!("conflict_retries: {}", outcome.conflict_retries)
+        };
+        println!("  teller {teller} withdrew {amount} -> version {} ({retries})", outcome.stream_version);
+    }
+
+    let loaded = store.load_aggregate::<Account>(&stream).await?;
+    let snapshot = store.backend().get_latest_snapshot(&stream).await?;
+    println!(
+        "account balance {} at version {} (loaded from the snapshot at version {:?}, then {} events)",
+        loaded.state.balance,
+        loaded.version,
+        snapshot.as_ref().map(|s| s.version),
+        loaded.version - loaded.snapshot_version.unwrap_or(0),
+    );
+
+    // What the bus wrote beside each event: the command's id as causation, headers.
+    let first_deposit = backend.read_stream(&stream, 1, 1).await?;
+    if let Some(event) = first_deposit.first() {
+        let headers: Vec<String> = event.metadata.headers.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let causation = event.metadata.causation_id;
+        println!(
+            "event {} ({}): causation id {} ({}), correlation id {}, headers {}",
+            event.version,
+            event.event_type,
+            causation.map_or_else(|| "none".into(), |id| id.to_string()),
+            if causation == Some(deposits[0].command_id) { "its command's id" } else { "another command's id" },
+            event.metadata.correlation_id.map_or_else(|| "none".into(), |id| id.to_string()),
+            headers.join(" "),
+        );
+    }
+
+    // The projection sees every committed event, in order, a moment after commit.
+    let head = store.backend().head_position().await?;
+    let expected = i64::try_from(loaded.state.balance).ok();
+    for _ in 0..3_000 {
+        if balances.get(&stream) == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = queries.query(BalanceOf(stream.clone())).await?;
+    println!("projection: {stream} balance {answer:?} (query BalanceOf; log head at position {head})");
+    projection.abort();
+
+    store.flush().await?;
+    let stats = store.stats().await?;
+    println!(
+        "store: {} events in {} streams, {} snapshots, durability: {}",
+        stats.events, stats.streams, stats.snapshots, stats.durability
+    );
+    if opened.replayed {
+        println!("{replays} commands were answered by their idempotency keys; nothing was stored twice");
+    }
+    Ok(())
+}
