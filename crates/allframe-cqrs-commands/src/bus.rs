@@ -5,17 +5,19 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use allframe_cqrs_core::{
-    Aggregate, Codec, DEFAULT_PAGE_SIZE, DynBackend, Error, Event, EventId, EventStore, EventStoreBackend,
+    Aggregate, Codec, DynBackend, Error, Event, EventId, EventStore, EventStoreBackend,
     ExpectedVersion, Metadata, NewEvent, SnapshotPolicy, async_trait,
 };
 
 use crate::cache::AggregateCache;
 use crate::command::{Command, CommandOptions, Outcome};
 use crate::context::{Context, StateMap};
-use crate::error::{DispatchError, ErasedRejection, RegistrationError, ValidationErrors};
+#[cfg(feature = "json-schema")]
+use crate::error::{ErasedRejection, ValidationErrors};
+use crate::error::{DispatchError, RegistrationError};
 use crate::handler::{AggregateHandler, Handler};
 use crate::idempotency;
 
@@ -31,6 +33,7 @@ trait Run<C: Command>: Send + Sync {
 }
 
 /// Runs a command given by name as JSON (the erased half of a registration).
+#[cfg(feature = "json-schema")]
 #[async_trait]
 trait RunJson: Send + Sync {
     async fn run_json(
@@ -52,6 +55,7 @@ struct Registered {
     required_state: Vec<(TypeId, &'static str)>,
     /// An `Arc<dyn Run<C>>` for the command type `C` of the key it is stored under.
     typed: Box<dyn Any + Send + Sync>,
+    #[cfg(feature = "json-schema")]
     json: Arc<dyn RunJson>,
 }
 
@@ -114,7 +118,6 @@ struct Inner {
     conflict_retries: u32,
     snapshot_policy: SnapshotPolicy,
     cache: Option<AggregateCache>,
-    keys: KeyLocks,
 }
 
 impl std::fmt::Debug for CommandBus {
@@ -181,8 +184,9 @@ impl CommandBus {
     }
 
     /// Dispatches the command named `name` from JSON, as an HTTP endpoint would: checked
-    /// against the command's JSON Schema when it has one (feature `json-schema`), decoded,
-    /// validated and dispatched typed. The refusal, if any, comes back erased.
+    /// against the command's JSON Schema when it has one, decoded, validated and dispatched
+    /// typed. The refusal, if any, comes back erased. Feature `json-schema`.
+    #[cfg(feature = "json-schema")]
     pub async fn dispatch_json(
         &self,
         name: &str,
@@ -205,7 +209,9 @@ impl CommandBus {
         names
     }
 
-    /// The JSON Schema of the command named `name`, when its type provides one.
+    /// The JSON Schema of the command named `name`, when its type provides one. Feature
+    /// `json-schema`.
+    #[cfg(feature = "json-schema")]
     pub fn json_schema(&self, name: &str) -> Option<serde_json::Value> {
         let id = self.inner.by_name.get(name)?;
         self.inner.handlers.get(id)?.json.json_schema()
@@ -249,14 +255,14 @@ impl CommandBusBuilder {
         required_state: Vec<(TypeId, &'static str)>,
         typed: Arc<dyn Run<C>>,
     ) -> Self {
-        let json: Arc<dyn RunJson> = Arc::new(JsonRun { typed: Arc::clone(&typed) });
         let registered = Registered {
+            #[cfg(feature = "json-schema")]
+            json: Arc::new(JsonRun { typed: Arc::clone(&typed) }),
             name: C::NAME,
             command_type: std::any::type_name::<C>(),
             handler_type,
             required_state,
             typed: Box::new(typed),
-            json,
         };
         self.registered.push((TypeId::of::<C>(), registered));
         self
@@ -334,7 +340,6 @@ impl CommandBusBuilder {
                 conflict_retries: self.conflict_retries,
                 snapshot_policy: self.snapshot_policy,
                 cache: self.cache_capacity.map(AggregateCache::new),
-                keys: KeyLocks::default(),
             }),
         })
     }
@@ -345,8 +350,6 @@ struct Start {
     stream: String,
     command_id: EventId,
     correlation_id: EventId,
-    /// Held while the dispatch runs: one dispatch per key at a time in this process.
-    _key: Option<KeyGuard>,
 }
 
 impl Inner {
@@ -357,16 +360,16 @@ impl Inner {
     ) -> Result<Result<Start, Outcome>, DispatchError<C::Error>> {
         command.validate().map_err(|errors| DispatchError::Invalid { command: C::NAME, errors })?;
         let stream = command.stream_id();
-        let mut key_guard = None;
+        // Concurrent dispatches with one key may both decide; the store lets one append (its
+        // events have the key's ids) and the others answer with its outcome.
         if let Some(key) = &options.idempotency_key {
-            key_guard = Some(self.keys.lock(key).await);
             if let Some(outcome) = idempotency::recorded(&*self.backend, key, C::NAME, &stream).await? {
                 return Ok(Err(outcome));
             }
         }
         let command_id = options.command_id.unwrap_or_else(EventId::new);
         let correlation_id = options.correlation_id.unwrap_or(command_id);
-        Ok(Ok(Start { stream, command_id, correlation_id, _key: key_guard }))
+        Ok(Ok(Start { stream, command_id, correlation_id }))
     }
 
     fn context<C: Command>(&self, start: &Start, options: &CommandOptions) -> Context {
@@ -450,17 +453,8 @@ impl Inner {
     /// The aggregate's state and version: from the cache (with anything appended since
     /// applied on top), else from the store (snapshot plus events).
     async fn load<A: Aggregate>(&self, store: &Store<A::Event>, stream: &str) -> Result<(A, u64), Error> {
-        if let Some((mut state, mut version)) = self.cache.as_ref().and_then(|cache| cache.take::<A>(stream)) {
-            loop {
-                let newer = store.read_stream(stream, version, DEFAULT_PAGE_SIZE).await?;
-                let Some(last) = newer.last() else { break };
-                version = last.version;
-                let full = newer.len() == DEFAULT_PAGE_SIZE;
-                newer.iter().for_each(|envelope| state.apply(&envelope.event));
-                if !full {
-                    break;
-                }
-            }
+        if let Some((mut state, version)) = self.cache.as_ref().and_then(|cache| cache.take::<A>(stream)) {
+            let version = store.catch_up(stream, &mut state, version).await?;
             return Ok((state, version));
         }
         let loaded = store.load_aggregate::<A>(stream).await?;
@@ -611,10 +605,12 @@ impl<C: Command, H: Handler<C>> Run<C> for PlainRun<C, H> {
 }
 
 /// By-name dispatch of one command type.
+#[cfg(feature = "json-schema")]
 struct JsonRun<C: Command> {
     typed: Arc<dyn Run<C>>,
 }
 
+#[cfg(feature = "json-schema")]
 #[async_trait]
 impl<C: Command> RunJson for JsonRun<C> {
     async fn run_json(
@@ -633,39 +629,5 @@ impl<C: Command> RunJson for JsonRun<C> {
 
     fn json_schema(&self) -> Option<serde_json::Value> {
         C::json_schema()
-    }
-}
-
-/// One lock per idempotency key in use, so that concurrent dispatches with one key in this
-/// process run one after the other (across processes the store decides: contract point 9).
-#[derive(Default)]
-struct KeyLocks(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
-
-/// Holds a key's lock; the last holder removes the key's entry.
-struct KeyGuard {
-    key: String,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl KeyLocks {
-    async fn lock(&self, key: &str) -> KeyGuard {
-        let lock = {
-            let mut locks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(locks.entry(key.to_owned()).or_default())
-        };
-        let guard = lock.lock_owned().await;
-        KeyGuard { key: key.to_owned(), locks: Arc::clone(&self.0), guard: Some(guard) }
-    }
-}
-
-impl Drop for KeyGuard {
-    fn drop(&mut self) {
-        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        drop(self.guard.take());
-        // Only the map holds the lock now: nobody is waiting for this key.
-        if locks.get(&self.key).is_some_and(|lock| Arc::strong_count(lock) == 1) {
-            locks.remove(&self.key);
-        }
     }
 }

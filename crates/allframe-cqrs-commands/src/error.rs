@@ -234,12 +234,14 @@ impl<E: DomainError> ErrorCode for E {
 
 /// A refusal whose type was erased by by-name dispatch: its code, status, message and
 /// serialized form.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// It serializes as the refusal did (its `details`), so the body of a by-name dispatch's
+/// error is the typed dispatch's.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ErasedRejection {
     /// [`DomainError::code`].
     pub code: &'static str,
     /// [`DomainError::http_status`].
-    #[serde(skip)]
     pub status: u16,
     /// The refusal's message.
     pub message: String,
@@ -266,6 +268,12 @@ impl fmt::Display for ErasedRejection {
 }
 
 impl std::error::Error for ErasedRejection {}
+
+impl Serialize for ErasedRejection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.details.serialize(serializer)
+    }
+}
 
 impl DomainError for ErasedRejection {
     fn code(&self) -> &'static str {

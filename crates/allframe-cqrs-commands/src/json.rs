@@ -1,11 +1,11 @@
 //! JSON commands checked against their JSON Schema before they are decoded (feature
-//! `json-schema`): field-level errors for a request body, as an API answers them.
+//! `json-schema`, which also brings by-name dispatch): field-level errors for a request body, as
+//! an API answers them.
 
 use crate::command::Command;
 use crate::error::ValidationErrors;
 
-/// Checks `json` against `C`'s JSON Schema, when it has one and the feature is on.
-#[cfg(feature = "json-schema")]
+/// Checks `json` against `C`'s JSON Schema, when it has one.
 pub(crate) fn check_schema<C: Command>(json: &serde_json::Value) -> Result<(), ValidationErrors> {
     use std::any::TypeId;
     use std::collections::HashMap;
@@ -32,14 +32,13 @@ pub(crate) fn check_schema<C: Command>(json: &serde_json::Value) -> Result<(), V
     let mut errors = ValidationErrors::new();
     for error in validator.iter_errors(json) {
         let path = error.instance_path().to_string();
-        let field = path.trim_start_matches('/').replace('/', ".");
+        let mut field = path.trim_start_matches('/').replace('/', ".");
+        // A missing property is that field's problem, not the whole object's.
+        if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind() {
+            let name = property.as_str().map_or_else(|| property.to_string(), str::to_owned);
+            field = if field.is_empty() { name } else { format!("{field}.{name}") };
+        }
         errors.push(field, "schema", error.to_string());
     }
     errors.into_result()
-}
-
-/// Without the feature, JSON is only decoded (serde's errors become a `type` error).
-#[cfg(not(feature = "json-schema"))]
-pub(crate) fn check_schema<C: Command>(_: &serde_json::Value) -> Result<(), ValidationErrors> {
-    Ok(())
 }

@@ -36,6 +36,7 @@ mod context;
 mod error;
 mod handler;
 pub mod idempotency;
+#[cfg(feature = "json-schema")]
 mod json;
 mod query;
 mod registry;

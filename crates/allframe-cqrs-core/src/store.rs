@@ -391,17 +391,26 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
                 loaded.version = snapshot.version;
                 loaded.snapshot_version = Some(snapshot.version);
             }
-            let events = read::stream_events(&*self.backend, stream, loaded.version, crate::backend::DEFAULT_PAGE_SIZE);
-            futures_util::pin_mut!(events);
-            while let Some(record) = events.next().await {
-                let envelope = decode_envelope::<E>(self.codec, record?)?;
-                loaded.state.apply(&envelope.event);
-                loaded.version = envelope.version;
-            }
+            loaded.version = self.catch_up(stream, &mut loaded.state, loaded.version).await?;
             Ok(loaded)
         }
         .instrument(span)
         .await
+    }
+
+    /// Applies the events of `stream` after `version` to `state`, and returns the version
+    /// reached: the tail of [`load_aggregate`](Self::load_aggregate), for a caller that already
+    /// holds a state at `version` (an aggregate cache).
+    pub async fn catch_up<A: Aggregate<Event = E>>(&self, stream: &str, state: &mut A, version: u64) -> Result<u64> {
+        let mut reached = version;
+        let events = read::stream_events(&*self.backend, stream, version, crate::backend::DEFAULT_PAGE_SIZE);
+        futures_util::pin_mut!(events);
+        while let Some(record) = events.next().await {
+            let envelope = decode_envelope::<E>(self.codec, record?)?;
+            state.apply(&envelope.event);
+            reached = envelope.version;
+        }
+        Ok(reached)
     }
 
     /// Saves a snapshot of an aggregate's state at `version`.
