@@ -269,6 +269,8 @@ fn every_backend_crate_is_described_everywhere_it_must_be() {
     let facade_manifest = read("crates/allframe/Cargo.toml");
     let budgets = read("xtask/size-budgets.toml");
     let readme = read("README.md");
+    let benches_manifest = read("benches/Cargo.toml");
+    let workspace_manifest = read("Cargo.toml");
     let mut schemes = Vec::new();
     let mut missing = Vec::new();
     for entry in std::fs::read_dir(root().join("crates")).unwrap().filter_map(Result::ok) {
@@ -302,6 +304,22 @@ fn every_backend_crate_is_described_everywhere_it_must_be() {
         }
         if !readme.contains(&format!("| `{feature}`")) {
             missing.push(format!("{crate_name}: no row for `{feature}` in the README's feature table"));
+        }
+        if feature != "cqrs" && !benches_manifest.lines().any(|line| line.starts_with(&format!("{scheme} = "))) {
+            missing.push(format!(
+                "{crate_name}: no feature `{scheme}` in benches/Cargo.toml (the bench runner's backends)"
+            ));
+        }
+        if !workspace_manifest.contains(&format!("\"crates/{crate_name}\"")) {
+            missing.push(format!("{crate_name}: not a member of the workspace (Cargo.toml)"));
+        }
+        let runs_the_suite = std::fs::read_dir(entry.path().join("tests"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .any(|test| std::fs::read_to_string(test.path()).is_ok_and(|code| code.contains("conformance_suite!")));
+        if !runs_the_suite {
+            missing.push(format!("{crate_name}: no test under tests/ runs allframe_cqrs_testkit::conformance_suite!"));
         }
     }
     let described = descriptors.matches("    BackendDescriptor {\n        scheme:").count();
