@@ -153,6 +153,31 @@ impl HistoryReport {
         if ours != self.acknowledged.len() && violations.is_empty() {
             violations.push(format!("{ours} events stored, {} acknowledged", self.acknowledged.len()));
         }
+        violations.extend(self.check_find_event(backend).await);
+        violations
+    }
+
+    /// Contract 13: `find_event` names every acknowledged event's stream, version and position,
+    /// and no event of a failed append.
+    pub async fn check_find_event<B: EventStoreBackend + ?Sized>(&self, backend: &B) -> Vec<String> {
+        let mut violations = Vec::new();
+        for (stream, version, position, id) in &self.acknowledged {
+            match backend.find_event(*id).await {
+                Ok(Some(at)) if at.stream == *stream && at.version == *version && at.position == *position => {}
+                Ok(Some(at)) => violations.push(format!(
+                    "find_event of {stream} v{version} at {position} named {} v{} at {}",
+                    at.stream, at.version, at.position
+                )),
+                Ok(None) => violations.push(format!("find_event does not find acknowledged {stream} v{version}")),
+                Err(error) => violations.push(format!("find_event of {stream} v{version} failed: {error}")),
+            }
+        }
+        for id in &self.failed_ids {
+            if let Ok(Some(at)) = backend.find_event(*id).await {
+                violations.push(format!("find_event names an event of a failed append: {} v{}", at.stream, at.version));
+            }
+        }
+        violations.truncate(50);
         violations
     }
 }
@@ -198,7 +223,14 @@ pub async fn run_history<B: EventStoreBackend + ?Sized>(backend: Arc<B>, options
         call: Call::ReadAll { after: 0, limit: usize::MAX, result: whole },
     });
     let caps = backend.capabilities();
-    check(records, &tail, &prefix, options, &caps)
+    let mut report = check(records, &tail, &prefix, options, &caps);
+    // Contract 13 after the history, on a store that took every append (one poisoned by an
+    // injected fault refuses every call; `verify_after_reopen` checks it after reopening).
+    if report.appends_failed == 0 {
+        let found = report.check_find_event(&*backend).await;
+        report.violations.extend(found);
+    }
+    report
 }
 
 /// A tiny deterministic generator (SplitMix64), so histories are reproducible from the seed.
