@@ -321,7 +321,11 @@ mod tests {
     fn the_checked_in_budgets_parse_and_cover_every_probe() {
         let budgets = read_budgets(&root().join("xtask/size-budgets.toml")).expect("budgets parse");
         let probes = probes().expect("backends described");
-        assert_eq!(probes.len(), 8 + APPLICATION_PROBES.len(), "two probes for each of the four backends, and the application's");
+        assert_eq!(
+            probes.len(),
+            8 + APPLICATION_PROBES.len(),
+            "two probes for each of the four backends, and the application's"
+        );
         for probe in probes {
             assert!(budgets.contains_key(&format!("growth.{}", probe.key)), "a budget for {}", probe.key);
             let dir = root().join("xtask/probes").join(probe.package.trim_start_matches("size-probe-"));

@@ -8,16 +8,16 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use allframe_cqrs_core::{
-    Aggregate, Codec, DynBackend, Error, Event, EventId, EventStore, EventStoreBackend,
-    ExpectedVersion, Metadata, NewEvent, SnapshotPolicy, async_trait,
+    Aggregate, Codec, DynBackend, Error, Event, EventId, EventStore, EventStoreBackend, ExpectedVersion, Metadata,
+    NewEvent, SnapshotPolicy, async_trait,
 };
 
 use crate::cache::AggregateCache;
 use crate::command::{Command, CommandOptions, Outcome};
 use crate::context::{Context, StateMap};
+use crate::error::{DispatchError, RegistrationError};
 #[cfg(feature = "json-schema")]
 use crate::error::{ErasedRejection, ValidationErrors};
-use crate::error::{DispatchError, RegistrationError};
 use crate::handler::{AggregateHandler, Handler};
 use crate::idempotency;
 
