@@ -124,8 +124,8 @@ pub enum DispatchError<E> {
         /// How many times it was decided.
         attempts: u32,
     },
-    /// The idempotency key was already used by a different command (another name, stream or
-    /// payload); nothing ran.
+    /// The idempotency key was already used by a different command (another name or stream;
+    /// the payload is not compared); nothing ran.
     #[error("idempotency key `{key}` was already used by another command ({first})")]
     DuplicateCommand {
         /// The key.
