@@ -8,8 +8,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use allframe_cqrs_core::{
-    Aggregate, Codec, DynBackend, Error, Event, EventId, EventStore, EventStoreBackend, ExpectedVersion, Metadata,
-    NewEvent, SnapshotPolicy, async_trait,
+    Aggregate, AppendResult, Codec, DynBackend, Error, Event, EventId, EventStore, EventStoreBackend, ExpectedVersion,
+    Metadata, NewEvent, SnapshotPolicy, async_trait,
 };
 
 use crate::cache::AggregateCache;
@@ -352,6 +352,23 @@ struct Start {
     correlation_id: EventId,
 }
 
+impl Start {
+    /// The outcome of this dispatch's append.
+    fn appended<C: Command>(&self, events: u64, result: &AppendResult, conflict_retries: u32) -> Outcome {
+        Outcome {
+            command: C::NAME,
+            command_id: self.command_id,
+            stream_id: self.stream.clone(),
+            events,
+            stream_version: result.stream_version,
+            first_position: result.first_position,
+            last_position: result.last_position,
+            replayed: false,
+            conflict_retries,
+        }
+    }
+}
+
 impl Inner {
     async fn start<C: Command>(
         &self,
@@ -362,11 +379,13 @@ impl Inner {
         let stream = command.stream_id();
         // Concurrent dispatches with one key may both decide; the store lets one append (its
         // events have the key's ids) and the others answer with its outcome.
-        if let Some(key) = &options.idempotency_key {
-            if let Some(outcome) = idempotency::recorded(&*self.backend, key, C::NAME, &stream).await? {
-                return Ok(Err(outcome));
-            }
+        if let Some(key) = &options.idempotency_key
+            && let Some(outcome) = idempotency::recorded(&*self.backend, key, C::NAME, &stream).await?
+        {
+            return Ok(Err(outcome));
         }
+        // A new id: `EventId::default()` is the nil id, not a new one.
+        #[allow(clippy::unwrap_or_default)]
         let command_id = options.command_id.unwrap_or_else(EventId::new);
         let correlation_id = options.correlation_id.unwrap_or(command_id);
         Ok(Ok(Start { stream, command_id, correlation_id }))
@@ -508,30 +527,19 @@ impl<C: Command, H: AggregateHandler<C>> Run<C> for AggregateRun<C, H> {
                 }
                 Ok(result) => {
                     events.iter().for_each(|event| state.apply(event));
-                    if bus.snapshot_policy.is_due(version, result.stream_version) {
-                        if let Err(error) = store.save_snapshot(&start.stream, &state, result.stream_version).await {
-                            tracing::warn!(stream = %start.stream, %error, "snapshot after command failed; events are stored");
-                        }
+                    if bus.snapshot_policy.is_due(version, result.stream_version)
+                        && let Err(error) = store.save_snapshot(&start.stream, &state, result.stream_version).await
+                    {
+                        tracing::warn!(stream = %start.stream, %error, "snapshot after command failed; events are stored");
                     }
                     bus.keep(&start.stream, state, result.stream_version);
-                    return Ok(Outcome {
-                        command: C::NAME,
-                        command_id: start.command_id,
-                        stream_id: start.stream.clone(),
-                        events: count,
-                        stream_version: result.stream_version,
-                        first_position: result.first_position,
-                        last_position: result.last_position,
-                        replayed: false,
-                        conflict_retries: attempts - 1,
-                    });
+                    return Ok(start.appended::<C>(count, &result, attempts - 1));
                 }
                 Err(error @ (Error::Conflict { .. } | Error::DuplicateEventId { .. })) => {
-                    if let Some(key) = &options.idempotency_key {
-                        if let Some(outcome) = idempotency::recorded(&*bus.backend, key, C::NAME, &start.stream).await?
-                        {
-                            return Ok(outcome);
-                        }
+                    if let Some(key) = &options.idempotency_key
+                        && let Some(outcome) = idempotency::recorded(&*bus.backend, key, C::NAME, &start.stream).await?
+                    {
+                        return Ok(outcome);
                     }
                     if !error.is_conflict() {
                         return Err(error.into());
@@ -585,17 +593,7 @@ impl<C: Command, H: Handler<C>> Run<C> for PlainRun<C, H> {
             Ok(result) if result.deduplicated => {
                 bus.replay::<C>(options.idempotency_key.as_deref().unwrap_or_default(), &start.stream).await
             }
-            Ok(result) => Ok(Outcome {
-                command: C::NAME,
-                command_id: start.command_id,
-                stream_id: start.stream.clone(),
-                events: count,
-                stream_version: result.stream_version,
-                first_position: result.first_position,
-                last_position: result.last_position,
-                replayed: false,
-                conflict_retries: 0,
-            }),
+            Ok(result) => Ok(start.appended::<C>(count, &result, 0)),
             Err(Error::DuplicateEventId { .. }) if options.idempotency_key.is_some() => {
                 bus.replay::<C>(options.idempotency_key.as_deref().unwrap_or_default(), &start.stream).await
             }

@@ -12,10 +12,10 @@ use crate::error::ValidationErrors;
 /// A request to change the state of one stream (an aggregate), or to do something else a
 /// plain handler decides.
 ///
-/// `#[derive(Command)]` writes this impl: `#[command(name = "...")]` names it (default: the
-/// type's name), `#[command(stream = "account-{id}")]` or a `#[command(stream)]` field names
-/// its stream, `#[command(error = MyError)]` its refusal type and `#[command(validate)]` runs
-/// the type's `garde::Validate` before any state is loaded.
+/// The `#[command(...)]` attribute writes this impl: `name = "..."` names it (default: the
+/// type's name), `stream = "account-{id}"` or a `#[command(stream)]` field names its stream,
+/// `error = MyError` its refusal type, `validate` runs the type's `garde::Validate` before any
+/// state is loaded, and `schema` gives its JSON Schema.
 pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stable name: by-name (JSON) dispatch, errors, logs and idempotency records use it.
     const NAME: &'static str;

@@ -43,7 +43,8 @@ impl StateMap {
 
 /// A shared service of type `T`, the way axum's `State<T>` hands one to a handler: a handler
 /// function written with `#[command_handler]` takes `State<Db>` parameters, and the bus fills
-/// them (or fails the dispatch with `MissingState` when it was not given one).
+/// them; `CommandBusBuilder::build` refuses a bus that was not given one
+/// (`RegistrationError::MissingState`).
 #[derive(Debug)]
 pub struct State<T>(pub Arc<T>);
 

@@ -73,10 +73,13 @@ where
     }
 }
 
+/// The registered handlers: each query type's name and its `Arc<dyn QueryHandler<Q>>`.
+type Handlers = HashMap<TypeId, (&'static str, Box<dyn Any + Send + Sync>)>;
+
 /// Sends queries to their handlers.
 #[derive(Clone)]
 pub struct QueryBus {
-    handlers: Arc<HashMap<TypeId, (&'static str, Box<dyn Any + Send + Sync>)>>,
+    handlers: Arc<Handlers>,
     state: Arc<StateMap>,
 }
 

@@ -276,6 +276,7 @@ pub fn parse(text: &str) -> std::result::Result<Address, AddressError> {
 
 /// One opener per backend, `None` when its feature is off.
 mod openers {
+    #[allow(unused_imports)] // `Mode` is used by the durable backends' openers only.
     use super::{Mode, OpenFuture, OpenOptions, Opener};
 
     #[cfg(feature = "cqrs")]
