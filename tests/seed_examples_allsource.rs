@@ -77,3 +77,39 @@ async fn gradual_adoption() -> TestResult {
     assert_eq!(store2.get_events("o").await?.len(), 1);
     Ok(())
 }
+
+/// The seed's examples as a user of the AllFrame 0.1 crates pastes them: `use allframe::cqrs::*`
+/// and an empty `impl Event` (the stored names are serde's).
+mod as_allframe_0_1_users_write_them {
+    use allframe::cqrs::*;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    enum OrderEvent {
+        Placed { id: u64 },
+        #[serde(rename = "OrderShipped")]
+        Shipped { id: u64 },
+    }
+
+    impl Event for OrderEvent {}
+
+    #[tokio::test]
+    async fn mvp_then_step_2_then_step_3() -> super::TestResult {
+        // MVP.
+        let store = EventStore::new();
+        store.append("order-1", vec![OrderEvent::Placed { id: 1 }]).await?;
+        assert_eq!(store.get_events("order-1").await?, vec![OrderEvent::Placed { id: 1 }]);
+        // Step 2: AllSource in memory.
+        let backend = AllSourceBackend::new()?;
+        let store = EventStore::with_backend(backend);
+        store.append("order-1", vec![OrderEvent::Placed { id: 1 }, OrderEvent::Shipped { id: 1 }]).await?;
+        // Step 3: persistence.
+        let dir = tempfile::tempdir()?;
+        let backend = AllSourceBackend::production(dir.path())?;
+        let store = EventStore::with_backend(backend);
+        store.append("order-2", vec![OrderEvent::Shipped { id: 2 }]).await?;
+        let stored = store.backend().read_stream("order-2", 0, 1).await?;
+        assert_eq!(stored[0].event_type, "OrderShipped", "the stored name is serde's");
+        Ok(())
+    }
+}

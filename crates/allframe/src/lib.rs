@@ -94,6 +94,15 @@ pub mod cqrs {
     };
     pub use allframe_cqrs_macros::{Event, command, command_handler};
 
+    /// The seed's "Step 2: add AllSource (zero code changes)": with `use allframe::cqrs::*`,
+    /// the durable backends are in scope too.
+    #[cfg(feature = "cqrs-allsource")]
+    pub use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig, SyncMode};
+    #[cfg(feature = "cqrs-postgres")]
+    pub use allframe_backend_postgres::PostgresBackend;
+    #[cfg(feature = "cqrs-rocksdb")]
+    pub use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
+
     #[doc(hidden)]
     pub use allframe_cqrs_commands::__private;
 }
