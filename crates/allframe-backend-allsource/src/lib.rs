@@ -663,15 +663,8 @@ impl EventStoreBackend for AllSourceBackend {
     }
 
     async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(StreamId, u64)>> {
-        use std::ops::Bound;
         let state = self.read();
-        let lower = match after {
-            Some(after) => Bound::Excluded(after),
-            None => Bound::Unbounded,
-        };
-        Ok(state
-            .stream_order
-            .range::<str, _>((lower, Bound::Unbounded))
+        Ok(allframe_cqrs_core::read::streams_after(&state.stream_order, after)
             .map(|id| (id.clone(), state.committed_version(id)))
             .filter(|(_, version)| *version > 0)
             .take(limit)

@@ -255,15 +255,8 @@ impl EventStoreBackend for InMemoryBackend {
     }
 
     async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(StreamId, u64)>> {
-        use std::ops::Bound;
         let state = self.read();
-        let lower = match after {
-            Some(after) => Bound::Excluded(after),
-            None => Bound::Unbounded,
-        };
-        Ok(state
-            .stream_order
-            .range::<str, _>((lower, Bound::Unbounded))
+        Ok(allframe_cqrs_core::read::streams_after(&state.stream_order, after)
             .take(limit)
             .map(|id| (id.clone(), state.streams[id].len() as u64))
             .collect())

@@ -1,6 +1,8 @@
 //! Streamed reads: a stream or the whole log as a `futures::Stream`, fetched page by page,
 //! so memory stays bounded by one page however large the store is (contract point 5).
 
+use std::collections::{BTreeSet, btree_set};
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
@@ -8,7 +10,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::backend::EventStoreBackend;
 use crate::error::{Error, Result};
-use crate::types::RecordedEvent;
+use crate::types::{RecordedEvent, StreamId};
 
 /// The events of `stream` after `after_version`, fetched `page_size` at a time.
 pub fn stream_events<'a, B: EventStoreBackend + ?Sized>(
@@ -82,4 +84,12 @@ pub async fn wait_for_version<B: EventStoreBackend + ?Sized>(
         }
         backend.wait_for_commit(head, (deadline - now).min(Duration::from_millis(50))).await?;
     }
+}
+
+/// The stream ids of `order` that sort after `after` (all when `None`), in byte order: what
+/// [`list_streams`](crate::EventStoreBackend::list_streams) pages through, for backends that
+/// keep their stream ids in a `BTreeSet`.
+pub fn streams_after<'a>(order: &'a BTreeSet<StreamId>, after: Option<&str>) -> btree_set::Range<'a, StreamId> {
+    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    order.range::<str, _>((lower, Bound::Unbounded))
 }
