@@ -314,7 +314,8 @@ enum Camel {
     Z,
 }
 
-/// And another.
+/// And another (`ABC`: every letter a word boundary).
+#[allow(clippy::upper_case_acronyms)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Event)]
 #[serde(rename_all = "kebab-case")]
 enum Kebab {
