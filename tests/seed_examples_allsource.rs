@@ -86,9 +86,13 @@ mod as_allframe_0_1_users_write_them {
 
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     enum OrderEvent {
-        Placed { id: u64 },
+        Placed {
+            id: u64,
+        },
         #[serde(rename = "OrderShipped")]
-        Shipped { id: u64 },
+        Shipped {
+            id: u64,
+        },
     }
 
     impl Event for OrderEvent {}

@@ -12,9 +12,11 @@ use crate::command::DomainError;
 /// One field's problem: which field, a stable code, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
-    /// The field's path (`owner`, `lines[2].quantity`); empty for the command as a whole.
+    /// The field's path (`owner`, `lines.2.quantity`; garde's own notation for its rules);
+    /// empty for the command as a whole.
     pub field: String,
-    /// A stable code (`length`, `range`, `required`, `type`, `schema`).
+    /// A stable code: `invalid` (a garde rule), `schema` (the JSON Schema), `type` (a JSON
+    /// body that does not decode), or the application's own.
     pub code: String,
     /// What is wrong.
     pub message: String,
@@ -145,14 +147,6 @@ pub enum DispatchError<E> {
         /// The command's name.
         command: &'static str,
     },
-    /// A handler asked for shared state the bus was not given.
-    #[error("a handler of {command} needs state of type {type_name}; add it with CommandBusBuilder::state")]
-    MissingState {
-        /// The command's name.
-        command: &'static str,
-        /// The missing type.
-        type_name: &'static str,
-    },
     /// The store failed (its own error says whether a retry may succeed).
     #[error("store error: {0}")]
     Store(#[from] allframe_cqrs_core::Error),
@@ -171,7 +165,6 @@ impl<E> DispatchError<E> {
             DispatchError::DuplicateCommand { .. } => "duplicate_command",
             DispatchError::UnknownCommand { .. } => "unknown_command",
             DispatchError::NoHandler { .. } => "no_handler",
-            DispatchError::MissingState { .. } => "missing_state",
             DispatchError::Store(error) if error.is_transient() => "store_unavailable",
             DispatchError::Store(_) => "store_error",
         }
@@ -187,7 +180,7 @@ impl<E> DispatchError<E> {
             DispatchError::Rejected { error, .. } => error.error_status(),
             DispatchError::Conflict { .. } | DispatchError::DuplicateCommand { .. } => 409,
             DispatchError::UnknownCommand { .. } => 404,
-            DispatchError::NoHandler { .. } | DispatchError::MissingState { .. } => 500,
+            DispatchError::NoHandler { .. } => 500,
             DispatchError::Store(error) if error.is_transient() => 503,
             DispatchError::Store(_) => 500,
         }
@@ -207,7 +200,6 @@ impl<E> DispatchError<E> {
             DispatchError::DuplicateCommand { key, first } => DispatchError::DuplicateCommand { key, first },
             DispatchError::UnknownCommand { name } => DispatchError::UnknownCommand { name },
             DispatchError::NoHandler { command } => DispatchError::NoHandler { command },
-            DispatchError::MissingState { command, type_name } => DispatchError::MissingState { command, type_name },
             DispatchError::Store(error) => DispatchError::Store(error),
         }
     }

@@ -14,6 +14,9 @@ pub use allframe_cqrs_core::{
     SubscriptionOptions, Timestamp, async_trait, migrate, read,
 };
 
+/// Where an event is stored, as [`EventStoreBackend::find_event`] names it.
+pub use allframe_cqrs_core::retry::StoredAt;
+
 /// The typed store over any backend (with feature `cqrs`, the memory backend's alias below
 /// names it with `InMemoryBackend` as the default backend).
 #[cfg(not(feature = "cqrs"))]
