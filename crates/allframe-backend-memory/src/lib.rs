@@ -67,6 +67,10 @@ pub struct InMemoryBackend {
 /// one chunk while the write lock is held (a single `Vec` would copy the whole log).
 const CHUNK: usize = 4096;
 
+/// Events [`EventStoreBackend::visit_stream`] lends under one hold of the read lock: with JSON
+/// decoding (about 0.2 µs an event) appends wait at most some tens of microseconds.
+const VISIT_CHUNK: usize = 128;
+
 /// Id-index shards: each rehashes on its own, so growth never rehashes every id at once.
 const ID_SHARDS: usize = 64;
 
@@ -193,12 +197,14 @@ impl EventStoreBackend for InMemoryBackend {
             return Ok(original);
         }
         let State { log, streams, stream_order, ids, .. } = state;
-        let current = streams.get(stream).map_or(0, |versions| versions.len() as u64);
+        // One lookup of the stream for the check and the write.
+        let found = streams.get_mut(stream);
+        let current = found.as_ref().map_or(0, |versions| versions.len() as u64);
         expected.check(stream, current)?;
         if events.is_empty() {
             return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
         }
-        let versions = match streams.get_mut(stream) {
+        let versions = match found {
             Some(versions) => versions,
             None => {
                 let key = StreamId::from(stream);
@@ -238,6 +244,33 @@ impl EventStoreBackend for InMemoryBackend {
         let Some(versions) = state.streams.get(stream) else { return Ok(Vec::new()) };
         let start = (after_version as usize).min(versions.len());
         Ok(versions[start..].iter().take(limit).map(|&index| state.log.get(index).clone()).collect())
+    }
+
+    async fn visit_stream(
+        &self,
+        stream: &str,
+        after_version: u64,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<usize> {
+        // The events are lent where they are, under the read lock, a chunk at a time: an
+        // aggregate load copies nothing, and a long one never keeps appends out for long.
+        // Stored events never move or change, so the read goes on where the last chunk ended.
+        let mut visited = 0;
+        while visited < limit {
+            let state = self.read();
+            let Some(versions) = state.streams.get(stream) else { break };
+            let start = (after_version as usize).saturating_add(visited).min(versions.len());
+            let chunk = &versions[start..versions.len().min(start + (limit - visited).min(VISIT_CHUNK))];
+            for &index in chunk {
+                visit(state.log.get(index))?;
+            }
+            visited += chunk.len();
+            if chunk.len() < VISIT_CHUNK {
+                break;
+            }
+        }
+        Ok(visited)
     }
 
     async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {

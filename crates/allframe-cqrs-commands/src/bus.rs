@@ -8,8 +8,8 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use allframe_cqrs_core::{
-    Aggregate, Codec, DEFAULT_PAGE_SIZE, DynBackend, Error, Event, EventId, EventStore, EventStoreBackend,
-    ExpectedVersion, Metadata, NewEvent, SnapshotPolicy, async_trait,
+    Aggregate, Codec, DynBackend, Error, Event, EventId, EventStore, EventStoreBackend, ExpectedVersion, Metadata,
+    NewEvent, SnapshotPolicy, async_trait,
 };
 
 use crate::cache::AggregateCache;
@@ -414,7 +414,7 @@ impl Inner {
             let mut metadata = Metadata::new().with_causation_id(start.command_id);
             metadata.correlation_id = Some(start.correlation_id);
             let marker = idempotency::marker(key, C::NAME, &start.stream, version, metadata);
-            let stored = self.backend.append(idempotency::RECORD_STREAM, ExpectedVersion::Any, vec![marker]).await;
+            let stored = (*self.backend).append(idempotency::RECORD_STREAM, ExpectedVersion::Any, vec![marker]).await;
             match stored {
                 Ok(result) if !result.deduplicated => {}
                 Ok(_) | Err(Error::DuplicateEventId { .. }) => return self.replay::<C>(key, &start.stream).await,
@@ -450,17 +450,8 @@ impl Inner {
     /// The aggregate's state and version: from the cache (with anything appended since
     /// applied on top), else from the store (snapshot plus events).
     async fn load<A: Aggregate>(&self, store: &Store<A::Event>, stream: &str) -> Result<(A, u64), Error> {
-        if let Some((mut state, mut version)) = self.cache.as_ref().and_then(|cache| cache.take::<A>(stream)) {
-            loop {
-                let newer = store.read_stream(stream, version, DEFAULT_PAGE_SIZE).await?;
-                let Some(last) = newer.last() else { break };
-                version = last.version;
-                let full = newer.len() == DEFAULT_PAGE_SIZE;
-                newer.iter().for_each(|envelope| state.apply(&envelope.event));
-                if !full {
-                    break;
-                }
-            }
+        if let Some((mut state, version)) = self.cache.as_ref().and_then(|cache| cache.take::<A>(stream)) {
+            let version = store.apply_events(stream, version, &mut state).await?;
             return Ok((state, version));
         }
         let loaded = store.load_aggregate::<A>(stream).await?;
@@ -507,7 +498,7 @@ impl<C: Command, H: AggregateHandler<C>> Run<C> for AggregateRun<C, H> {
             }
             let records = bus.records::<C, _>(&events, &start, &ctx, &options)?;
             let count = records.len() as u64;
-            match bus.backend.append(&start.stream, ExpectedVersion::Exact(version), records).await {
+            match (*bus.backend).append(&start.stream, ExpectedVersion::Exact(version), records).await {
                 Ok(result) if result.deduplicated => {
                     let key = options.idempotency_key.as_deref().unwrap_or_default();
                     return bus.replay::<C>(key, &start.stream).await;
@@ -523,7 +514,7 @@ impl<C: Command, H: AggregateHandler<C>> Run<C> for AggregateRun<C, H> {
                     return Ok(Outcome {
                         command: C::NAME,
                         command_id: start.command_id,
-                        stream_id: start.stream.clone(),
+                        stream_id: start.stream,
                         events: count,
                         stream_version: result.stream_version,
                         first_position: result.first_position,
@@ -582,19 +573,19 @@ impl<C: Command, H: Handler<C>> Run<C> for PlainRun<C, H> {
             .await
             .map_err(|error| DispatchError::Rejected { command: C::NAME, error })?;
         if events.is_empty() {
-            let version = bus.backend.stream_version(&start.stream).await?;
+            let version = (*bus.backend).stream_version(&start.stream).await?;
             return bus.nothing_to_append::<C>(&start, version, &options).await;
         }
         let records = bus.records::<C, _>(&events, &start, &ctx, &options)?;
         let count = records.len() as u64;
-        match bus.backend.append(&start.stream, ExpectedVersion::Any, records).await {
+        match (*bus.backend).append(&start.stream, ExpectedVersion::Any, records).await {
             Ok(result) if result.deduplicated => {
                 bus.replay::<C>(options.idempotency_key.as_deref().unwrap_or_default(), &start.stream).await
             }
             Ok(result) => Ok(Outcome {
                 command: C::NAME,
                 command_id: start.command_id,
-                stream_id: start.stream.clone(),
+                stream_id: start.stream,
                 events: count,
                 stream_version: result.stream_version,
                 first_position: result.first_position,
