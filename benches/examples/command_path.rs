@@ -1,7 +1,8 @@
 //! One command-path workload, repeated, for instruction counts under
 //! `valgrind --tool=callgrind` (timings come from `benches/commands.rs`):
 //! `cargo run --release -p allframe-benches --example command_path -- WORKLOAD [N]`, where
-//! WORKLOAD is `load-json`, `load-postcard` (N loads of a 1,000-event aggregate),
+//! WORKLOAD is `load-json`, `load-postcard` (N loads of a 1,000-event aggregate;
+//! `load-interleaved-*`: 100 such, whose events were appended in turn, loaded in turn),
 //! `execute-json`, `dispatch-json`, `dispatch-cached-json` (N commands round-robin over 100
 //! aggregates; `-postcard` for the other codec), `dispatch-new`, `execute-new` (N commands,
 //! each on a new aggregate), and cqrs-es's `es-load`, `es-quiet-load`, `es-execute`,
@@ -23,6 +24,20 @@ async fn run(workload: &str, n: u32) -> u64 {
             let mut total = 0;
             for _ in 0..n {
                 total += store.load_aggregate::<Counter>("counter-0").await.unwrap().state.bumps;
+            }
+            total
+        }
+        "load-interleaved-json" | "load-interleaved-postcard" => {
+            let store: EventStore<CounterEvent> = EventStore::new().with_codec(codec);
+            for n in 0..1000 {
+                for counter in 0..100 {
+                    store.append(&counter_stream(counter), vec![bumped(n)]).await.unwrap();
+                }
+            }
+            let ids: Vec<String> = (0..100).map(counter_stream).collect();
+            let mut total = 0;
+            for i in 0..n {
+                total += store.load_aggregate::<Counter>(&ids[(i % 100) as usize]).await.unwrap().state.bumps;
             }
             total
         }
