@@ -392,7 +392,9 @@ impl Inner {
                     .map_err(|source| Error::Encode { event_type: event_type.to_owned(), source })?;
                 let mut metadata = Metadata::new().with_causation_id(start.command_id);
                 metadata.correlation_id = Some(start.correlation_id);
-                metadata.headers = headers.clone();
+                if !headers.is_empty() {
+                    metadata.headers = headers.clone();
+                }
                 Ok(NewEvent::new(event_type, payload).with_metadata(metadata))
             })
             .collect::<Result<Vec<_>, Error>>()?;
