@@ -395,7 +395,7 @@ impl Inner {
                 if !headers.is_empty() {
                     metadata.headers = headers.clone();
                 }
-                Ok(NewEvent::new(event_type, payload).with_metadata(metadata))
+                Ok(NewEvent { event_type: event_type.into(), payload: payload.into(), metadata })
             })
             .collect::<Result<Vec<_>, Error>>()?;
         if let Some(key) = &options.idempotency_key {
