@@ -81,3 +81,75 @@ impl allframe::Aggregate for CustomerTotals {
         self.cents += event.lines.iter().map(|(_, q, p)| u64::from(*q) * p).sum::<u64>();
     }
 }
+
+/// The command workloads' event, the one of cqrs-es's `MemStore` comparison (issue 18):
+/// `Bumped { index, data: "payload" }`, about 40 bytes of JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, allframe::cqrs::Event)]
+pub enum CounterEvent {
+    /// The counter went up.
+    Bumped {
+        /// The counter's value after this event.
+        index: u64,
+        /// A short string, so that decoding allocates as real events do.
+        data: String,
+    },
+}
+
+/// The event that takes a counter at `bumps` one further.
+pub fn bumped(bumps: u64) -> CounterEvent {
+    CounterEvent::Bumped { index: bumps + 1, data: "payload".into() }
+}
+
+/// The aggregate of the command workloads: a counter folded from `Bumped` events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counter {
+    /// Events applied.
+    pub bumps: u64,
+    /// The index of the last event applied.
+    pub last_index: u64,
+}
+
+impl allframe::Aggregate for Counter {
+    type Event = CounterEvent;
+    fn apply(&mut self, CounterEvent::Bumped { index, .. }: &CounterEvent) {
+        self.bumps += 1;
+        self.last_index = *index;
+    }
+}
+
+/// The command of the command workloads: bump counter number `counter` by one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Bump {
+    /// Which counter (its stream is `counter-N`).
+    pub counter: u32,
+}
+
+impl allframe::cqrs::Command for Bump {
+    const NAME: &'static str = "Bump";
+    type Error = allframe::cqrs::NoError;
+    fn stream_id(&self) -> String {
+        counter_stream(self.counter)
+    }
+}
+
+/// The stream of counter number `counter`.
+pub fn counter_stream(counter: u32) -> String {
+    format!("counter-{counter}")
+}
+
+/// A command bus over `backend` with the `Bump` handler, the given codec and, when
+/// `cache` is given, an aggregate cache of that many entries.
+pub fn counter_bus(
+    backend: allframe::DynBackend,
+    codec: allframe::Codec,
+    cache: Option<usize>,
+) -> allframe::cqrs::CommandBus {
+    use allframe::cqrs::{CommandBus, decide};
+    let mut builder = CommandBus::builder(backend)
+        .codec(codec)
+        .aggregate::<Bump, _>(decide(|counter: &Counter, _: &Bump, _| Ok(vec![bumped(counter.bumps)])));
+    if let Some(capacity) = cache {
+        builder = builder.aggregate_cache(capacity);
+    }
+    builder.build().expect("one handler")
+}

@@ -4,11 +4,12 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use allframe::cqrs::{CommandBus, DispatchError};
 use allframe::read::all_events;
 use allframe::{
     DynBackend, EventStore, EventStoreBackend, ExpectedVersion, RawSubscription, StartFrom, SubscriptionOptions,
 };
-use allframe_benches::{CustomerTotals, OrderPlaced, order_placed};
+use allframe_benches::{Bump, CustomerTotals, OrderPlaced, counter_bus, order_placed};
 use futures_util::TryStreamExt;
 
 use crate::{Measurement, Scale, TargetResult, targets};
@@ -66,6 +67,19 @@ async fn run_all(target: &str, store: &Store, scale: Scale) -> Result<Vec<Measur
         runs.push(appenders(store, 1, 100, duration, &format!("batch-{run}")).await?);
     }
     out.push(measure("append_batch100", "append of 100 events", runs));
+
+    // Commands through the bus (issue 18): each dispatcher on an aggregate of its own, with
+    // the aggregate cache, so that a command costs a check of the stream, a decision and an
+    // append, whatever the aggregate's length.
+    let bus = counter_bus(store.backend().clone(), store.codec(), Some(1024));
+    for tasks in [1u32, 64] {
+        step(&format!("dispatch_{tasks}"));
+        let mut runs = Vec::new();
+        for run in 0..scale.runs {
+            runs.push(dispatchers(&bus, tasks, duration, 1000 * (tasks + run)).await?);
+        }
+        out.push(measure(&format!("dispatch_{tasks}"), "dispatch of 1 command (cached aggregate)", runs));
+    }
 
     step("fill the store");
     let filled = store.backend().head_position().await?;
@@ -175,6 +189,40 @@ async fn appenders(
     Ok((events / start.elapsed().as_secs_f64(), latencies))
 }
 
+/// `tasks` tasks dispatch `Bump` commands, each to its own counter (numbered from `first`),
+/// until `duration` ends. Returns commands/s and per-dispatch latencies in microseconds.
+async fn dispatchers(
+    bus: &CommandBus,
+    tasks: u32,
+    duration: Duration,
+    first: u32,
+) -> Result<(f64, Vec<f64>), allframe::Error> {
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let begin = Instant::now();
+                    match bus.dispatch(Bump { counter: first + task }).await {
+                        Ok(_) => latencies.push(begin.elapsed().as_secs_f64() * 1e6),
+                        Err(DispatchError::Store(error)) => return Err(error),
+                        Err(other) => return Err(allframe::Error::Configuration { reason: other.to_string() }),
+                    }
+                }
+                Ok::<_, allframe::Error>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for handle in handles {
+        latencies.extend(handle.await.expect("dispatcher task")?);
+    }
+    Ok((latencies.len() as f64 / start.elapsed().as_secs_f64(), latencies))
+}
+
 /// Repeats `operation` until `duration` ends; returns events/s (with `events` per operation)
 /// and latencies in microseconds.
 async fn repeat<F, Fut>(duration: Duration, events: u64, mut operation: F) -> Result<(f64, Vec<f64>), allframe::Error>
@@ -201,7 +249,14 @@ fn median(target: &str, workload: &str, unit: &str, mut runs: Vec<(f64, Vec<f64>
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     let latency_us = (!latencies.is_empty()).then(|| [percentile(0.5), percentile(0.99), percentile(0.999)]);
-    let rate_unit = if workload.starts_with("aggregate_load") { "loads/s" } else { "events/s" }.to_owned();
+    let rate_unit = if workload.starts_with("aggregate_load") {
+        "loads/s"
+    } else if workload.starts_with("dispatch") {
+        "commands/s"
+    } else {
+        "events/s"
+    }
+    .to_owned();
     Measurement {
         target: target.to_owned(),
         workload: workload.to_owned(),

@@ -354,11 +354,11 @@ struct Start {
 
 impl Start {
     /// The outcome of this dispatch's append.
-    fn appended<C: Command>(&self, events: u64, result: &AppendResult, conflict_retries: u32) -> Outcome {
+    fn appended<C: Command>(self, events: u64, result: &AppendResult, conflict_retries: u32) -> Outcome {
         Outcome {
             command: C::NAME,
             command_id: self.command_id,
-            stream_id: self.stream.clone(),
+            stream_id: self.stream,
             events,
             stream_version: result.stream_version,
             first_position: result.first_position,
@@ -414,8 +414,10 @@ impl Inner {
                     .map_err(|source| Error::Encode { event_type: event_type.to_owned(), source })?;
                 let mut metadata = Metadata::new().with_causation_id(start.command_id);
                 metadata.correlation_id = Some(start.correlation_id);
-                metadata.headers = headers.clone();
-                Ok(NewEvent::new(event_type, payload).with_metadata(metadata))
+                if !headers.is_empty() {
+                    metadata.headers = headers.clone();
+                }
+                Ok(NewEvent { event_type: event_type.into(), payload: payload.into(), metadata })
             })
             .collect::<Result<Vec<_>, Error>>()?;
         if let Some(key) = &options.idempotency_key {
@@ -436,7 +438,7 @@ impl Inner {
             let mut metadata = Metadata::new().with_causation_id(start.command_id);
             metadata.correlation_id = Some(start.correlation_id);
             let marker = idempotency::marker(key, C::NAME, &start.stream, version, metadata);
-            let stored = self.backend.append(idempotency::RECORD_STREAM, ExpectedVersion::Any, vec![marker]).await;
+            let stored = (*self.backend).append(idempotency::RECORD_STREAM, ExpectedVersion::Any, vec![marker]).await;
             match stored {
                 Ok(result) if !result.deduplicated => {}
                 Ok(_) | Err(Error::DuplicateEventId { .. }) => return self.replay::<C>(key, &start.stream).await,
@@ -473,7 +475,7 @@ impl Inner {
     /// applied on top), else from the store (snapshot plus events).
     async fn load<A: Aggregate>(&self, store: &Store<A::Event>, stream: &str) -> Result<(A, u64), Error> {
         if let Some((mut state, version)) = self.cache.as_ref().and_then(|cache| cache.take::<A>(stream)) {
-            let version = store.catch_up(stream, &mut state, version).await?;
+            let version = store.apply_events(stream, version, &mut state).await?;
             return Ok((state, version));
         }
         let loaded = store.load_aggregate::<A>(stream).await?;
@@ -520,7 +522,7 @@ impl<C: Command, H: AggregateHandler<C>> Run<C> for AggregateRun<C, H> {
             }
             let records = bus.records::<C, _>(&events, &start, &ctx, &options)?;
             let count = records.len() as u64;
-            match bus.backend.append(&start.stream, ExpectedVersion::Exact(version), records).await {
+            match (*bus.backend).append(&start.stream, ExpectedVersion::Exact(version), records).await {
                 Ok(result) if result.deduplicated => {
                     let key = options.idempotency_key.as_deref().unwrap_or_default();
                     return bus.replay::<C>(key, &start.stream).await;
@@ -584,12 +586,12 @@ impl<C: Command, H: Handler<C>> Run<C> for PlainRun<C, H> {
             .await
             .map_err(|error| DispatchError::Rejected { command: C::NAME, error })?;
         if events.is_empty() {
-            let version = bus.backend.stream_version(&start.stream).await?;
+            let version = (*bus.backend).stream_version(&start.stream).await?;
             return bus.nothing_to_append::<C>(&start, version, &options).await;
         }
         let records = bus.records::<C, _>(&events, &start, &ctx, &options)?;
         let count = records.len() as u64;
-        match bus.backend.append(&start.stream, ExpectedVersion::Any, records).await {
+        match (*bus.backend).append(&start.stream, ExpectedVersion::Any, records).await {
             Ok(result) if result.deduplicated => {
                 bus.replay::<C>(options.idempotency_key.as_deref().unwrap_or_default(), &start.stream).await
             }

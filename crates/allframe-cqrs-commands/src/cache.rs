@@ -11,7 +11,8 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-/// One cached aggregate.
+/// One cached aggregate: a `Box<Option<A>>`, empty while a command runs on it. The entry
+/// and its box stay while the state is out, so that putting it back allocates nothing.
 struct Entry {
     state: Box<dyn Any + Send>,
     version: u64,
@@ -40,9 +41,9 @@ impl AggregateCache {
     /// Takes the state of `stream` out of the cache, with the version it includes.
     pub(crate) fn take<A: Send + 'static>(&self, stream: &str) -> Option<(A, u64)> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let taken = inner.entries.remove(stream).and_then(|entry| {
-            let version = entry.version;
-            entry.state.downcast::<A>().ok().map(|state| (*state, version))
+        let taken = inner.entries.get_mut(stream).and_then(|entry| {
+            let state = entry.state.downcast_mut::<Option<A>>()?.take()?;
+            Some((state, entry.version))
         });
         if taken.is_some() {
             inner.hits += 1;
@@ -58,13 +59,22 @@ impl AggregateCache {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.clock += 1;
         let used = inner.clock;
-        if inner.entries.len() >= self.capacity && !inner.entries.contains_key(stream) {
+        if let Some(entry) = inner.entries.get_mut(stream) {
+            match entry.state.downcast_mut::<Option<A>>() {
+                Some(slot) => *slot = Some(state),
+                None => entry.state = Box::new(Some(state)),
+            }
+            entry.version = version;
+            entry.used = used;
+            return;
+        }
+        if inner.entries.len() >= self.capacity {
             let oldest = inner.entries.iter().min_by_key(|(_, entry)| entry.used).map(|(key, _)| key.clone());
             if let Some(oldest) = oldest {
                 inner.entries.remove(&oldest);
             }
         }
-        inner.entries.insert(stream.to_owned(), Entry { state: Box::new(state), version, used });
+        inner.entries.insert(stream.to_owned(), Entry { state: Box::new(Some(state)), version, used });
     }
 
     /// (hits, misses, entries) so far.

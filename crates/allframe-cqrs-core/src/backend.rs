@@ -68,6 +68,28 @@ pub trait EventStoreBackend: Send + Sync + 'static {
     /// A stream that does not exist reads as empty.
     async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
 
+    /// Calls `visit` with each of the events [`read_stream`](Self::read_stream) would return,
+    /// in version order, and returns how many it visited. An error from `visit` ends the read
+    /// and is returned.
+    ///
+    /// The read behind aggregate loads, which look at each event once: a backend that holds
+    /// its events in memory lends them where they are, without copying each into a page. The
+    /// default reads one page with `read_stream`. `visit` may run while the backend holds a
+    /// read lock, so it must not call the backend.
+    async fn visit_stream(
+        &self,
+        stream: &str,
+        after_version: u64,
+        limit: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<usize> {
+        let page = self.read_stream(stream, after_version, limit).await?;
+        for event in &page {
+            visit(event)?;
+        }
+        Ok(page.len())
+    }
+
     /// Up to `limit` events of the whole log with a position above `after_position`, in position order.
     ///
     /// Only committed events are returned, and never one below a position returned earlier.
@@ -179,6 +201,15 @@ macro_rules! forward_backend {
             }
             async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
                 (**self).read_stream(stream, after_version, limit).await
+            }
+            async fn visit_stream(
+                &self,
+                stream: &str,
+                after_version: u64,
+                limit: usize,
+                visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+            ) -> Result<usize> {
+                (**self).visit_stream(stream, after_version, limit, visit).await
             }
             async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
                 (**self).read_all(after_position, limit).await

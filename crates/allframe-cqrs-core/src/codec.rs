@@ -52,7 +52,10 @@ impl Codec {
     /// Decodes a value.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, BoxError> {
         match self {
-            Codec::Json => Ok(serde_json::from_slice(bytes)?),
+            // One UTF-8 check of the whole payload, then serde_json's reader of checked text,
+            // which skips the check of each string it meets: the same payloads are accepted,
+            // at fewer instructions than `from_slice`.
+            Codec::Json => Ok(serde_json::from_str(std::str::from_utf8(bytes)?)?),
             #[cfg(feature = "postcard")]
             Codec::Postcard => Ok(postcard::from_bytes(bytes)?),
         }

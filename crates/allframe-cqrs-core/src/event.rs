@@ -57,6 +57,9 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     type Event: Event;
 
     /// Applies one event to the state. Must not fail: events are facts already decided.
+    ///
+    /// Loads call it while the backend may hold a read lock on the events (the memory backend
+    /// lends them in place), so it must not call the store.
     fn apply(&mut self, event: &Self::Event);
 }
 

@@ -236,7 +236,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     ) -> Result<AppendResult> {
         let span =
             tracing::debug_span!("allframe.append", backend = self.backend.name(), stream, events = records.len());
-        self.backend.append(stream, expected, records).instrument(span).await
+        self.backend().append(stream, expected, records).instrument(span).await
     }
 
     fn encode(&self, event: &E, metadata: crate::types::Metadata) -> Result<NewEvent> {
@@ -254,7 +254,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     /// Events of a stream after `version` (the seed's `get_events_after`).
     pub async fn get_events_after(&self, stream: &str, version: u64) -> Result<Vec<E>> {
         let span = tracing::debug_span!("allframe.read_stream", backend = self.backend.name(), stream, after = version);
-        let records = self.backend.get_events_after(stream, version).instrument(span).await?;
+        let records = self.backend().get_events_after(stream, version).instrument(span).await?;
         records.into_iter().map(|r| decode_envelope(self.codec, r).map(|e| e.event)).collect()
     }
 
@@ -262,7 +262,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     /// see [`EventStore::stream_all`] for large ones), without the library's own streams.
     pub async fn get_all_events(&self) -> Result<Vec<E>> {
         let span = tracing::debug_span!("allframe.read_all", backend = self.backend.name());
-        let records = self.backend.get_all_events().instrument(span).await?;
+        let records = self.backend().get_all_events().instrument(span).await?;
         records
             .into_iter()
             .filter(|r| !crate::types::is_system_stream(&r.stream_id))
@@ -279,7 +279,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
             after = after_version,
             limit
         );
-        let records = self.backend.read_stream(stream, after_version, limit).instrument(span).await?;
+        let records = self.backend().read_stream(stream, after_version, limit).instrument(span).await?;
         records.into_iter().map(|r| decode_envelope(self.codec, r)).collect()
     }
 
@@ -377,7 +377,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         async {
             let mut loaded = LoadedAggregate { state: A::default(), version: 0, snapshot_version: None };
             let snapshot = if self.backend.capabilities().snapshots {
-                self.backend.get_latest_snapshot(stream).await?
+                self.backend().get_latest_snapshot(stream).await?
             } else {
                 None
             };
@@ -391,26 +391,41 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
                 loaded.version = snapshot.version;
                 loaded.snapshot_version = Some(snapshot.version);
             }
-            loaded.version = self.catch_up(stream, &mut loaded.state, loaded.version).await?;
+            loaded.version = self.apply_events(stream, loaded.version, &mut loaded.state).await?;
             Ok(loaded)
         }
         .instrument(span)
         .await
     }
 
-    /// Applies the events of `stream` after `version` to `state`, and returns the version
-    /// reached: the tail of [`load_aggregate`](Self::load_aggregate), for a caller that already
-    /// holds a state at `version` (an aggregate cache).
-    pub async fn catch_up<A: Aggregate<Event = E>>(&self, stream: &str, state: &mut A, version: u64) -> Result<u64> {
-        let mut reached = version;
-        let events = read::stream_events(&*self.backend, stream, version, crate::backend::DEFAULT_PAGE_SIZE);
-        futures_util::pin_mut!(events);
-        while let Some(record) = events.next().await {
-            let envelope = decode_envelope::<E>(self.codec, record?)?;
-            state.apply(&envelope.event);
-            reached = envelope.version;
+    /// Applies the events of `stream` after `after_version` to `state`, page by page, and
+    /// returns the version of the last one (`after_version` when there is none): the fold
+    /// behind [`EventStore::load_aggregate`], for callers that hold a state already (an
+    /// aggregate cache catching up).
+    ///
+    /// Each stored event is decoded where the backend holds it
+    /// ([`EventStoreBackend::visit_stream`]): no page of copies, no [`Envelope`].
+    pub async fn apply_events<A: Aggregate<Event = E>>(
+        &self,
+        stream: &str,
+        after_version: u64,
+        state: &mut A,
+    ) -> Result<u64> {
+        let codec = self.codec;
+        let page = crate::backend::DEFAULT_PAGE_SIZE;
+        let mut version = after_version;
+        loop {
+            let after = version;
+            let mut visit = |record: &RecordedEvent| {
+                state.apply(&decode_event::<E>(codec, record)?);
+                version = record.version;
+                Ok(())
+            };
+            let visited = self.backend().visit_stream(stream, after, page, &mut visit).await?;
+            if visited < page {
+                return Ok(version);
+            }
         }
-        Ok(reached)
     }
 
     /// Saves a snapshot of an aggregate's state at `version`.
@@ -420,7 +435,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
             source,
         })?;
         let span = tracing::debug_span!("allframe.save_snapshot", backend = self.backend.name(), stream, version);
-        self.backend.save_snapshot(stream, Snapshot::new(version, payload)).instrument(span).await
+        self.backend().save_snapshot(stream, Snapshot::new(version, payload)).instrument(span).await
     }
 
     /// Runs a command against an aggregate: loads it, asks `decide` for new events, and appends
@@ -462,38 +477,42 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     /// Makes every acknowledged append durable now.
     pub async fn flush(&self) -> Result<()> {
         let span = tracing::debug_span!("allframe.flush", backend = self.backend.name());
-        self.backend.flush().instrument(span).await
+        self.backend().flush().instrument(span).await
     }
 
     /// The backend's counters and facts.
     pub async fn stats(&self) -> Result<BackendStats> {
         let span = tracing::debug_span!("allframe.stats", backend = self.backend.name());
-        self.backend.stats().instrument(span).await
+        self.backend().stats().instrument(span).await
     }
 }
 
 /// Decodes one stored event into an [`Envelope`].
 pub(crate) fn decode_envelope<E: Event>(codec: Codec, record: RecordedEvent) -> Result<Envelope<E>> {
+    let event = decode_event(codec, &record)?;
+    Ok(Envelope {
+        stream_id: record.stream_id,
+        version: record.version,
+        position: record.position,
+        event,
+        metadata: record.metadata,
+    })
+}
+
+/// Decodes the event of one stored record, which is only borrowed: its type is checked
+/// against [`Event::EVENT_TYPES`], then its payload decoded. Nothing else is copied.
+pub(crate) fn decode_event<E: Event>(codec: Codec, record: &RecordedEvent) -> Result<E> {
     if !E::EVENT_TYPES.is_empty() && !E::EVENT_TYPES.contains(&&*record.event_type) {
         return Err(Error::UnknownEventType {
-            stream: record.stream_id,
+            stream: record.stream_id.clone(),
             version: record.version,
-            event_type: record.event_type.into_owned(),
+            event_type: record.event_type.to_string(),
         });
     }
-    match codec.decode::<E>(&record.payload) {
-        Ok(event) => Ok(Envelope {
-            stream_id: record.stream_id,
-            version: record.version,
-            position: record.position,
-            event,
-            metadata: record.metadata,
-        }),
-        Err(source) => Err(Error::Decode {
-            stream: record.stream_id,
-            version: record.version,
-            event_type: record.event_type.into_owned(),
-            source,
-        }),
-    }
+    codec.decode::<E>(&record.payload).map_err(|source| Error::Decode {
+        stream: record.stream_id.clone(),
+        version: record.version,
+        event_type: record.event_type.to_string(),
+        source,
+    })
 }

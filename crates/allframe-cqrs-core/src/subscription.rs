@@ -81,14 +81,14 @@ impl<B: EventStoreBackend + ?Sized> RawSubscription<B> {
             if let Some(event) = self.try_next().await? {
                 return Ok(event);
             }
-            self.backend.wait_for_commit(self.checkpoint, self.options.max_wait).await?;
+            (*self.backend).wait_for_commit(self.checkpoint, self.options.max_wait).await?;
         }
     }
 
     /// The next committed event if one is there now, without waiting for new commits.
     pub async fn try_next(&mut self) -> Result<Option<RecordedEvent>> {
         if self.buffer.is_empty() {
-            let page = self.backend.read_all(self.checkpoint, self.options.page_size).await?;
+            let page = (*self.backend).read_all(self.checkpoint, self.options.page_size).await?;
             self.buffer.extend(page);
         }
         Ok(self.buffer.pop_front().inspect(|event| {

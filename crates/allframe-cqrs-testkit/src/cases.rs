@@ -12,6 +12,8 @@ use allframe_cqrs_core::{
 };
 use futures_util::TryStreamExt;
 
+mod visit;
+
 /// Longest any case waits for something that should happen (a commit to be seen); only a
 /// safety net against hangs, never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -42,7 +44,11 @@ pub fn same_payload(caps: &Capabilities, left: &[u8], right: &[u8]) -> bool {
     }
 }
 
-fn assert_same_events<B: EventStoreBackend + ?Sized>(backend: &B, stored: &[RecordedEvent], appended: &[NewEvent]) {
+pub(crate) fn assert_same_events<B: EventStoreBackend + ?Sized>(
+    backend: &B,
+    stored: &[RecordedEvent],
+    appended: &[NewEvent],
+) {
     let caps = backend.capabilities();
     assert_eq!(stored.len(), appended.len(), "number of events read back");
     for (s, a) in stored.iter().zip(appended) {
@@ -313,6 +319,12 @@ pub async fn read_stream_pages<B: EventStoreBackend>(backend: B) {
     let streamed: Vec<_> = read::stream_events(&backend, &stream, 10, 33).try_collect().await.unwrap();
     assert_eq!(streamed.len(), 240, "contract 5: streamed read of a stream");
     assert_eq!(streamed.first().unwrap().version, 11);
+}
+
+/// Contract 5, without the page: `visit_stream` lends the events `read_stream` returns, in
+/// order, at most `limit`, and an error from the visitor ends the read (aggregate loads).
+pub async fn visit_stream_lends_what_read_stream_returns<B: EventStoreBackend>(backend: B) {
+    visit::lends_what_read_stream_returns(backend).await;
 }
 
 /// Contract 5: the whole log reads page by page, and as a stream, in position order.

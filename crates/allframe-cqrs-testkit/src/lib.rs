@@ -77,6 +77,7 @@ macro_rules! __for_each_case {
             positions_increase_across_streams
             concurrent_writers_never_let_a_tailing_reader_skip
             read_stream_pages
+            visit_stream_lends_what_read_stream_returns
             read_all_pages
             list_streams_pages_in_order
             snapshots_keep_the_latest
