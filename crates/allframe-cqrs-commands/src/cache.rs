@@ -15,6 +15,8 @@ use std::sync::{Mutex, PoisonError};
 /// and its box stay while the state is out, so that putting it back allocates nothing.
 struct Entry {
     state: Box<dyn Any + Send>,
+    /// Whether the box holds a state (false while a command has it, or after a conflict).
+    occupied: bool,
     version: u64,
     used: u64,
 }
@@ -43,6 +45,7 @@ impl AggregateCache {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let taken = inner.entries.get_mut(stream).and_then(|entry| {
             let state = entry.state.downcast_mut::<Option<A>>()?.take()?;
+            entry.occupied = false;
             Some((state, entry.version))
         });
         if taken.is_some() {
@@ -64,6 +67,7 @@ impl AggregateCache {
                 Some(slot) => *slot = Some(state),
                 None => entry.state = Box::new(Some(state)),
             }
+            entry.occupied = true;
             entry.version = version;
             entry.used = used;
             return;
@@ -74,13 +78,13 @@ impl AggregateCache {
                 inner.entries.remove(&oldest);
             }
         }
-        inner.entries.insert(stream.to_owned(), Entry { state: Box::new(Some(state)), version, used });
+        inner.entries.insert(stream.to_owned(), Entry { state: Box::new(Some(state)), occupied: true, version, used });
     }
 
-    /// (hits, misses, entries) so far.
+    /// (hits, misses, aggregates held) so far; a slot whose state is out does not count.
     pub(crate) fn counters(&self) -> (u64, u64, usize) {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        (inner.hits, inner.misses, inner.entries.len())
+        (inner.hits, inner.misses, inner.entries.values().filter(|entry| entry.occupied).count())
     }
 }
 
