@@ -252,6 +252,14 @@ pub enum AddressError {
     },
 }
 
+/// An address mistake is a configuration mistake, so `?` works in functions returning the
+/// store's [`Error`].
+impl From<AddressError> for Error {
+    fn from(error: AddressError) -> Self {
+        Error::Configuration { reason: error.to_string() }
+    }
+}
+
 /// Parses `memory:`, `allsource:PATH`, `rocksdb:PATH` or `postgres://…` (whether or not the
 /// backend is compiled in: opening says so).
 pub fn parse(text: &str) -> std::result::Result<Address, AddressError> {
