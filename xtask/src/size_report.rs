@@ -22,7 +22,11 @@ struct Probe {
 
 /// Probes of the application layer (not backends): their budget keys are their names.
 const APPLICATION_PROBES: &[(&str, &str)] = &[
-    ("cqrs-commands", "command bus: a validated command, its handler, a query (`cqrs`, `cqrs-validation`)"),
+    (
+        "cqrs-commands",
+        "command bus: a command with field checks, its handler, an idempotent dispatch, a query (`cqrs`)",
+    ),
+    ("cqrs-validation", "the same with garde rules for the checks (`cqrs-validation`)"),
     ("cqrs-json-schema", "command bus taking JSON checked against a JSON Schema (`cqrs-json-schema`)"),
 ];
 

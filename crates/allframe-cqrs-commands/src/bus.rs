@@ -3,7 +3,6 @@
 //! cache, snapshot).
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use crate::error::{DispatchError, RegistrationError};
 use crate::error::{ErasedRejection, ValidationErrors};
 use crate::handler::{AggregateHandler, Handler};
 use crate::idempotency;
+use crate::table::Table;
 
 type Store<E> = EventStore<E, dyn EventStoreBackend>;
 
@@ -111,8 +111,8 @@ pub struct CommandBus {
 
 struct Inner {
     backend: DynBackend,
-    handlers: HashMap<TypeId, Registered>,
-    by_name: HashMap<&'static str, TypeId>,
+    handlers: Table<TypeId, Registered>,
+    by_name: Table<&'static str, TypeId>,
     state: Arc<StateMap>,
     codec: Codec,
     conflict_retries: u32,
@@ -122,8 +122,7 @@ struct Inner {
 
 impl std::fmt::Debug for CommandBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&str> = self.inner.by_name.keys().copied().collect();
-        names.sort_unstable();
+        let names: Vec<&str> = self.inner.by_name.keys().collect();
         f.debug_struct("CommandBus")
             .field("backend", &self.inner.backend.name())
             .field("commands", &names)
@@ -141,7 +140,7 @@ pub struct CommandBusBuilder {
     codec: Codec,
     conflict_retries: u32,
     snapshot_policy: SnapshotPolicy,
-    cache_capacity: Option<usize>,
+    cache: Option<AggregateCache>,
 }
 
 impl std::fmt::Debug for CommandBusBuilder {
@@ -160,7 +159,7 @@ impl CommandBus {
             codec: Codec::default(),
             conflict_retries: 3,
             snapshot_policy: SnapshotPolicy::Never,
-            cache_capacity: None,
+            cache: None,
         }
     }
 
@@ -204,9 +203,7 @@ impl CommandBus {
 
     /// The names of every registered command, sorted.
     pub fn commands(&self) -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = self.inner.by_name.keys().copied().collect();
-        names.sort_unstable();
-        names
+        self.inner.by_name.keys().collect()
     }
 
     /// The JSON Schema of the command named `name`, when its type provides one. Feature
@@ -301,14 +298,15 @@ impl CommandBusBuilder {
 
     /// Keeps up to `capacity` aggregates in memory between commands (see the crate docs).
     pub fn aggregate_cache(mut self, capacity: usize) -> Self {
-        self.cache_capacity = Some(capacity);
+        // Made here, not in `build`: a program that never asks for a cache links none of it.
+        self.cache = Some(AggregateCache::new(capacity));
         self
     }
 
     /// Checks the wiring and builds the bus.
     pub fn build(self) -> Result<CommandBus, RegistrationError> {
-        let mut handlers: HashMap<TypeId, Registered> = HashMap::new();
-        let mut by_name: HashMap<&'static str, TypeId> = HashMap::new();
+        let mut handlers: Table<TypeId, Registered> = Table::default();
+        let mut by_name: Table<&'static str, TypeId> = Table::default();
         for (id, registered) in self.registered {
             if let Some(first) = handlers.get(&id) {
                 return Err(RegistrationError::DuplicateHandler {
@@ -317,7 +315,7 @@ impl CommandBusBuilder {
                     second: registered.handler_type.to_owned(),
                 });
             }
-            if let Some(other) = by_name.get(registered.name).and_then(|other| handlers.get(other)) {
+            if let Some(other) = by_name.get(&registered.name).and_then(|other| handlers.get(other)) {
                 return Err(RegistrationError::DuplicateName {
                     name: registered.name,
                     first: other.command_type,
@@ -339,7 +337,7 @@ impl CommandBusBuilder {
                 codec: self.codec,
                 conflict_retries: self.conflict_retries,
                 snapshot_policy: self.snapshot_policy,
-                cache: self.cache_capacity.map(AggregateCache::new),
+                cache: self.cache,
             }),
         })
     }
@@ -370,25 +368,28 @@ impl Start {
 }
 
 impl Inner {
-    async fn start<C: Command>(
-        &self,
-        command: &C,
-        options: &CommandOptions,
-    ) -> Result<Result<Start, Outcome>, DispatchError<C::Error>> {
+    /// Validates the command and gives the dispatch its ids.
+    fn start<C: Command>(&self, command: &C, options: &CommandOptions) -> Result<Start, DispatchError<C::Error>> {
         command.validate().map_err(|errors| DispatchError::Invalid { command: C::NAME, errors })?;
-        let stream = command.stream_id();
-        // Concurrent dispatches with one key may both decide; the store lets one append (its
-        // events have the key's ids) and the others answer with its outcome.
-        if let Some(key) = &options.idempotency_key
-            && let Some(outcome) = idempotency::recorded(&*self.backend, key, C::NAME, &stream).await?
-        {
-            return Ok(Err(outcome));
-        }
         // A new id: `EventId::default()` is the nil id, not a new one.
         #[allow(clippy::unwrap_or_default)]
         let command_id = options.command_id.unwrap_or_else(EventId::new);
         let correlation_id = options.correlation_id.unwrap_or(command_id);
-        Ok(Ok(Start { stream, command_id, correlation_id }))
+        Ok(Start { stream: command.stream_id(), command_id, correlation_id })
+    }
+
+    /// The outcome of an earlier dispatch with this dispatch's idempotency key, if it has one
+    /// and there was one. Concurrent dispatches with one key may all decide: the store lets
+    /// one append (its events have the key's ids), and the others find its outcome here.
+    async fn recorded<C: Command>(
+        &self,
+        start: &Start,
+        options: &CommandOptions,
+    ) -> Result<Option<Outcome>, DispatchError<C::Error>> {
+        match &options.idempotency_key {
+            Some(key) => idempotency::recorded(&*self.backend, key, C::NAME, &start.stream).await,
+            None => Ok(None),
+        }
     }
 
     fn context<C: Command>(&self, start: &Start, options: &CommandOptions) -> Context {
@@ -498,14 +499,21 @@ struct AggregateRun<C, H> {
 #[async_trait]
 impl<C: Command, H: AggregateHandler<C>> Run<C> for AggregateRun<C, H> {
     async fn run(&self, bus: &Inner, command: &C, options: CommandOptions) -> Result<Outcome, DispatchError<C::Error>> {
-        let start = match bus.start(command, &options).await? {
-            Ok(start) => start,
-            Err(replayed) => return Ok(replayed),
-        };
+        let start = bus.start(command, &options)?;
         let store: Store<<H::Aggregate as Aggregate>::Event> =
             EventStore::from_shared(Arc::clone(&bus.backend)).with_codec(bus.codec);
         let mut attempts = 0u32;
+        // The last attempt's failure, answered only if no dispatch with the key has won.
+        let mut failed = None;
         loop {
+            // Before each attempt (and after the last one failed): a dispatch with the same
+            // key may have won, whose outcome is the answer.
+            if let Some(outcome) = bus.recorded::<C>(&start, &options).await? {
+                return Ok(outcome);
+            }
+            if let Some(failure) = failed {
+                return Err(failure);
+            }
             attempts += 1;
             let (mut state, version) = bus.load::<H::Aggregate>(&store, &start.stream).await?;
             let ctx = bus.context::<C>(&start, &options);
@@ -537,28 +545,23 @@ impl<C: Command, H: AggregateHandler<C>> Run<C> for AggregateRun<C, H> {
                     bus.keep(&start.stream, state, result.stream_version);
                     return Ok(start.appended::<C>(count, &result, attempts - 1));
                 }
-                Err(error @ (Error::Conflict { .. } | Error::DuplicateEventId { .. })) => {
-                    if let Some(key) = &options.idempotency_key
-                        && let Some(outcome) = idempotency::recorded(&*bus.backend, key, C::NAME, &start.stream).await?
-                    {
-                        return Ok(outcome);
-                    }
-                    if !error.is_conflict() {
-                        return Err(error.into());
-                    }
-                    if attempts > bus.conflict_retries {
-                        return Err(DispatchError::Conflict {
-                            command: C::NAME,
-                            stream: start.stream.clone(),
-                            attempts,
-                        });
-                    }
+                Err(Error::Conflict { actual, .. }) if attempts <= bus.conflict_retries => {
                     tracing::debug!(command = C::NAME, stream = %start.stream, attempts, "conflict; deciding again");
-                    if let Error::Conflict { actual, .. } = error {
-                        // The winner's events may still be committing: wait until they are readable.
-                        allframe_cqrs_core::read::wait_for_version(&*bus.backend, &start.stream, actual, CONFLICT_WAIT)
-                            .await?;
+                    // The winner's events may still be committing: wait until they are readable.
+                    allframe_cqrs_core::read::wait_for_version(&*bus.backend, &start.stream, actual, CONFLICT_WAIT)
+                        .await?;
+                }
+                Err(error @ (Error::Conflict { .. } | Error::DuplicateEventId { .. })) => {
+                    let failure = match error {
+                        Error::Conflict { .. } => {
+                            DispatchError::Conflict { command: C::NAME, stream: start.stream.clone(), attempts }
+                        }
+                        error => error.into(),
+                    };
+                    if options.idempotency_key.is_none() {
+                        return Err(failure);
                     }
+                    failed = Some(failure);
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -575,10 +578,10 @@ struct PlainRun<C, H> {
 #[async_trait]
 impl<C: Command, H: Handler<C>> Run<C> for PlainRun<C, H> {
     async fn run(&self, bus: &Inner, command: &C, options: CommandOptions) -> Result<Outcome, DispatchError<C::Error>> {
-        let start = match bus.start(command, &options).await? {
-            Ok(start) => start,
-            Err(replayed) => return Ok(replayed),
-        };
+        let start = bus.start(command, &options)?;
+        if let Some(outcome) = bus.recorded::<C>(&start, &options).await? {
+            return Ok(outcome);
+        }
         let ctx = bus.context::<C>(&start, &options);
         let events = self
             .handler

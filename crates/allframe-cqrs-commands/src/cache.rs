@@ -6,23 +6,92 @@
 //! (the second loads from the store). Before an entry is used its version is compared with the
 //! stream's: a stream that moved on (another process, another bus) has its new events applied
 //! on top, so a cached state is never stale.
+//!
+//! The map itself is not generic and sits behind a trait object made only by
+//! [`AggregateCache::new`], which only `CommandBusBuilder::aggregate_cache` calls: a program
+//! whose bus has no cache links none of it.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-/// One cached aggregate: a `Box<Option<A>>`, empty while a command runs on it. The entry
-/// and its box stay while the state is out, so that putting it back allocates nothing.
+/// A type-erased aggregate state: a `Box<Option<A>>`, empty while a command runs on it.
+type Slot = Box<dyn Any + Send>;
+
+/// A bounded map from stream id to the aggregate state last written there. The typed half:
+/// each method is a few lines around one call into the untyped map.
+pub(crate) struct AggregateCache {
+    map: Box<dyn Slots>,
+}
+
+/// The untyped half: the map, its clock and its counters.
+trait Slots: Send + Sync {
+    /// Calls `take` on the slot of `stream`; when it took the state, returns the slot's version.
+    fn take(&self, stream: &str, take: &mut dyn FnMut(&mut Slot) -> bool) -> Option<u64>;
+    /// Calls `fill` on the slot of `stream` (a new, empty one if there is none), which puts
+    /// the state at `version` in it.
+    fn put(&self, stream: &str, version: u64, fill: &mut dyn FnMut(&mut Slot));
+    /// (hits, misses, aggregates held, capacity).
+    fn counters(&self) -> (u64, u64, usize, usize);
+}
+
+impl AggregateCache {
+    /// A cache of at most `capacity` aggregates (at least one).
+    pub(crate) fn new(capacity: usize) -> Self {
+        AggregateCache { map: Box::new(Lru { capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }) }
+    }
+
+    /// Takes the state of `stream` out of the cache, with the version it includes.
+    pub(crate) fn take<A: Send + 'static>(&self, stream: &str) -> Option<(A, u64)> {
+        let mut state = None;
+        let version = self.map.take(stream, &mut |slot| {
+            state = slot.downcast_mut::<Option<A>>().and_then(Option::take);
+            state.is_some()
+        })?;
+        state.map(|state| (state, version))
+    }
+
+    /// Puts the state of `stream` at `version` back, evicting the least recently used entry
+    /// when full.
+    pub(crate) fn put<A: Send + 'static>(&self, stream: &str, state: A, version: u64) {
+        let mut state = Some(state);
+        self.map.put(stream, version, &mut |slot| match slot.downcast_mut::<Option<A>>() {
+            Some(typed) => *typed = state.take(),
+            None => *slot = Box::new(state.take()),
+        });
+    }
+
+    /// (hits, misses, aggregates held) so far; a slot whose state is out does not count.
+    pub(crate) fn counters(&self) -> (u64, u64, usize) {
+        let (hits, misses, held, _) = self.map.counters();
+        (hits, misses, held)
+    }
+}
+
+impl std::fmt::Debug for AggregateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (hits, misses, entries, capacity) = self.map.counters();
+        f.debug_struct("AggregateCache")
+            .field("capacity", &capacity)
+            .field("entries", &entries)
+            .field("hits", &hits)
+            .field("misses", &misses)
+            .finish()
+    }
+}
+
+/// One cached aggregate. The entry and its box stay while the state is out, so that putting
+/// it back allocates nothing.
 struct Entry {
-    state: Box<dyn Any + Send>,
+    state: Slot,
     /// Whether the box holds a state (false while a command has it, or after a conflict).
     occupied: bool,
     version: u64,
     used: u64,
 }
 
-/// A bounded map from stream id to the aggregate state last written there.
-pub(crate) struct AggregateCache {
+/// The map, evicting the least recently used entry when full.
+struct Lru {
     capacity: usize,
     inner: Mutex<Inner>,
 }
@@ -35,18 +104,14 @@ struct Inner {
     misses: u64,
 }
 
-impl AggregateCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        AggregateCache { capacity: capacity.max(1), inner: Mutex::new(Inner::default()) }
-    }
-
-    /// Takes the state of `stream` out of the cache, with the version it includes.
-    pub(crate) fn take<A: Send + 'static>(&self, stream: &str) -> Option<(A, u64)> {
+impl Slots for Lru {
+    fn take(&self, stream: &str, take: &mut dyn FnMut(&mut Slot) -> bool) -> Option<u64> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let taken = inner.entries.get_mut(stream).and_then(|entry| {
-            let state = entry.state.downcast_mut::<Option<A>>()?.take()?;
-            entry.occupied = false;
-            Some((state, entry.version))
+        let taken = inner.entries.get_mut(stream).filter(|entry| entry.occupied).and_then(|entry| {
+            take(&mut entry.state).then(|| {
+                entry.occupied = false;
+                entry.version
+            })
         });
         if taken.is_some() {
             inner.hits += 1;
@@ -56,17 +121,12 @@ impl AggregateCache {
         taken
     }
 
-    /// Puts the state of `stream` at `version` back, evicting the least recently used entry
-    /// when full.
-    pub(crate) fn put<A: Send + 'static>(&self, stream: &str, state: A, version: u64) {
+    fn put(&self, stream: &str, version: u64, fill: &mut dyn FnMut(&mut Slot)) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.clock += 1;
         let used = inner.clock;
         if let Some(entry) = inner.entries.get_mut(stream) {
-            match entry.state.downcast_mut::<Option<A>>() {
-                Some(slot) => *slot = Some(state),
-                None => entry.state = Box::new(Some(state)),
-            }
+            fill(&mut entry.state);
             entry.occupied = true;
             entry.version = version;
             entry.used = used;
@@ -78,28 +138,17 @@ impl AggregateCache {
                 inner.entries.remove(&oldest);
             }
         }
-        inner.entries.insert(stream.to_owned(), Entry { state: Box::new(Some(state)), occupied: true, version, used });
+        let mut state: Slot = Box::new(());
+        fill(&mut state);
+        inner.entries.insert(stream.to_owned(), Entry { state, occupied: true, version, used });
     }
 
-    /// (hits, misses, aggregates held) so far; a slot whose state is out does not count.
-    pub(crate) fn counters(&self) -> (u64, u64, usize) {
+    fn counters(&self) -> (u64, u64, usize, usize) {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        (inner.hits, inner.misses, inner.entries.values().filter(|entry| entry.occupied).count())
+        let held = inner.entries.values().filter(|entry| entry.occupied).count();
+        (inner.hits, inner.misses, held, self.capacity)
     }
 }
-
-impl std::fmt::Debug for AggregateCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (hits, misses, entries) = self.counters();
-        f.debug_struct("AggregateCache")
-            .field("capacity", &self.capacity)
-            .field("entries", &entries)
-            .field("hits", &hits)
-            .field("misses", &misses)
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,15 +2,17 @@
 //! dispatch, and headers it may add to the events it produces.
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use allframe_cqrs_core::EventId;
 
+use crate::table::Table;
+
 /// Typed shared services, one per type, given to the bus at start-up
 /// ([`CommandBusBuilder::state`](crate::CommandBusBuilder::state)).
 #[derive(Clone, Default)]
-pub struct StateMap(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+pub struct StateMap(Table<TypeId, Arc<dyn Any + Send + Sync>>);
 
 impl std::fmt::Debug for StateMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,7 +33,7 @@ impl StateMap {
 
     /// Whether a service of the type with this id was given.
     pub fn contains(&self, id: TypeId) -> bool {
-        self.0.contains_key(&id)
+        self.0.contains(&id)
     }
 
     /// The service of type `T`, if given.

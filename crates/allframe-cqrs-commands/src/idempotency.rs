@@ -77,17 +77,9 @@ pub(crate) fn marker(key: &str, command: &'static str, stream: &str, version: u6
     headers.insert(HEADER_EVENTS.into(), "0".into());
     headers.insert(HEADER_STREAM.into(), stream.into());
     headers.insert(HEADER_VERSION.into(), version.to_string());
-    let payload = MarkerPayload { command, stream, stream_version: version };
-    let payload = serde_json::to_vec(&payload).unwrap_or_default();
-    NewEvent::new(RECORD_EVENT_TYPE, payload).with_metadata(metadata)
-}
-
-/// The marker's payload: the same facts as its headers, readable by SQL and people.
-#[derive(serde::Serialize)]
-struct MarkerPayload<'a> {
-    command: &'a str,
-    stream: &'a str,
-    stream_version: u64,
+    // The facts are in the headers (readable by SQL too, in the metadata); the payload is an
+    // empty JSON object.
+    NewEvent::new(RECORD_EVENT_TYPE, b"{}".to_vec()).with_metadata(metadata)
 }
 
 /// The outcome of the first dispatch with `key`, if there was one: `command` on `stream`, or

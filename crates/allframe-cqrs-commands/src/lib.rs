@@ -40,6 +40,7 @@ pub mod idempotency;
 mod json;
 mod query;
 mod registry;
+mod table;
 
 pub use bus::{CommandBus, CommandBusBuilder};
 pub use command::{Command, CommandOptions, DomainError, NoError, Outcome};

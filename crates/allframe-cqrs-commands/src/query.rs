@@ -2,13 +2,13 @@
 //! from read models.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use allframe_cqrs_core::async_trait;
 
 use crate::context::{State, StateMap};
 use crate::error::RegistrationError;
+use crate::table::Table;
 
 /// A question to a read model, answered with `Output`.
 pub trait Query: Send + Sync + 'static {
@@ -74,7 +74,7 @@ where
 }
 
 /// The registered handlers: each query type's name and its `Arc<dyn QueryHandler<Q>>`.
-type Handlers = HashMap<TypeId, (&'static str, Box<dyn Any + Send + Sync>)>;
+type Handlers = Table<TypeId, (&'static str, Box<dyn Any + Send + Sync>)>;
 
 /// Sends queries to their handlers.
 #[derive(Clone)]
@@ -137,7 +137,7 @@ impl QueryBusBuilder {
 
     /// Checks that no query type has two handlers, and builds the bus.
     pub fn build(self) -> Result<QueryBus, RegistrationError> {
-        let mut handlers = HashMap::new();
+        let mut handlers = Handlers::default();
         for (id, name, handler) in self.handlers {
             if handlers.insert(id, (name, handler)).is_some() {
                 return Err(RegistrationError::DuplicateQueryHandler { query: name });

@@ -1,5 +1,6 @@
-//! Size probe: an application on the command bus, with the features `cqrs` and
-//! `cqrs-validation`: a validated command, its `#[command_handler]`, a dispatch and a query.
+//! Size probe: an application on the command bus, with the feature `cqrs` alone: a command
+//! with field checks (written by hand; garde's are the `cqrs-validation` probe), its
+//! `#[command_handler]`, a dispatch with an idempotency key, and a query.
 
 use std::sync::Arc;
 
@@ -28,13 +29,28 @@ struct Full;
 
 impl DomainError for Full {}
 
-#[command(stream = "counter-{name}", error = Full, validate)]
-#[derive(serde::Serialize, serde::Deserialize, garde::Validate)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Bump {
-    #[garde(length(min = 1, max = 32))]
     name: String,
-    #[garde(range(min = 1, max = 100))]
     by: u32,
+}
+
+impl Command for Bump {
+    const NAME: &'static str = "Bump";
+    type Error = Full;
+    fn stream_id(&self) -> String {
+        format!("counter-{}", self.name)
+    }
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        if self.name.is_empty() || self.name.len() > 32 {
+            errors.push("name", "length", "length is lower than 1 or greater than 32");
+        }
+        if !(1..=100).contains(&self.by) {
+            errors.push("by", "range", "greater than 100 or lower than 1");
+        }
+        errors.into_result()
+    }
 }
 
 #[command_handler]
