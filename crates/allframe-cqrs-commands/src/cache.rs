@@ -12,7 +12,7 @@
 //! whose bus has no cache links none of it.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 
 /// A type-erased aggregate state: a `Box<Option<A>>`, empty while a command runs on it.
@@ -51,7 +51,7 @@ impl AggregateCache {
         state.map(|state| (state, version))
     }
 
-    /// Puts the state of `stream` at `version` back, evicting the least recently used entry
+    /// Puts the state of `stream` at `version` back, evicting the least recently stored entry
     /// when full.
     pub(crate) fn put<A: Send + 'static>(&self, stream: &str, state: A, version: u64) {
         let mut state = Some(state);
@@ -90,7 +90,7 @@ struct Entry {
     used: u64,
 }
 
-/// The map, evicting the least recently used entry when full.
+/// The map, evicting the least recently stored entry when full.
 struct Lru {
     capacity: usize,
     inner: Mutex<Inner>,
@@ -99,6 +99,9 @@ struct Lru {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
+    /// Every entry's stream by when it was last stored (`Entry::used`), oldest first: an
+    /// eviction takes the first, whatever the capacity.
+    by_age: BTreeMap<u64, String>,
     clock: u64,
     hits: u64,
     misses: u64,
@@ -123,24 +126,28 @@ impl Slots for Lru {
 
     fn put(&self, stream: &str, version: u64, fill: &mut dyn FnMut(&mut Slot)) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.clock += 1;
-        let used = inner.clock;
-        if let Some(entry) = inner.entries.get_mut(stream) {
+        let Inner { entries, by_age, clock, .. } = &mut *inner;
+        *clock += 1;
+        let used = *clock;
+        if let Some(entry) = entries.get_mut(stream) {
             fill(&mut entry.state);
             entry.occupied = true;
             entry.version = version;
+            if let Some(key) = by_age.remove(&entry.used) {
+                by_age.insert(used, key);
+            }
             entry.used = used;
             return;
         }
-        if inner.entries.len() >= self.capacity {
-            let oldest = inner.entries.iter().min_by_key(|(_, entry)| entry.used).map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                inner.entries.remove(&oldest);
-            }
+        if entries.len() >= self.capacity
+            && let Some((_, oldest)) = by_age.pop_first()
+        {
+            entries.remove(&oldest);
         }
         let mut state: Slot = Box::new(());
         fill(&mut state);
-        inner.entries.insert(stream.to_owned(), Entry { state, occupied: true, version, used });
+        entries.insert(stream.to_owned(), Entry { state, occupied: true, version, used });
+        by_age.insert(used, stream.to_owned());
     }
 
     fn counters(&self) -> (u64, u64, usize, usize) {
@@ -149,6 +156,7 @@ impl Slots for Lru {
         (inner.hits, inner.misses, held, self.capacity)
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,8 +170,36 @@ mod tests {
         assert_eq!(cache.take::<u32>("a"), None, "taken out while a command runs");
         cache.put("a", 10u32, 3);
         cache.put("c", 3u32, 1);
-        assert_eq!(cache.take::<u32>("b"), None, "b was the least recently used");
+        assert_eq!(cache.take::<u32>("b"), None, "b was the least recently stored");
         assert_eq!(cache.take::<u64>("c"), None, "another type is a miss");
         assert_eq!(cache.take::<u32>("a"), Some((10, 3)));
+    }
+
+    #[test]
+    fn eviction_follows_the_order_of_storing_over_many_entries() {
+        let capacity = 64;
+        let cache = AggregateCache::new(capacity);
+        for round in 0..10u64 {
+            for n in 0..100u64 {
+                // Each round stores the streams in another order; the last `capacity` stored stay.
+                let stream = format!("s{}", (n * 37 + round * 11) % 100);
+                cache.put(&stream, n, round);
+            }
+            let stored_last: Vec<String> =
+                (100 - capacity as u64..100).map(|n| format!("s{}", (n * 37 + round * 11) % 100)).collect();
+            let (_, _, held) = cache.counters();
+            assert_eq!(held, capacity, "round {round}");
+            for stream in &stored_last {
+                let (_, version) = cache.take::<u64>(stream).expect("one of the last stored");
+                assert_eq!(version, round);
+            }
+            for n in 0..100 - capacity as u64 {
+                let stream = format!("s{}", (n * 37 + round * 11) % 100);
+                assert_eq!(cache.take::<u64>(&stream), None, "{stream} was evicted in round {round}");
+            }
+            for stream in &stored_last {
+                cache.put(stream, 0u64, round);
+            }
+        }
     }
 }
