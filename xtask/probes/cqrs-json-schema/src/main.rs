@@ -5,22 +5,7 @@ use std::sync::Arc;
 
 use allframe::cqrs::*;
 
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, Event)]
-enum CounterEvent {
-    Bumped { by: u32 },
-}
-
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-struct Counter {
-    total: u64,
-}
-
-impl Aggregate for Counter {
-    type Event = CounterEvent;
-    fn apply(&mut self, CounterEvent::Bumped { by }: &CounterEvent) {
-        self.total += u64::from(*by);
-    }
-}
+include!("../../counter.rs");
 
 #[command(stream = "counter-{name}", schema)]
 #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
