@@ -351,6 +351,40 @@ async fn a_conflict_never_leaves_a_stale_aggregate_in_the_cache() {
     }
 }
 
+/// A keyed command that loses its last race: the first outcome is looked up once more (none),
+/// the conflict is the answer, and the key stays free, so its retry decides and lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_command_that_loses_its_last_race_fails_and_its_key_stays_free() {
+    for store in stores() {
+        let gate = Arc::new(Gate::default());
+        let handler = SlowDepositHandler(Arc::clone(&gate));
+        let (strict, _) =
+            bank_bus_with(Arc::clone(&store.backend), |b| b.conflict_retries(0).aggregate::<SlowDeposit, _>(handler));
+        let (other, _) = bank_bus(Arc::clone(&store.backend));
+        strict.dispatch(Open { id: "k".into(), owner: "ada".into() }).await.unwrap();
+        let keyed = || CommandOptions::new().idempotency_key("slow-deposit-1");
+        gate.armed.store(true, Ordering::SeqCst);
+        let racing = {
+            let strict = strict.clone();
+            let options = keyed();
+            tokio::spawn(async move { strict.dispatch_with(SlowDeposit { id: "k".into(), amount: 1 }, options).await })
+        };
+        gate.entered.notified().await;
+        other.dispatch(Deposit { id: "k".into(), amount: 100 }).await.unwrap();
+        gate.release.notify_one();
+        let lost = racing.await.unwrap().unwrap_err();
+        assert!(matches!(lost, DispatchError::Conflict { attempts: 1, .. }), "{}: {lost:?}", store.name);
+        assert_eq!(stored_balance(&store.backend, "k").await, 100, "{}: nothing stored under the key", store.name);
+
+        let landed = strict.dispatch_with(SlowDeposit { id: "k".into(), amount: 1 }, keyed()).await.unwrap();
+        assert!(!landed.replayed && landed.events == 1, "{}: {landed:?}", store.name);
+        let again = strict.dispatch_with(SlowDeposit { id: "k".into(), amount: 1 }, keyed()).await.unwrap();
+        assert!(again.replayed, "{}", store.name);
+        assert_eq!((again.command_id, again.stream_version), (landed.command_id, landed.stream_version));
+        assert_eq!(stored_balance(&store.backend, "k").await, 101, "{}: the keyed deposit once", store.name);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_snapshot_policy_saves_snapshots_that_a_reopened_store_loads_from() {
     for store in stores() {
