@@ -351,18 +351,30 @@ struct Start {
 }
 
 impl Start {
-    /// The outcome of this dispatch's append.
-    fn appended<C: Command>(self, events: u64, result: &AppendResult, conflict_retries: u32) -> Outcome {
+    /// The outcome of a dispatch that produced no events, on a stream at `version`.
+    fn unchanged<C: Command>(&self, version: u64) -> Outcome {
         Outcome {
             command: C::NAME,
             command_id: self.command_id,
-            stream_id: self.stream,
+            stream_id: self.stream.clone(),
+            events: 0,
+            stream_version: version,
+            first_position: 0,
+            last_position: 0,
+            replayed: false,
+            conflict_retries: 0,
+        }
+    }
+
+    /// The outcome of this dispatch's append.
+    fn appended<C: Command>(&self, events: u64, result: &AppendResult, conflict_retries: u32) -> Outcome {
+        Outcome {
             events,
             stream_version: result.stream_version,
             first_position: result.first_position,
             last_position: result.last_position,
-            replayed: false,
             conflict_retries,
+            ..self.unchanged::<C>(0)
         }
     }
 }
@@ -436,9 +448,7 @@ impl Inner {
         options: &CommandOptions,
     ) -> Result<Outcome, DispatchError<C::Error>> {
         if let Some(key) = &options.idempotency_key {
-            let mut metadata = Metadata::new().with_causation_id(start.command_id);
-            metadata.correlation_id = Some(start.correlation_id);
-            let marker = idempotency::marker(key, C::NAME, &start.stream, version, metadata);
+            let marker = self.marker::<C>(start, version, key);
             let stored = (*self.backend).append(idempotency::RECORD_STREAM, ExpectedVersion::Any, vec![marker]).await;
             match stored {
                 Ok(result) if !result.deduplicated => {}
@@ -446,17 +456,14 @@ impl Inner {
                 Err(error) => return Err(error.into()),
             }
         }
-        Ok(Outcome {
-            command: C::NAME,
-            command_id: start.command_id,
-            stream_id: start.stream.clone(),
-            events: 0,
-            stream_version: version,
-            first_position: 0,
-            last_position: 0,
-            replayed: false,
-            conflict_retries: 0,
-        })
+        Ok(start.unchanged::<C>(version))
+    }
+
+    /// The marker of a dispatch with idempotency `key` that produced no events.
+    fn marker<C: Command>(&self, start: &Start, version: u64, key: &str) -> NewEvent {
+        let mut metadata = Metadata::new().with_causation_id(start.command_id);
+        metadata.correlation_id = Some(start.correlation_id);
+        idempotency::marker(key, C::NAME, &start.stream, version, metadata)
     }
 
     /// The recorded outcome of an earlier dispatch with `key` that this one raced with.
@@ -466,7 +473,7 @@ impl Inner {
             None => Err(Error::backend(
                 self.backend.name(),
                 true,
-                format!("the events of idempotency key `{key}` were reported stored but are not found"),
+                "the events of an idempotency key were reported stored but are not found",
             )
             .into()),
         }
@@ -524,16 +531,31 @@ impl<C: Command, H: AggregateHandler<C>> Run<C> for AggregateRun<C, H> {
                     return Err(DispatchError::Rejected { command: C::NAME, error });
                 }
             };
-            if events.is_empty() {
-                bus.keep(&start.stream, state, version);
-                return bus.nothing_to_append::<C>(&start, version, &options).await;
-            }
-            let records = bus.records::<C, _>(&events, &start, &ctx, &options)?;
-            let count = records.len() as u64;
-            match (*bus.backend).append(&start.stream, ExpectedVersion::Exact(version), records).await {
+            // What this attempt appends: the events, to the command's stream at the version they
+            // were decided from; or, for a keyed command that produced none, its marker.
+            let (target, expected, records) = match (&options.idempotency_key, events.is_empty()) {
+                (None, true) => {
+                    bus.keep(&start.stream, state, version);
+                    return Ok(start.unchanged::<C>(version));
+                }
+                (Some(key), true) => {
+                    (idempotency::RECORD_STREAM, ExpectedVersion::Any, vec![bus.marker::<C>(&start, version, key)])
+                }
+                (_, false) => (
+                    start.stream.as_str(),
+                    ExpectedVersion::Exact(version),
+                    bus.records::<C, _>(&events, &start, &ctx, &options)?,
+                ),
+            };
+            let count = if events.is_empty() { 0 } else { records.len() as u64 };
+            match (*bus.backend).append(target, expected, records).await {
                 Ok(result) if result.deduplicated => {
                     let key = options.idempotency_key.as_deref().unwrap_or_default();
                     return bus.replay::<C>(key, &start.stream).await;
+                }
+                Ok(_) if count == 0 => {
+                    bus.keep(&start.stream, state, version);
+                    return Ok(start.unchanged::<C>(version));
                 }
                 Ok(result) => {
                     events.iter().for_each(|event| state.apply(event));

@@ -61,20 +61,22 @@ pub(crate) fn stamp(events: &mut [NewEvent], key: &str, command: &'static str) {
         event.metadata.event_id = event_id(key, index as u64);
     }
     if let Some(first) = events.first_mut() {
-        let headers = &mut first.metadata.headers;
-        headers.insert(HEADER_COMMAND.into(), command.into());
-        headers.insert(HEADER_KEY.into(), key.into());
-        headers.insert(HEADER_EVENTS.into(), count.to_string());
+        record(&mut first.metadata.headers, key, command, count);
     }
+}
+
+/// The headers that let [`recorded`] find a keyed dispatch again, on its first event.
+fn record(headers: &mut std::collections::BTreeMap<String, String>, key: &str, command: &'static str, events: usize) {
+    headers.insert(HEADER_COMMAND.into(), command.into());
+    headers.insert(HEADER_KEY.into(), key.into());
+    headers.insert(HEADER_EVENTS.into(), events.to_string());
 }
 
 /// The marker of an idempotent dispatch that produced no events.
 pub(crate) fn marker(key: &str, command: &'static str, stream: &str, version: u64, mut metadata: Metadata) -> NewEvent {
     metadata.event_id = event_id(key, 0);
     let headers = &mut metadata.headers;
-    headers.insert(HEADER_COMMAND.into(), command.into());
-    headers.insert(HEADER_KEY.into(), key.into());
-    headers.insert(HEADER_EVENTS.into(), "0".into());
+    record(headers, key, command, 0);
     headers.insert(HEADER_STREAM.into(), stream.into());
     headers.insert(HEADER_VERSION.into(), version.to_string());
     // The facts are in the headers (readable by SQL too, in the metadata); the payload is an
