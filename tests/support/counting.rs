@@ -123,6 +123,13 @@ impl EventStoreBackend for Counting {
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> allframe::Result<()> {
         self.inner.wait_for_commit(after_position, max_wait).await
     }
+    async fn load_checkpoint(&self, name: &str) -> allframe::Result<Option<u64>> {
+        self.read();
+        self.inner.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> allframe::Result<()> {
+        self.inner.save_checkpoint(name, expected, position).await
+    }
     async fn find_event(&self, id: EventId) -> allframe::Result<Option<allframe_cqrs_core::retry::StoredAt>> {
         self.read();
         self.inner.find_event(id).await

@@ -40,6 +40,7 @@
 //! | `seg-0000000001.parquet`, ... | sealed segments rewritten as Parquet, listed in `MANIFEST` |
 //! | `MANIFEST` | the live Parquet files, CRC-checked |
 //! | `snapshots.log` | snapshot records, append-only, compacted on open |
+//! | `CHECKPOINTS` | named checkpoints (contract point 14), CRC-checked, rewritten whole on each save |
 //! | `*.tmp` | a file being created; removed on open |
 //!
 //! New files are written as `NAME.tmp`, synced, renamed into place, and the directory is synced.
@@ -184,6 +185,7 @@
 #![deny(missing_docs)]
 
 mod ack;
+mod checkpoints;
 mod cold;
 mod config;
 mod dir;
@@ -238,6 +240,7 @@ pub mod arrow {
     }
 }
 
+use checkpoints::Checkpoints;
 use format::FrameHeader;
 use io::Fs;
 use read::Source;
@@ -273,6 +276,7 @@ pub struct AllSourceBackend {
     writer: Option<JoinHandle<()>>,
     converter: Option<(JoinHandle<()>, Arc<std::sync::atomic::AtomicBool>)>,
     snapshots: Option<SnapshotFile>,
+    checkpoints: Checkpoints,
     report: RecoveryReport,
     _lock: Option<File>,
 }
@@ -340,6 +344,7 @@ impl AllSourceBackend {
                 writer: None,
                 converter: None,
                 snapshots: None,
+                checkpoints: Checkpoints::in_memory(),
                 report: RecoveryReport::default(),
                 _lock: None,
             });
@@ -359,6 +364,7 @@ impl AllSourceBackend {
             &parquet,
         )?;
         let snapshots = SnapshotFile::open(&dir, &fs, &mut state, config.sync == SyncMode::Synchronous)?;
+        let checkpoints = Checkpoints::open(&dir)?;
         state.log = Some(wal::PendingLog::new(&opened.active, opened.next_batch, segment_size));
         let head = state.committed;
         let shared = Arc::new(Shared {
@@ -431,6 +437,7 @@ impl AllSourceBackend {
             writer: Some(handle),
             converter,
             snapshots: Some(snapshots),
+            checkpoints,
             report: opened.report,
             _lock: Some(opened.lock),
         })
@@ -694,6 +701,24 @@ impl EventStoreBackend for AllSourceBackend {
 
     async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         Ok(self.read().snapshots.get(stream).cloned())
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.checkpoints.load(name))
+    }
+
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+        let head = {
+            let state = self.read();
+            if let Some(poison) = &state.poisoned {
+                return Err(poison.original());
+            }
+            state.committed
+        };
+        let limits = &self.config.limits;
+        self.checkpoints.save(&self.fs, name, position, |actual| {
+            allframe_cqrs_core::checkpoint::compare_and_set(limits, name, expected, actual, position, head)
+        })
     }
 
     async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> {

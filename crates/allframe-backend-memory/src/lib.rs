@@ -194,6 +194,9 @@ struct State {
     /// Where each event id is stored (position - 1).
     ids: IdIndex,
     snapshots: HashMap<StreamId, Snapshot>,
+    /// Named checkpoints (contract point 14). A position here is at most the log's length, a
+    /// `usize`: the map has the type of `slots`, so it adds no map code to the binary.
+    checkpoints: HashMap<StreamId, usize>,
 }
 
 impl InMemoryBackend {
@@ -419,6 +422,20 @@ impl EventStoreBackend for InMemoryBackend {
 
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         self.signal.wait_past(after_position, max_wait).await;
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.read().checkpoints.get(name).map(|&position| position as u64))
+    }
+
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+        let mut state = self.write();
+        let actual = state.checkpoints.get(name).map(|&p| p as u64);
+        let head = state.log.len() as u64;
+        allframe_cqrs_core::checkpoint::compare_and_set(&self.limits, name, expected, actual, position, head)?;
+        // Within the head, so within `usize`.
+        state.checkpoints.insert(StreamId::from(name), position as usize);
         Ok(())
     }
 }

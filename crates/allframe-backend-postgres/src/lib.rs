@@ -85,9 +85,12 @@ pub const DEFAULT_LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The version of the newest embedded migration (the schema version this crate writes).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "event store", include_str!("../migrations/0001_event_store.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "event store", include_str!("../migrations/0001_event_store.sql")),
+    (2, "checkpoints", include_str!("../migrations/0002_checkpoints.sql")),
+];
 
 /// How event and snapshot payloads are stored.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -390,6 +393,11 @@ struct Queries {
     list_streams_after: Sql,
     save_snapshot: Sql,
     get_snapshot: Sql,
+    load_checkpoint: Sql,
+    /// A first save of a checkpoint: changes nothing when the name exists.
+    insert_checkpoint: Sql,
+    /// A later save: changes nothing unless the checkpoint holds the expected position.
+    update_checkpoint: Sql,
     stats: Sql,
     /// One synchronous transaction that writes WAL when commits are asynchronous: waits
     /// until the WAL is on disk.
@@ -441,6 +449,13 @@ impl Queries {
             ),
             get_snapshot: sql(
                 "SELECT version, payload::text, payload_bytes, taken_at_us FROM {s}.snapshots WHERE stream_id = $1",
+            ),
+            load_checkpoint: sql("SELECT position FROM {s}.checkpoints WHERE name = $1"),
+            insert_checkpoint: sql(
+                "INSERT INTO {s}.checkpoints (name, position) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            ),
+            update_checkpoint: sql(
+                "UPDATE {s}.checkpoints SET position = $2, updated_at = now() WHERE name = $1 AND position = $3",
             ),
             // Two statements in one simple query run as one implicit transaction: a no-change
             // update (it writes WAL and takes a transaction id, without which the commit would
@@ -934,6 +949,50 @@ impl EventStoreBackend for PostgresBackend {
             }
         })?;
         Ok(())
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        if name.contains('\0') {
+            return Ok(None);
+        }
+        let sql = &self.inner.sql.load_checkpoint;
+        let position: Option<i64> = self
+            .retrying(|| sqlx::query_scalar(sql.clone()).bind(name).fetch_optional(&self.inner.pool))
+            .await
+            .map_err(|e| errors::map("load_checkpoint", e))?;
+        Ok(position.map(|p| p.max(0) as u64))
+    }
+
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+        // The head only grows: a position within it now is within it at the write.
+        let head = self.head_position().await?;
+        self.inner.limits.check_checkpoint(name, position, head)?;
+        // One conditional statement is the compare-and-set. Not retried after a lost
+        // connection: the first try may have committed, and a retry would then report a
+        // conflict with the caller's own save.
+        let written = match expected {
+            None => {
+                sqlx::query(self.inner.sql.insert_checkpoint.clone())
+                    .bind(name)
+                    .bind(to_i64(position))
+                    .execute(&self.inner.pool)
+                    .await
+            }
+            Some(expected) => {
+                sqlx::query(self.inner.sql.update_checkpoint.clone())
+                    .bind(name)
+                    .bind(to_i64(position))
+                    .bind(to_i64(expected))
+                    .execute(&self.inner.pool)
+                    .await
+            }
+        }
+        .map_err(|e| errors::map("save_checkpoint", e))?;
+        if written.rows_affected() == 1 {
+            return Ok(());
+        }
+        let actual = self.load_checkpoint(name).await?;
+        Err(Error::CheckpointConflict { name: name.to_owned(), expected, actual })
     }
 
     async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {

@@ -34,6 +34,14 @@ pub(crate) const KEY_FORMAT: &[u8] = b"format";
 pub(crate) const FORMAT_V1: &[u8] = b"allframe-cqrs rocksdb layout 1";
 /// Key of the counters in [`CF_META`]: `streams (u64 BE) ‖ snapshots (u64 BE)`.
 pub(crate) const KEY_COUNTERS: &[u8] = b"counters";
+/// Prefix of the named checkpoints' keys in [`CF_META`] (contract point 14):
+/// `checkpoint/ ‖ name` → position (u64 BE). No other meta key starts with it.
+pub(crate) const CHECKPOINT_PREFIX: &[u8] = b"checkpoint/";
+
+/// The key of checkpoint `name`.
+pub(crate) fn checkpoint_key(name: &str) -> Vec<u8> {
+    [CHECKPOINT_PREFIX, name.as_bytes()].concat()
+}
 
 /// First byte of every event record: the record layout version.
 const EVENT_RECORD_V1: u8 = 1;

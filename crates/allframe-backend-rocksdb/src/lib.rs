@@ -160,6 +160,9 @@ pub struct RocksDbBackend {
     queued: Arc<AtomicUsize>,
     sender: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    /// Held from a checkpoint save's read to its write: saves are compare-and-set one at a time
+    /// (the database's lock keeps other processes out).
+    checkpoint_lock: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -365,7 +368,17 @@ impl RocksDbBackend {
             .name("allframe-rocksdb-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| Error::io(BACKEND_NAME, Some(path.clone()), e))?;
-        Ok(RocksDbBackend { db, path, config, signal, counters, queued, sender: Some(sender), writer: Some(writer) })
+        Ok(RocksDbBackend {
+            db,
+            path,
+            config,
+            signal,
+            counters,
+            queued,
+            sender: Some(sender),
+            writer: Some(writer),
+            checkpoint_lock: std::sync::Mutex::new(()),
+        })
     }
 
     /// The store's directory.
@@ -393,6 +406,15 @@ impl RocksDbBackend {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             Self::closed()
         })
+    }
+
+    /// The stored position of checkpoint `name`.
+    fn read_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        let handles = self.handles()?;
+        match self.db.get_pinned_cf(handles.meta, layout::checkpoint_key(name)).map_err(|e| map_err(&self.path, e))? {
+            Some(value) => Ok(Some(layout::read_u64(&value).map_err(self.decode_err(0))?)),
+            None => Ok(None),
+        }
     }
 
     fn decode_err(&self, position: u64) -> impl Fn(layout::DecodeError) -> Error + '_ {
@@ -587,6 +609,23 @@ impl EventStoreBackend for RocksDbBackend {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Snapshot { stream: stream.to_owned(), snapshot, reply })?;
         answer.await.map_err(|_| Self::closed())?
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        self.read_checkpoint(name)
+    }
+
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+        let head = self.signal.head();
+        let _one_at_a_time = self.checkpoint_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let actual = self.read_checkpoint(name)?;
+        allframe_cqrs_core::checkpoint::compare_and_set(&self.config.limits, name, expected, actual, position, head)?;
+        let mut options = WriteOptions::default();
+        options.set_sync(self.config.sync);
+        let handles = self.handles()?;
+        self.db
+            .put_cf_opt(handles.meta, layout::checkpoint_key(name), position.to_be_bytes(), &options)
+            .map_err(|e| map_err(&self.path, e))
     }
 
     async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {

@@ -50,6 +50,12 @@ pub const DEFAULT_PAGE_SIZE: usize = 1024;
 /// 13. [`find_event`](Self::find_event) names the stream, version and position of every
 ///     acknowledged event by its id, and `None` for an id never stored (or only in a failed
 ///     append); it may also name an event whose append is still committing.
+/// 14. Named checkpoints are durable (as durable as appends) and compare-and-set:
+///     [`save_checkpoint`](Self::save_checkpoint) stores a position only if the checkpoint
+///     holds the expected one, else fails with
+///     [`Error::CheckpointConflict`](crate::Error::CheckpointConflict) and writes nothing; of
+///     N concurrent saves with one expected position exactly one succeeds. A position beyond
+///     the log's head, or a bad name, is [`Error::InvalidCheckpoint`](crate::Error::InvalidCheckpoint).
 #[async_trait]
 pub trait EventStoreBackend: Send + Sync + 'static {
     /// A short name for logs, errors and stats, such as `"memory"` or `"postgres"`.
@@ -118,6 +124,14 @@ pub trait EventStoreBackend: Send + Sync + 'static {
 
     /// Counters and facts about the store.
     async fn stats(&self) -> Result<BackendStats>;
+
+    /// The position checkpoint `name` holds (contract point 14), `None` if it was never saved:
+    /// where a consumer of the log (a projection, a saga) goes on after a restart.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>>;
+
+    /// Stores `position` under checkpoint `name` if it now holds `expected` (`None`: never
+    /// saved), so that two runners of one consumer cannot both advance it (contract point 14).
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()>;
 
     /// Returns once an event above `after_position` may be readable, or after `max_wait`.
     ///
@@ -236,6 +250,10 @@ macro_rules! forward_backend {
             }
             async fn get_all_events(&self) -> Result<Vec<RecordedEvent>> { (**self).get_all_events().await }
             async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> { (**self).find_event(id).await }
+            async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> { (**self).load_checkpoint(name).await }
+            async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+                (**self).save_checkpoint(name, expected, position).await
+            }
         }
     )*};
 }

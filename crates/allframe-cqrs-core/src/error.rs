@@ -43,6 +43,26 @@ pub enum Error {
         /// The version it is stored at.
         stored_version: u64,
     },
+    /// A checkpoint did not hold the position the caller expected; nothing was written
+    /// (contract point 14): another runner of the same name advanced it.
+    #[error("checkpoint `{name}` holds {actual:?}, not the expected {expected:?} (None: never saved)")]
+    CheckpointConflict {
+        /// The checkpoint's name.
+        name: String,
+        /// What the caller expected it to hold (`None`: never saved).
+        expected: Option<u64>,
+        /// What it holds.
+        actual: Option<u64>,
+    },
+    /// A checkpoint name is empty, too long or contains a NUL byte, or its position is beyond
+    /// the log's head (a store restored from an older backup); nothing was written.
+    #[error("invalid checkpoint `{name}`: {reason}")]
+    InvalidCheckpoint {
+        /// The checkpoint's name.
+        name: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A stream id is empty, too long or contains a NUL byte.
     #[error("invalid stream id: {reason}")]
     InvalidStreamId {

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+pub mod checkpoint;
 mod codec;
 mod error;
 mod event;

@@ -620,6 +620,20 @@ impl Limits {
         check_name(stream, self.max_stream_id_bytes).map_err(|reason| Error::InvalidStreamId { reason })
     }
 
+    /// Checks a checkpoint save (contract points 10 and 14): the name follows the stream-id
+    /// rules, and `position` is not beyond `head`, the log's last position.
+    pub fn check_checkpoint(&self, name: &str, position: u64, head: u64) -> Result<()> {
+        check_name(name, self.max_stream_id_bytes)
+            .map_err(|reason| Error::InvalidCheckpoint { name: name.to_owned(), reason })?;
+        if position > head {
+            return Err(Error::InvalidCheckpoint {
+                name: name.to_owned(),
+                reason: format!("position {position} is beyond the log's head at {head}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Checks a snapshot before it is saved: the stream id, and the payload's size, so that a
     /// snapshot too large for the backend's format is refused instead of stored damaged.
     pub fn check_snapshot(&self, stream: &str, snapshot: &Snapshot) -> Result<()> {

@@ -12,6 +12,7 @@ use allframe_cqrs_core::{
 };
 use futures_util::TryStreamExt;
 
+mod checkpoints;
 mod visit;
 
 /// Longest any case waits for something that should happen (a commit to be seen); only a
@@ -495,6 +496,13 @@ pub async fn find_event_locates_stored_events<B: EventStoreBackend>(backend: B) 
     }
     let unknown = backend.find_event(EventId::from_u128(0xdead_beef_0000_0000_0000_0000_0000_0001)).await;
     assert_eq!(unknown.expect("find_event"), None, "contract 13: an id never stored is not found");
+}
+
+/// Contract 14: named checkpoints are compare-and-set, independent of each other, refuse a
+/// bad name or a position beyond the log's head without changing, and of concurrent saves
+/// from one expected position exactly one wins.
+pub async fn checkpoints_compare_and_set<B: EventStoreBackend>(backend: B) {
+    checkpoints::compare_and_set(backend).await;
 }
 
 /// Contracts 10 and 11: bad stream ids, event types and sizes get typed errors (not panics)

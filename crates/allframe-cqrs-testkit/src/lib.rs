@@ -84,6 +84,7 @@ macro_rules! __for_each_case {
             invalid_snapshots_are_refused
             idempotent_retries
             find_event_locates_stored_events
+            checkpoints_compare_and_set
             bad_input_is_refused
             metadata_and_payloads_round_trip
             subscriptions_start_where_asked

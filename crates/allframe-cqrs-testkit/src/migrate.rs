@@ -241,4 +241,10 @@ impl<B: EventStoreBackend> EventStoreBackend for FailAfter<B> {
     async fn wait_for_commit(&self, after: u64, max_wait: Duration) -> Result<()> {
         self.inner.wait_for_commit(after, max_wait).await
     }
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        self.inner.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+        self.inner.save_checkpoint(name, expected, position).await
+    }
 }

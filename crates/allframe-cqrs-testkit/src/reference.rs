@@ -16,10 +16,11 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use crate::model::Op;
 
-/// The reference backend: a `Vec` of events and a map of snapshots.
+/// The reference backend: a `Vec` of events, a map of snapshots and one of checkpoints.
 #[derive(Debug, Default)]
 pub struct Reference {
     state: Mutex<(Vec<RecordedEvent>, BTreeMap<String, Snapshot>)>,
+    checkpoints: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Reference {
@@ -149,6 +150,19 @@ impl EventStoreBackend for Reference {
 
     async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         Ok(self.with(|_, snapshots| snapshots.get(stream).cloned()))
+    }
+
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        Ok(self.checkpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).copied())
+    }
+
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+        let head = self.with(|log, _| log.len() as u64);
+        let mut checkpoints = self.checkpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let actual = checkpoints.get(name).copied();
+        allframe_cqrs_core::checkpoint::compare_and_set(&Limits::default(), name, expected, actual, position, head)?;
+        checkpoints.insert(name.to_owned(), position);
+        Ok(())
     }
 
     async fn flush(&self) -> Result<()> {

@@ -122,6 +122,12 @@ impl EventStoreBackend for Reopening {
     async fn find_event(&self, id: allframe_cqrs_core::EventId) -> Result<Option<allframe_cqrs_core::retry::StoredAt>> {
         self.current().await.find_event(id).await
     }
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        self.current().await.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+        self.current().await.save_checkpoint(name, expected, position).await
+    }
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         if self.every == u64::MAX {
             self.current().await.wait_for_commit(after_position, max_wait).await

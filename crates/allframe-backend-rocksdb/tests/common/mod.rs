@@ -71,6 +71,12 @@ impl EventStoreBackend for TempStore {
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         self.backend.wait_for_commit(after_position, max_wait).await
     }
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        self.backend.load_checkpoint(name).await
+    }
+    async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
+        self.backend.save_checkpoint(name, expected, position).await
+    }
 }
 
 /// A small xorshift generator for tests that need variety, not quality (kill times, ids).
