@@ -33,25 +33,11 @@ pub const HEADER_STREAM: &str = "allframe.command_stream";
 /// Header holding the command's stream version (on markers).
 pub const HEADER_VERSION: &str = "allframe.command_stream_version";
 
-/// The id of the `index`-th event produced by a dispatch with idempotency `key`: FNV-1a (128
-/// bits) of a fixed prefix, the key and the index, with the UUID version 8 and variant bits
-/// set. Stored forever, so this function never changes.
+/// The id of the `index`-th event produced by a dispatch with idempotency `key`
+/// ([`EventId::derived`] in the domain `allframe.idempotency.v1`). Stored forever, so this
+/// function never changes.
 pub fn event_id(key: &str, index: u64) -> EventId {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    let mut hash = OFFSET;
-    let mut feed = |bytes: &[u8]| {
-        for byte in bytes {
-            hash ^= u128::from(*byte);
-            hash = hash.wrapping_mul(PRIME);
-        }
-    };
-    feed(b"allframe.idempotency.v1\0");
-    feed(key.as_bytes());
-    feed(b"\0");
-    feed(&index.to_le_bytes());
-    let versioned = (hash & !(0xf << 76)) | (0x8 << 76);
-    EventId::from_u128((versioned & !(0b11 << 62)) | (0b10 << 62))
+    EventId::derived("allframe.idempotency.v1", key, index)
 }
 
 /// Gives the events of an idempotent dispatch their derived ids and the first one its headers.

@@ -199,6 +199,13 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         self.codec
     }
 
+    /// Decodes one stored event (its type checked against [`Event::EVENT_TYPES`], then its
+    /// payload), borrowing the record: for code that reads the backend itself, as the
+    /// projection runners do, and decodes only the records it wants.
+    pub fn decode_event(&self, record: &RecordedEvent) -> Result<E> {
+        decode_event(self.codec, record)
+    }
+
     /// Appends events to a stream without a version check (the seed's `append`).
     pub async fn append(&self, stream: &str, events: Vec<E>) -> Result<AppendResult> {
         self.append_expected(stream, ExpectedVersion::Any, events).await

@@ -140,6 +140,29 @@ impl EventId {
         EventId(value.to_be_bytes())
     }
 
+    /// An id derived from `domain`, `key` and `index` alone (FNV-1a, 128 bits, with the UUID
+    /// version 8 and variant bits set), so that a retried write repeats its ids and is
+    /// idempotent (contract point 9). Ids derived in different domains never meet by design.
+    /// Stored forever, so this function never changes.
+    pub fn derived(domain: &str, key: &str, index: u64) -> Self {
+        const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+        const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+        let mut hash = OFFSET;
+        let mut feed = |bytes: &[u8]| {
+            for byte in bytes {
+                hash ^= u128::from(*byte);
+                hash = hash.wrapping_mul(PRIME);
+            }
+        };
+        feed(domain.as_bytes());
+        feed(b"\0");
+        feed(key.as_bytes());
+        feed(b"\0");
+        feed(&index.to_le_bytes());
+        let versioned = (hash & !(0xf << 76)) | (0x8 << 76);
+        EventId::from_u128((versioned & !(0b11 << 62)) | (0b10 << 62))
+    }
+
     /// The raw 16 bytes.
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0

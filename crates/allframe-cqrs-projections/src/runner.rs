@@ -1,0 +1,388 @@
+//! One projection's task: read the log after its position, apply the events it handles, save
+//! its checkpoint, and follow its failure policy. Reading goes by position and waits for the
+//! backend's commit signal once caught up, as subscriptions do (contract point 8), so the
+//! read model sees committed events only, in global order, with no gap or duplicate.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allframe_cqrs_core::{Envelope, Error, Event, EventStore, EventStoreBackend, RecordedEvent};
+use tokio::sync::{Mutex, RwLock, watch};
+
+use crate::dead_letter::{DeadLetter, Ledger};
+use crate::error::ProjectionError;
+use crate::lock::RunnerLock;
+use crate::policy::{FailurePolicy, GiveUp};
+use crate::read_model::ReadModel;
+use crate::status::{ProjectionState, Shared};
+
+/// What the registry asks of a runner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Control {
+    Run,
+    Pause,
+    Stop,
+}
+
+/// How runners read and checkpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// Events read per page (and applied under one hold of the read model's write lock).
+    pub page_size: usize,
+    /// Longest wait for a commit signal before reading again.
+    pub max_wait: Duration,
+    /// Under [`Resume::FromCheckpoint`](crate::Resume::FromCheckpoint): the checkpoint is
+    /// saved after this many events at most...
+    pub checkpoint_every: u64,
+    /// ...and after this long at most, when something was passed.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            page_size: 512,
+            max_wait: Duration::from_millis(500),
+            checkpoint_every: 1_000,
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Whether a runner keeps the live read model or builds a new one beside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Reports its position to read-your-writes waits; runs until stopped.
+    Live,
+    /// Reports its position as the rebuild's; returns once it has caught up with the head.
+    Beside,
+}
+
+/// Why a runner returned.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    Stopped,
+    CaughtUp { position: u64 },
+    Failed(ProjectionError),
+}
+
+pub(crate) struct Runner<E, B: ?Sized, P> {
+    pub(crate) store: EventStore<E, B>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) model: Arc<RwLock<P>>,
+    pub(crate) ledger: Arc<Mutex<Ledger>>,
+    pub(crate) policy: FailurePolicy,
+    pub(crate) options: RunOptions,
+    pub(crate) control: watch::Receiver<Control>,
+    pub(crate) role: Role,
+    /// The state shown until the runner first reaches the head.
+    pub(crate) catching_up: ProjectionState,
+    /// The position of the last event passed.
+    pub(crate) position: u64,
+    /// The checkpoint's name and what it holds, when this runner saves it.
+    pub(crate) checkpoint: Option<(String, Option<u64>)>,
+    /// Held while the runner runs: one runner per projection and store.
+    pub(crate) _lock: Option<RunnerLock>,
+}
+
+/// A failed event, with what a dead letter needs to say.
+struct Failure {
+    reason: String,
+    attempts: u32,
+}
+
+impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
+    pub(crate) async fn run(mut self) -> Exit {
+        let exit = self.run_inner().await;
+        match &exit {
+            Exit::Stopped | Exit::CaughtUp { .. } => {
+                if self.role == Role::Live {
+                    self.shared.set_state(ProjectionState::Stopped);
+                }
+            }
+            Exit::Failed(error) => {
+                tracing::error!(projection = P::NAME, %error, "projection runner stopped");
+                if self.role == Role::Live {
+                    let (position, reason) = match error {
+                        ProjectionError::Failed { position, reason, .. } => (*position, reason.clone()),
+                        other => (self.position + 1, other.to_string()),
+                    };
+                    self.shared.set_state(ProjectionState::Failed { position, reason });
+                }
+            }
+        }
+        exit
+    }
+
+    async fn run_inner(&mut self) -> Exit {
+        self.show(self.catching_up.clone());
+        let mut caught_up = false;
+        let mut unsaved = 0u64;
+        let mut saved_at = Instant::now();
+        loop {
+            let control = *self.control.borrow_and_update();
+            match control {
+                Control::Stop => return self.checkpoint_or(Exit::Stopped).await,
+                Control::Pause => {
+                    if let Err(error) = self.save_checkpoint().await {
+                        return Exit::Failed(error);
+                    }
+                    unsaved = 0;
+                    self.show(ProjectionState::Paused);
+                    let _ = self.control.changed().await;
+                    self.show(if caught_up { ProjectionState::Running } else { self.catching_up.clone() });
+                    continue;
+                }
+                Control::Run => {}
+            }
+            let page = match self.store.backend().read_all(self.position, self.options.page_size).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(projection = P::NAME, %error, "projection read failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if page.is_empty() {
+                if unsaved > 0 {
+                    if let Err(error) = self.save_checkpoint().await {
+                        return Exit::Failed(error);
+                    }
+                    unsaved = 0;
+                    saved_at = Instant::now();
+                }
+                if !caught_up {
+                    caught_up = true;
+                    if self.role == Role::Beside {
+                        return Exit::CaughtUp { position: self.position };
+                    }
+                    self.show(ProjectionState::Running);
+                }
+                let backend = self.store.backend();
+                tokio::select! {
+                    waited = backend.wait_for_commit(self.position, self.options.max_wait) => {
+                        if let Err(error) = waited {
+                            tracing::warn!(projection = P::NAME, %error, "waiting for commits failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    _ = self.control.changed() => {}
+                }
+                continue;
+            }
+            match self.apply_page(page).await {
+                Ok(passed) => unsaved += passed,
+                Err(exit) => return exit,
+            }
+            if unsaved >= self.options.checkpoint_every || saved_at.elapsed() >= self.options.checkpoint_interval {
+                if let Err(error) = self.save_checkpoint().await {
+                    return Exit::Failed(error);
+                }
+                unsaved = 0;
+                saved_at = Instant::now();
+            }
+        }
+    }
+
+    /// Applies one page under one hold of the write lock (released for retry waits). Returns
+    /// how many events were passed, or why the runner ends.
+    async fn apply_page(&mut self, page: Vec<RecordedEvent>) -> Result<u64, Exit> {
+        let model = Arc::clone(&self.model);
+        let mut guard = model.write().await;
+        let (mut passed, mut applied) = (0u64, 0u64);
+        for record in page {
+            let position = record.position;
+            if handles::<P, E>(&record) {
+                let failure = match self.store.decode_event(&record) {
+                    Err(error) => Some((About::of(&record), Failure { reason: error.to_string(), attempts: 1 })),
+                    Ok(event) => {
+                        let envelope = Envelope {
+                            stream_id: record.stream_id,
+                            version: record.version,
+                            position,
+                            event,
+                            metadata: record.metadata,
+                        };
+                        let mut attempts = 0;
+                        loop {
+                            attempts += 1;
+                            match apply_caught(&mut *guard, &envelope) {
+                                Ok(()) => break None,
+                                Err(reason) if attempts > self.policy.retries => {
+                                    break Some((About::of_envelope(&envelope), Failure { reason, attempts }));
+                                }
+                                Err(reason) => {
+                                    tracing::warn!(projection = P::NAME, position, attempts, %reason, "apply failed; retrying");
+                                    drop(guard);
+                                    tokio::time::sleep(self.policy.backoff_before(attempts)).await;
+                                    if *self.control.borrow() == Control::Stop {
+                                        self.report(passed, applied);
+                                        return Err(self.checkpoint_or(Exit::Stopped).await);
+                                    }
+                                    guard = model.write().await;
+                                }
+                            }
+                        }
+                    }
+                };
+                match failure {
+                    None => applied += 1,
+                    Some((about, failure)) => match self.policy.give_up {
+                        GiveUp::Stop => {
+                            drop(guard);
+                            self.report(passed, applied);
+                            let error =
+                                ProjectionError::Failed { name: P::NAME.to_owned(), position, reason: failure.reason };
+                            return Err(self.checkpoint_or(Exit::Failed(error)).await);
+                        }
+                        GiveUp::DeadLetter => {
+                            if let Err(error) = self.dead_letter(about, failure).await {
+                                drop(guard);
+                                self.report(passed, applied);
+                                return Err(self.checkpoint_or(Exit::Failed(error.into())).await);
+                            }
+                        }
+                    },
+                }
+            }
+            self.position = position;
+            passed += 1;
+        }
+        drop(guard);
+        self.report(passed, applied);
+        Ok(passed)
+    }
+
+    async fn dead_letter(&self, about: About, failure: Failure) -> Result<(), Error> {
+        let mut ledger = self.ledger.lock().await;
+        if ledger.is_open(about.position) {
+            return Ok(());
+        }
+        tracing::warn!(projection = P::NAME, position = about.position, reason = %failure.reason, "event dead-lettered");
+        let letter = DeadLetter {
+            projection: P::NAME.to_owned(),
+            version: P::VERSION,
+            position: about.position,
+            stream_id: about.stream_id,
+            stream_version: about.stream_version,
+            event_type: about.event_type,
+            event_id: about.event_id,
+            reason: failure.reason,
+            attempts: failure.attempts,
+            occurrence: 0,
+        };
+        ledger.record(self.store.backend(), letter).await?;
+        self.shared.facts().dead_letters = ledger.open_count();
+        Ok(())
+    }
+
+    fn report(&self, passed: u64, applied: u64) {
+        match self.role {
+            Role::Live => self.shared.advance(self.position, passed, applied),
+            Role::Beside => self.shared.facts().rebuild_position = Some(self.position),
+        }
+    }
+
+    fn show(&self, state: ProjectionState) {
+        if self.role == Role::Live {
+            self.shared.set_state(state);
+        }
+    }
+
+    /// Saves the checkpoint (after committing the read model), then returns `exit`, or the
+    /// save's error.
+    async fn checkpoint_or(&mut self, exit: Exit) -> Exit {
+        match self.save_checkpoint().await {
+            Ok(()) => exit,
+            Err(error) => Exit::Failed(error),
+        }
+    }
+
+    async fn save_checkpoint(&mut self) -> Result<(), ProjectionError> {
+        let Some((name, held)) = &mut self.checkpoint else { return Ok(()) };
+        if *held == Some(self.position) {
+            return Ok(());
+        }
+        self.model.write().await.commit(self.position).await.map_err(|error| ProjectionError::Failed {
+            name: P::NAME.to_owned(),
+            position: self.position,
+            reason: format!("committing the read model failed: {error}"),
+        })?;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match self.store.backend().save_checkpoint(name, *held, self.position).await {
+                Ok(()) => {
+                    *held = Some(self.position);
+                    return Ok(());
+                }
+                // Another runner moved it: this one is not the projection's runner any more.
+                Err(error @ (Error::CheckpointConflict { .. } | Error::InvalidCheckpoint { .. })) => {
+                    return Err(error.into());
+                }
+                Err(error) => {
+                    tracing::warn!(projection = P::NAME, %error, "saving the checkpoint failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                    if *self.control.borrow() == Control::Stop && wait >= Duration::from_secs(5) {
+                        return Err(error.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether projection `P` handles `record`: not one of the library's streams, and one of its
+/// event types (all when it lists none). Checked before decoding.
+pub(crate) fn handles<P: ReadModel<E>, E: Event>(record: &RecordedEvent) -> bool {
+    !allframe_cqrs_core::is_system_stream(&record.stream_id)
+        && (P::EVENTS.is_empty() || P::EVENTS.contains(&&*record.event_type))
+}
+
+/// Applies one event, turning an error or a panic into a failure message.
+pub(crate) fn apply_caught<E: Event, P: ReadModel<E>>(model: &mut P, envelope: &Envelope<E>) -> Result<(), String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| model.apply(envelope))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Err(format!("the handler panicked: {message}"))
+        }
+    }
+}
+
+/// What a dead letter says about its event, taken before the record is decoded.
+pub(crate) struct About {
+    pub(crate) position: u64,
+    pub(crate) stream_id: String,
+    pub(crate) stream_version: u64,
+    pub(crate) event_type: String,
+    pub(crate) event_id: String,
+}
+
+impl About {
+    pub(crate) fn of_envelope<E: Event>(envelope: &Envelope<E>) -> Self {
+        About {
+            position: envelope.position,
+            stream_id: envelope.stream_id.as_str().to_owned(),
+            stream_version: envelope.version,
+            event_type: envelope.event.event_type().to_owned(),
+            event_id: envelope.metadata.event_id.to_string(),
+        }
+    }
+
+    pub(crate) fn of(record: &RecordedEvent) -> Self {
+        About {
+            position: record.position,
+            stream_id: record.stream_id.as_str().to_owned(),
+            stream_version: record.version,
+            event_type: record.event_type.to_string(),
+            event_id: record.metadata.event_id.to_string(),
+        }
+    }
+}
