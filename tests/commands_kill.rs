@@ -7,13 +7,13 @@
 
 #[path = "support/bank.rs"]
 mod bank;
+#[path = "support/kill.rs"]
+mod kill;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use allframe::backends::{self, Mode, OpenOptions};
 use allframe::cqrs::*;
@@ -150,32 +150,7 @@ fn read_report(round: u64, lines: &[String]) -> Report {
 
 /// Runs one child until it is killed after `wait`; returns what it printed.
 fn run_child(dir: &Path, round: u64, wait: Duration) -> Vec<String> {
-    let mut child = Process::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill_child", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_ROUND, round.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the child starts");
-    let stdout = child.stdout.take().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.ends_with("READY") {
-                let _ = ready_tx.send(());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    ready_rx.recv_timeout(Duration::from_secs(60)).expect("the child opened the store");
-    std::thread::sleep(wait);
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
-    reader.join().unwrap()
+    kill::run_child("kill_child", &[(CHILD_DIR, dir.display().to_string()), (CHILD_ROUND, round.to_string())], wait)
 }
 
 /// Every stored event id of the accounts, and each account's balance.
@@ -199,14 +174,7 @@ async fn stored(backend: &DynBackend) -> (BTreeMap<EventId, usize>, Vec<u64>) {
 #[test]
 fn a_killed_dispatcher_leaves_every_key_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    eprintln!("kill test seed {seed}");
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = kill::random_from_clock("commands kill test");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let (bus, _) = bank_bus(open_store(dir.path()).await);

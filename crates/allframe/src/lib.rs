@@ -79,8 +79,9 @@ pub mod backends;
 /// `use allframe::cqrs::*;` (feature `cqrs`).
 ///
 /// The store's API (events, aggregates, the typed `EventStore` over the memory backend), the
-/// command and query buses (`allframe-cqrs-commands`), and the derives and attributes
-/// (`#[derive(Event)]`, `#[command]`, `#[command_handler]`).
+/// command and query buses (`allframe-cqrs-commands`), the projection registry
+/// (`allframe-cqrs-projections`), and the derives and attributes (`#[derive(Event)]`,
+/// `#[command]`, `#[command_handler]`).
 #[cfg(feature = "cqrs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs")))]
 pub mod cqrs {
@@ -91,11 +92,19 @@ pub mod cqrs {
         QueryBusBuilder, QueryContext, QueryError, QueryHandler, RegistrationError, State, StateMap, ValidationErrors,
         decide, idempotency, plain,
     };
+    /// For read models that override `ReadModel::commit`, and other async traits.
+    pub use allframe_cqrs_core::async_trait;
     pub use allframe_cqrs_core::{
-        Aggregate, AppendResult, Codec, CommandError, DynBackend, Envelope, Error, Event, EventData, EventId,
+        Aggregate, AppendResult, BoxError, Codec, CommandError, DynBackend, Envelope, Error, Event, EventData, EventId,
         EventStoreBackend, ExpectedVersion, LoadedAggregate, Metadata, Projection, SnapshotPolicy, StartFrom,
     };
     pub use allframe_cqrs_macros::{Event, command, command_handler};
+    /// The projection registry's other items (`Progress`, dead-letter streams).
+    pub use allframe_cqrs_projections as projections;
+    pub use allframe_cqrs_projections::{
+        CancelToken, DeadLetter, FailurePolicy, GiveUp, ProjectionError, ProjectionRegistry, ProjectionState,
+        ProjectionStatus, ReadModel, ReadModelHandle, Replay, ReplayReport, Resume, RetryReport, RunOptions,
+    };
 
     /// The seed's "Step 2: add AllSource (zero code changes)": with `use allframe::cqrs::*`,
     /// the durable backends are in scope too.
