@@ -78,10 +78,11 @@ async fn checkpoints_and_dead_letters_survive_a_reopen() {
 
     let store = open(dir.path());
     // The dead letter is an event too (of the library's own stream, after `last`), which the
-    // runner passed: its checkpoint is the head.
+    // runner may have passed before it stopped.
     let head = store.backend().head_position().await.unwrap();
     assert_eq!(head, last + 1);
-    assert_eq!(store.backend().load_checkpoint("total@v1").await.unwrap(), Some(head));
+    let checkpoint = store.backend().load_checkpoint("total@v1").await.unwrap();
+    assert!(checkpoint == Some(last) || checkpoint == Some(head), "{checkpoint:?}");
     let registry = ProjectionRegistry::new(store.clone());
     let shared = Arc::clone(&total);
     let handle = registry.register_with_policy(move || Total(Arc::clone(&shared)), policy).unwrap();

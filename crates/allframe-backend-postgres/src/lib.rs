@@ -43,8 +43,13 @@
 
 mod errors;
 mod json;
+mod leases;
 mod listen;
 mod pgtypes;
+mod transactions;
+
+pub use leases::PgLeases;
+pub use transactions::PgTransaction;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -729,6 +734,39 @@ fn expected_code(expected: ExpectedVersion) -> i64 {
     }
 }
 
+impl PostgresBackend {
+    /// Moves checkpoint `name` from `expected` to `position` with one conditional statement
+    /// on `executor` (the pool, or a consumer's transaction); whether it did. The caller has
+    /// checked the name and position.
+    async fn write_checkpoint<'e>(
+        &self,
+        executor: impl sqlx::PgExecutor<'e>,
+        name: &str,
+        expected: Option<u64>,
+        position: u64,
+    ) -> Result<bool> {
+        let written = match expected {
+            None => {
+                sqlx::query(self.inner.sql.insert_checkpoint.clone())
+                    .bind(name)
+                    .bind(to_i64(position))
+                    .execute(executor)
+                    .await
+            }
+            Some(expected) => {
+                sqlx::query(self.inner.sql.update_checkpoint.clone())
+                    .bind(name)
+                    .bind(to_i64(position))
+                    .bind(to_i64(expected))
+                    .execute(executor)
+                    .await
+            }
+        }
+        .map_err(|e| errors::map("save_checkpoint", e))?;
+        Ok(written.rows_affected() == 1)
+    }
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -970,25 +1008,7 @@ impl EventStoreBackend for PostgresBackend {
         // One conditional statement is the compare-and-set. Not retried after a lost
         // connection: the first try may have committed, and a retry would then report a
         // conflict with the caller's own save.
-        let written = match expected {
-            None => {
-                sqlx::query(self.inner.sql.insert_checkpoint.clone())
-                    .bind(name)
-                    .bind(to_i64(position))
-                    .execute(&self.inner.pool)
-                    .await
-            }
-            Some(expected) => {
-                sqlx::query(self.inner.sql.update_checkpoint.clone())
-                    .bind(name)
-                    .bind(to_i64(position))
-                    .bind(to_i64(expected))
-                    .execute(&self.inner.pool)
-                    .await
-            }
-        }
-        .map_err(|e| errors::map("save_checkpoint", e))?;
-        if written.rows_affected() == 1 {
+        if self.write_checkpoint(&self.inner.pool, name, expected, position).await? {
             return Ok(());
         }
         let actual = self.load_checkpoint(name).await?;

@@ -27,19 +27,23 @@ mod codec;
 mod error;
 mod event;
 pub mod event_name;
+mod lease;
 pub mod migrate;
 pub mod read;
 pub mod retry;
 mod store;
 mod subscription;
+mod transaction;
 mod types;
 
 pub use backend::{CommitSignal, DEFAULT_PAGE_SIZE, DynBackend, EventStoreBackend};
 pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
 pub use event::{Aggregate, Envelope, Event, EventData, Projection};
+pub use lease::{Lease, Leases};
 pub use store::{CommandError, EventStore, LoadedAggregate, SnapshotPolicy, SubscriptionHandle};
 pub use subscription::{RawSubscription, StartFrom, Subscription, SubscriptionOptions};
+pub use transaction::CheckpointTransactions;
 pub use types::{
     AppendResult, BackendStats, Capabilities, Durability, EventId, ExpectedVersion, Limits, Metadata,
     MetadataDecodeError, NewEvent, ParseEventIdError, RecordedEvent, SYSTEM_STREAM_PREFIX, Snapshot, StreamId,

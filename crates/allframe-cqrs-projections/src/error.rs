@@ -62,6 +62,14 @@ pub enum ProjectionError {
         /// How long the caller waited.
         waited: Duration,
     },
+    /// The projection cannot do this.
+    #[error("projection `{name}` does not support {what}")]
+    Unsupported {
+        /// The projection.
+        name: String,
+        /// What was asked.
+        what: &'static str,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] allframe_cqrs_core::Error),

@@ -9,6 +9,9 @@
 //! - where it starts ([`Resume`]): an in-memory model replays from position 0 at each start;
 //!   a model kept elsewhere resumes after its durable checkpoint (contract point 14,
 //!   compare-and-set, so two runners that overlap cannot both move it), at-least-once;
+//! - exactly-once where the read model lives with the store: a [`TransactionalReadModel`]
+//!   writes in the transaction that moves its checkpoint (PostgreSQL), and with leases
+//!   ([`ProjectionRegistry::with_leases`]) each runs in one application instance at a time;
 //! - a [`FailurePolicy`] per projection for an event that does not decode, or that the
 //!   handler refuses or panics on: stop, retry with backoff, or a [`DeadLetter`] stored in the
 //!   log, listed and retried by the operator; a failure never disappears without a trace;
@@ -37,6 +40,7 @@ mod registry;
 mod replay;
 mod runner;
 mod status;
+mod transactional;
 
 pub use dead_letter::DeadLetter;
 pub use error::ProjectionError;
@@ -47,3 +51,4 @@ pub use registry::{ProjectionRegistry, RetryReport};
 pub use replay::{CancelToken, Progress, Replay, ReplayReport};
 pub use runner::RunOptions;
 pub use status::{ProjectionState, ProjectionStatus};
+pub use transactional::TransactionalReadModel;

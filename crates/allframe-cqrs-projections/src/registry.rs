@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, PoisonError, RwLock as StdRwLock};
 
-use allframe_cqrs_core::{Event, EventStore, EventStoreBackend, async_trait};
+use allframe_cqrs_core::{Event, EventStore, EventStoreBackend, Leases, async_trait};
 use tokio::sync::{Mutex, RwLock, watch};
 use tokio::task::JoinHandle;
 
@@ -13,7 +13,7 @@ use crate::handle::{ReadModelHandle, Slot};
 use crate::lock::RunnerLock;
 use crate::policy::FailurePolicy;
 use crate::read_model::{ReadModel, Resume, checkpoint_name};
-use crate::runner::{Control, Exit, Role, RunOptions, Runner, apply_caught};
+use crate::runner::{Claim, Control, Exit, Role, RunOptions, Runner, apply_caught, envelope, resume_point};
 use crate::status::{ProjectionState, ProjectionStatus, Shared};
 
 /// Named read models over one store, each kept up to date by its own task.
@@ -53,6 +53,7 @@ use crate::status::{ProjectionState, ProjectionStatus, Shared};
 pub struct ProjectionRegistry<E, B: ?Sized> {
     store: EventStore<E, B>,
     options: RunOptions,
+    leases: Option<Arc<dyn Leases>>,
     entries: Arc<StdRwLock<Entries<E, B>>>,
 }
 
@@ -61,7 +62,12 @@ type Entries<E, B> = Vec<Arc<dyn Entry<E, B>>>;
 
 impl<E, B: ?Sized> Clone for ProjectionRegistry<E, B> {
     fn clone(&self) -> Self {
-        ProjectionRegistry { store: self.store.clone(), options: self.options, entries: Arc::clone(&self.entries) }
+        ProjectionRegistry {
+            store: self.store.clone(),
+            options: self.options,
+            leases: self.leases.clone(),
+            entries: Arc::clone(&self.entries),
+        }
     }
 }
 
@@ -95,7 +101,17 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
 
     /// A registry whose runners read and checkpoint as `options` say.
     pub fn with_options(store: EventStore<E, B>, options: RunOptions) -> Self {
-        ProjectionRegistry { store, options, entries: Arc::new(StdRwLock::new(Vec::new())) }
+        ProjectionRegistry { store, options, leases: None, entries: Arc::new(StdRwLock::new(Vec::new())) }
+    }
+
+    /// Runs each projection kept outside the process ([`Resume::FromCheckpoint`]) in one
+    /// application instance at a time, among all those whose registries share `leases` (for
+    /// PostgreSQL, `PostgresBackend::leases()`): the others stand by
+    /// ([`ProjectionState::Standby`]) and one takes over, from the checkpoint, when the
+    /// holder stops or dies. In-memory models run in every instance (each keeps its own).
+    pub fn with_leases(mut self, leases: Arc<dyn Leases>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// Registers read model `P`, made by `factory` (called again for each rebuild), with the
@@ -121,21 +137,24 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
         factory: impl Fn() -> P + Send + Sync + 'static,
         policy: FailurePolicy,
     ) -> Result<ReadModelHandle<P>, ProjectionError> {
+        self.add(Registration::new(P::NAME, P::VERSION, P::RESUME, factory, policy), |registration| {
+            Arc::new(registration)
+        })
+    }
+
+    /// Adds `registration` as the entry `wrap` makes of it, unless its name is taken.
+    pub(crate) fn add<P: Send + Sync + 'static>(
+        &self,
+        registration: Registration<P>,
+        wrap: impl FnOnce(Registration<P>) -> Arc<dyn Entry<E, B>>,
+    ) -> Result<ReadModelHandle<P>, ProjectionError> {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        if entries.iter().any(|entry| entry.shared().name == P::NAME) {
-            return Err(ProjectionError::DuplicateName { name: P::NAME.to_owned() });
+        let name = registration.shared.name;
+        if entries.iter().any(|entry| entry.shared().name == name) {
+            return Err(ProjectionError::DuplicateName { name: name.to_owned() });
         }
-        let registration = Registration::<P> {
-            shared: Arc::new(Shared::new(P::NAME, P::VERSION, P::RESUME)),
-            slot: Arc::new(Slot::new(factory())),
-            factory: Box::new(factory),
-            policy,
-            control: watch::Sender::new(Control::Run),
-            ledger: Arc::new(Mutex::new(Ledger::default())),
-            task: Mutex::new(None),
-        };
         let handle = ReadModelHandle { slot: Arc::clone(&registration.slot), shared: Arc::clone(&registration.shared) };
-        entries.push(Arc::new(registration));
+        entries.push(wrap(registration));
         Ok(handle)
     }
 
@@ -286,7 +305,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
     }
 
     fn context(&self) -> Context<'_, E, B> {
-        Context { store: &self.store, options: self.options }
+        Context { store: &self.store, options: self.options, leases: self.leases.clone() }
     }
 
     fn entries(&self) -> Vec<Arc<dyn Entry<E, B>>> {
@@ -302,9 +321,10 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
 }
 
 /// What an entry needs from its registry.
-struct Context<'a, E, B: ?Sized> {
-    store: &'a EventStore<E, B>,
-    options: RunOptions,
+pub(crate) struct Context<'a, E, B: ?Sized> {
+    pub(crate) store: &'a EventStore<E, B>,
+    pub(crate) options: RunOptions,
+    pub(crate) leases: Option<Arc<dyn Leases>>,
 }
 
 impl<E: Event, B: EventStoreBackend + ?Sized> Context<'_, E, B> {
@@ -312,11 +332,22 @@ impl<E: Event, B: EventStoreBackend + ?Sized> Context<'_, E, B> {
     fn store_key(&self) -> usize {
         Arc::as_ptr(&self.store.shared_backend()).cast::<u8>() as usize
     }
+
+    /// How a runner of a projection kept as `resume` says holds it: a model kept outside the
+    /// process waits for the backend's lease when the registry has leases (one instance runs
+    /// it); any other is claimed in this process at once (every instance keeps its own
+    /// in-memory copy), or refused when this process runs it already.
+    pub(crate) fn claim(&self, shared: &Shared, resume: Resume) -> Result<Claim, ProjectionError> {
+        match (&self.leases, resume) {
+            (Some(leases), Resume::FromCheckpoint) => Ok(Claim::Wait(Arc::clone(leases))),
+            _ => Ok(Claim::Held(RunnerLock::local(self.store_key(), shared.name)?)),
+        }
+    }
 }
 
 /// One registered projection, with its read model type erased.
 #[async_trait]
-trait Entry<E, B: ?Sized>: Send + Sync {
+pub(crate) trait Entry<E, B: ?Sized>: Send + Sync {
     fn shared(&self) -> &Arc<Shared>;
     async fn is_running(&self) -> bool;
     async fn start(&self, context: &Context<'_, E, B>, catching_up: ProjectionState) -> Result<(), ProjectionError>;
@@ -327,26 +358,45 @@ trait Entry<E, B: ?Sized>: Send + Sync {
     async fn retry_dead_letters(&self, context: &Context<'_, E, B>) -> Result<RetryReport, ProjectionError>;
 }
 
-struct Registration<P> {
-    shared: Arc<Shared>,
-    slot: Arc<Slot<P>>,
-    factory: Box<dyn Fn() -> P + Send + Sync>,
-    policy: FailurePolicy,
-    control: watch::Sender<Control>,
-    ledger: Arc<Mutex<Ledger>>,
+/// A registered projection: its facts, read model, factory and runner.
+pub(crate) struct Registration<P> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) slot: Arc<Slot<P>>,
+    pub(crate) factory: Box<dyn Fn() -> P + Send + Sync>,
+    pub(crate) policy: FailurePolicy,
+    pub(crate) control: watch::Sender<Control>,
+    pub(crate) ledger: Arc<Mutex<Ledger>>,
     /// The live runner's task; held across start, stop and rebuilds so they do not interleave.
-    task: Mutex<Option<JoinHandle<Exit>>>,
+    pub(crate) task: Mutex<Option<JoinHandle<Exit>>>,
 }
 
 impl<P> Registration<P> {
-    fn checkpoint_name(&self) -> String {
+    pub(crate) fn new(
+        name: &'static str,
+        version: u32,
+        resume: Resume,
+        factory: impl Fn() -> P + Send + Sync + 'static,
+        policy: FailurePolicy,
+    ) -> Self {
+        Registration {
+            shared: Arc::new(Shared::new(name, version, resume)),
+            slot: Arc::new(Slot::new(factory())),
+            factory: Box::new(factory),
+            policy,
+            control: watch::Sender::new(Control::Run),
+            ledger: Arc::new(Mutex::new(Ledger::default())),
+            task: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn checkpoint_name(&self) -> String {
         checkpoint_name(self.shared.name, self.shared.version)
     }
 }
 
 impl<P: Send + Sync + 'static> Registration<P> {
     /// Stops the live runner held in `task` and waits for it (it saves its checkpoint).
-    async fn stop_task(&self, task: &mut Option<JoinHandle<Exit>>) {
+    pub(crate) async fn stop_task(&self, task: &mut Option<JoinHandle<Exit>>) {
         if let Some(running) = task.take() {
             self.control.send_replace(Control::Stop);
             if let Err(error) = running.await {
@@ -448,16 +498,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static, P: ReadModel<E>> Entry<E
             };
             let applied = match context.store.decode_event(&record) {
                 Err(error) => Err(error.to_string()),
-                Ok(event) => {
-                    let envelope = allframe_cqrs_core::Envelope {
-                        stream_id: record.stream_id,
-                        version: record.version,
-                        position: record.position,
-                        event,
-                        metadata: record.metadata,
-                    };
-                    apply_caught(&mut *model.write().await, &envelope)
-                }
+                Ok(event) => apply_caught(&mut *model.write().await, &envelope(record, event)),
             };
             match applied {
                 Ok(()) => {
@@ -495,25 +536,17 @@ impl<P> Registration<P> {
         if task.as_ref().is_some_and(|task| !task.is_finished()) {
             return Err(ProjectionError::AlreadyRunning { name: self.shared.name.to_owned() });
         }
-        let lock = RunnerLock::acquire(context.store_key(), self.shared.name)?;
         let backend = context.store.backend();
         let (after, checkpoint) = match P::RESUME {
             Resume::FromScratch => (self.shared.position(), None),
             Resume::FromCheckpoint => {
                 let name = self.checkpoint_name();
-                let held = backend.load_checkpoint(&name).await?;
-                let head = backend.head_position().await?;
-                if let Some(checkpoint) = held.filter(|checkpoint| *checkpoint > head) {
-                    return Err(ProjectionError::CheckpointAhead {
-                        name: self.shared.name.to_owned(),
-                        checkpoint,
-                        head,
-                    });
-                }
+                let held = resume_point(backend, &self.shared, &name).await?;
                 self.shared.reset(held.unwrap_or(0));
                 (held.unwrap_or(0), Some((name, held)))
             }
         };
+        let claim = context.claim(&self.shared, P::RESUME)?;
         let ledger = Ledger::load(backend, self.shared.name).await?;
         self.shared.facts().dead_letters = ledger.open_count();
         *self.ledger.lock().await = ledger;
@@ -521,7 +554,7 @@ impl<P> Registration<P> {
         // Shown before the task runs, so that a wait right after this call does not see
         // an earlier failure.
         self.shared.set_state(catching_up.clone());
-        let runner = self.runner(context, self.slot.current(), Role::Live, after, checkpoint, catching_up, Some(lock));
+        let runner = self.runner(context, self.slot.current(), Role::Live, after, checkpoint, catching_up, Some(claim));
         *task = Some(tokio::spawn(runner.run()));
         Ok(())
     }
@@ -535,7 +568,7 @@ impl<P> Registration<P> {
         after: u64,
         checkpoint: Option<(String, Option<u64>)>,
         catching_up: ProjectionState,
-        lock: Option<RunnerLock>,
+        claim: Option<Claim>,
     ) -> Runner<E, B, P>
     where
         P: ReadModel<E>,
@@ -552,7 +585,7 @@ impl<P> Registration<P> {
             catching_up,
             position: after,
             checkpoint,
-            _lock: lock,
+            claim,
         }
     }
 }

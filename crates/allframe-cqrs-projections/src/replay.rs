@@ -227,14 +227,7 @@ impl<'a, E: Event, B: EventStoreBackend + ?Sized> Replay<'a, E, B> {
                     let failed =
                         |reason: String| ProjectionError::Failed { name: "replay".to_owned(), position, reason };
                     let event = self.store.decode_event(&record).map_err(|error| failed(error.to_string()))?;
-                    let envelope = Envelope {
-                        stream_id: record.stream_id,
-                        version: record.version,
-                        position,
-                        event,
-                        metadata: record.metadata,
-                    };
-                    handler(envelope).map_err(|error| failed(error.to_string()))?;
+                    handler(crate::runner::envelope(record, event)).map_err(|error| failed(error.to_string()))?;
                     now.handled += 1;
                 }
                 now.position = position;

@@ -7,12 +7,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allframe_cqrs_core::{Envelope, Error, Event, EventStore, EventStoreBackend, RecordedEvent};
+use allframe_cqrs_core::{Envelope, Error, Event, EventStore, EventStoreBackend, Leases, RecordedEvent};
 use tokio::sync::{Mutex, RwLock, watch};
 
 use crate::dead_letter::{DeadLetter, Ledger};
 use crate::error::ProjectionError;
-use crate::lock::RunnerLock;
+use crate::lock::{RunnerLock, wait_for_lease};
 use crate::policy::{FailurePolicy, GiveUp};
 use crate::read_model::ReadModel;
 use crate::status::{ProjectionState, Shared};
@@ -37,6 +37,9 @@ pub struct RunOptions {
     pub checkpoint_every: u64,
     /// ...and after this long at most, when something was passed.
     pub checkpoint_interval: Duration,
+    /// How often a standby instance tries to take a projection's lease (with
+    /// [`ProjectionRegistry::with_leases`](crate::ProjectionRegistry::with_leases)).
+    pub lease_poll: Duration,
 }
 
 impl Default for RunOptions {
@@ -46,6 +49,7 @@ impl Default for RunOptions {
             max_wait: Duration::from_millis(500),
             checkpoint_every: 1_000,
             checkpoint_interval: Duration::from_secs(1),
+            lease_poll: Duration::from_millis(500),
         }
     }
 }
@@ -82,19 +86,76 @@ pub(crate) struct Runner<E, B: ?Sized, P> {
     pub(crate) position: u64,
     /// The checkpoint's name and what it holds, when this runner saves it.
     pub(crate) checkpoint: Option<(String, Option<u64>)>,
-    /// Held while the runner runs: one runner per projection and store.
-    pub(crate) _lock: Option<RunnerLock>,
+    /// Held while the runner runs (one runner per projection), or the leases to wait on.
+    pub(crate) claim: Option<Claim>,
+}
+
+/// How a runner holds its projection.
+pub(crate) enum Claim {
+    /// Held already.
+    Held(#[allow(dead_code, reason = "held for its drop")] RunnerLock),
+    /// To be taken from these leases before running.
+    Wait(Arc<dyn Leases>),
+}
+
+/// The checkpoint `name` holds, checked against the log's head: a checkpoint beyond it means
+/// the log was restored from an older backup than the checkpoint.
+pub(crate) async fn resume_point<B: EventStoreBackend + ?Sized>(
+    backend: &B,
+    shared: &Shared,
+    name: &str,
+) -> Result<Option<u64>, ProjectionError> {
+    let held = backend.load_checkpoint(name).await?;
+    let head = backend.head_position().await?;
+    if let Some(checkpoint) = held.filter(|checkpoint| *checkpoint > head) {
+        return Err(ProjectionError::CheckpointAhead { name: shared.name.to_owned(), checkpoint, head });
+    }
+    Ok(held)
 }
 
 /// A failed event, with what a dead letter needs to say.
-struct Failure {
-    reason: String,
-    attempts: u32,
+pub(crate) struct Failure {
+    pub(crate) reason: String,
+    pub(crate) attempts: u32,
+}
+
+/// Records a dead letter for the event `about` (unless its position has one open already).
+pub(crate) async fn record_dead_letter<B: EventStoreBackend + ?Sized>(
+    backend: &B,
+    ledger: &Mutex<Ledger>,
+    shared: &Shared,
+    about: About,
+    failure: Failure,
+) -> Result<(), Error> {
+    let mut ledger = ledger.lock().await;
+    if ledger.is_open(about.position) {
+        return Ok(());
+    }
+    tracing::warn!(projection = shared.name, position = about.position, reason = %failure.reason, "event dead-lettered");
+    let letter = DeadLetter {
+        projection: shared.name.to_owned(),
+        version: shared.version,
+        position: about.position,
+        stream_id: about.stream_id,
+        stream_version: about.stream_version,
+        event_type: about.event_type,
+        event_id: about.event_id,
+        reason: failure.reason,
+        attempts: failure.attempts,
+        occurrence: 0,
+    };
+    ledger.record(backend, letter).await?;
+    shared.facts().dead_letters = ledger.open_count();
+    Ok(())
 }
 
 impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
     pub(crate) async fn run(mut self) -> Exit {
-        let exit = self.run_inner().await;
+        let exit = match self.claim().await {
+            Ok(true) => self.run_inner().await,
+            Ok(false) => Exit::Stopped,
+            Err(error) => Exit::Failed(error),
+        };
         match &exit {
             Exit::Stopped | Exit::CaughtUp { .. } => {
                 if self.role == Role::Live {
@@ -113,6 +174,31 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
             }
         }
         exit
+    }
+
+    /// Waits for the projection's lease when it has none yet, then starts from where the
+    /// instance that held it left off. `false` when stopped while waiting.
+    async fn claim(&mut self) -> Result<bool, ProjectionError> {
+        let Some(Claim::Wait(leases)) = &self.claim else { return Ok(true) };
+        let leases = Arc::clone(leases);
+        let Some((name, _)) = &self.checkpoint else { return Ok(true) };
+        let name = name.clone();
+        let Some(lock) =
+            wait_for_lease(&*leases, &name, &mut self.control, &self.shared, self.options.lease_poll).await
+        else {
+            return Ok(false);
+        };
+        self.claim = Some(Claim::Held(lock));
+        let backend = self.store.backend();
+        let held = resume_point(backend, &self.shared, &name).await?;
+        self.position = held.unwrap_or(0);
+        self.checkpoint = Some((name, held));
+        self.shared.reset(self.position);
+        let ledger = Ledger::load(backend, self.shared.name).await?;
+        self.shared.facts().dead_letters = ledger.open_count();
+        *self.ledger.lock().await = ledger;
+        self.show(self.catching_up.clone());
+        Ok(true)
     }
 
     async fn run_inner(&mut self) -> Exit {
@@ -193,17 +279,11 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
         let (mut passed, mut applied) = (0u64, 0u64);
         for record in page {
             let position = record.position;
-            if handles::<P, E>(&record) {
+            if handles(P::EVENTS, &record) {
                 let failure = match self.store.decode_event(&record) {
                     Err(error) => Some((About::of(&record), Failure { reason: error.to_string(), attempts: 1 })),
                     Ok(event) => {
-                        let envelope = Envelope {
-                            stream_id: record.stream_id,
-                            version: record.version,
-                            position,
-                            event,
-                            metadata: record.metadata,
-                        };
+                        let envelope = envelope(record, event);
                         let mut attempts = 0;
                         loop {
                             attempts += 1;
@@ -255,26 +335,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
     }
 
     async fn dead_letter(&self, about: About, failure: Failure) -> Result<(), Error> {
-        let mut ledger = self.ledger.lock().await;
-        if ledger.is_open(about.position) {
-            return Ok(());
-        }
-        tracing::warn!(projection = P::NAME, position = about.position, reason = %failure.reason, "event dead-lettered");
-        let letter = DeadLetter {
-            projection: P::NAME.to_owned(),
-            version: P::VERSION,
-            position: about.position,
-            stream_id: about.stream_id,
-            stream_version: about.stream_version,
-            event_type: about.event_type,
-            event_id: about.event_id,
-            reason: failure.reason,
-            attempts: failure.attempts,
-            occurrence: 0,
-        };
-        ledger.record(self.store.backend(), letter).await?;
-        self.shared.facts().dead_letters = ledger.open_count();
-        Ok(())
+        record_dead_letter(self.store.backend(), &self.ledger, &self.shared, about, failure).await
     }
 
     fn report(&self, passed: u64, applied: u64) {
@@ -333,11 +394,11 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
     }
 }
 
-/// Whether projection `P` handles `record`: not one of the library's streams, and one of its
-/// event types (all when it lists none). Checked before decoding.
-pub(crate) fn handles<P: ReadModel<E>, E: Event>(record: &RecordedEvent) -> bool {
+/// Whether a projection of the event types `events` (all when empty) handles `record`; the
+/// library's own streams never. Checked before decoding.
+pub(crate) fn handles(events: &[&str], record: &RecordedEvent) -> bool {
     !allframe_cqrs_core::is_system_stream(&record.stream_id)
-        && (P::EVENTS.is_empty() || P::EVENTS.contains(&&*record.event_type))
+        && (events.is_empty() || events.contains(&&*record.event_type))
 }
 
 /// Applies one event, turning an error or a panic into a failure message.
@@ -345,14 +406,28 @@ pub(crate) fn apply_caught<E: Event, P: ReadModel<E>>(model: &mut P, envelope: &
     match std::panic::catch_unwind(AssertUnwindSafe(|| model.apply(envelope))) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            Err(format!("the handler panicked: {message}"))
-        }
+        Err(panic) => Err(panic_message(&*panic)),
+    }
+}
+
+/// What a caught panic said.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("the handler panicked: {message}")
+}
+
+/// The envelope of a decoded record.
+pub(crate) fn envelope<E>(record: RecordedEvent, event: E) -> Envelope<E> {
+    Envelope {
+        stream_id: record.stream_id,
+        version: record.version,
+        position: record.position,
+        event,
+        metadata: record.metadata,
     }
 }
 

@@ -23,6 +23,9 @@ pub enum ProjectionState {
     Rebuilding,
     /// Paused by the operator; resumes where it was.
     Paused,
+    /// Waiting for the projection's lease, which another application instance holds: it
+    /// takes over when that one stops or dies.
+    Standby,
     /// Stopped at an event it could not apply (failure policy `Stop`).
     Failed {
         /// The event's position.

@@ -104,6 +104,7 @@ pub mod cqrs {
     pub use allframe_cqrs_projections::{
         CancelToken, DeadLetter, FailurePolicy, GiveUp, ProjectionError, ProjectionRegistry, ProjectionState,
         ProjectionStatus, ReadModel, ReadModelHandle, Replay, ReplayReport, Resume, RetryReport, RunOptions,
+        TransactionalReadModel,
     };
 
     /// The seed's "Step 2: add AllSource (zero code changes)": with `use allframe::cqrs::*`,
@@ -111,7 +112,7 @@ pub mod cqrs {
     #[cfg(feature = "cqrs-allsource")]
     pub use allframe_backend_allsource::{AllSourceBackend, AllSourceConfig, SyncMode};
     #[cfg(feature = "cqrs-postgres")]
-    pub use allframe_backend_postgres::PostgresBackend;
+    pub use allframe_backend_postgres::{PgLeases, PgTransaction, PostgresBackend};
     #[cfg(feature = "cqrs-rocksdb")]
     pub use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
 
