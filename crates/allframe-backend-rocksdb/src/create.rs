@@ -86,9 +86,27 @@ impl Creation {
 
 /// Locks the directory `path` for this open's look (and creation). Held by another open, in
 /// this process or another: [`Error::Locked`].
+///
+/// A lock that was just released can still look held for a moment: a process forked by this
+/// one (any `std::process::Command`) holds a copy of every open descriptor, the lock's
+/// included, until it executes its program. So a held lock is tried again for a short while
+/// before the open gives up.
 fn lock_dir(path: &Path) -> Result<DirLock> {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
     let dir = File::open(path).map_err(io(path))?;
-    match dir.try_lock() {
+    let started = std::time::Instant::now();
+    loop {
+        match dir.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            locked => return locked_or_not(path, dir, locked),
+        }
+    }
+}
+
+fn locked_or_not(path: &Path, dir: File, locked: std::result::Result<(), std::fs::TryLockError>) -> Result<DirLock> {
+    match locked {
         Ok(()) => Ok(DirLock { _dir: Some(dir) }),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
             path: path.to_path_buf(),
