@@ -1,9 +1,12 @@
 //! Workspace-level tests live beside this file (`seed_examples.rs`, `typed_store.rs`, ...).
-//! This library only makes the Rust examples of the README and of the command layer's guide
-//! (`docs/COMMANDS.md`) into doctests, so they stay true.
+//! This library only makes the Rust examples of the README and of the application layer's
+//! guides (`docs/COMMANDS.md`, `docs/PROJECTIONS.md`) into doctests, so they stay true.
 
 #[doc = include_str!("../README.md")]
 mod readme {}
 
 #[doc = include_str!("../docs/COMMANDS.md")]
 mod commands_guide {}
+
+#[doc = include_str!("../docs/PROJECTIONS.md")]
+mod projections_guide {}

@@ -7,6 +7,7 @@
 //! `target/bench-report/`: `report.md`, `report.json`, `throughput.svg`, `latency.svg`.
 
 mod machine;
+mod projections;
 mod report;
 mod targets;
 mod workloads;
@@ -62,14 +63,34 @@ pub struct Scale {
     pub subscription_events: u64,
     /// Runs per workload.
     pub runs: u32,
+    /// Events in each store the projection catch-up replays (`--projection-events N`).
+    #[serde(default)]
+    pub projection_events: u64,
+    /// Events the PostgreSQL transactional projection applies.
+    #[serde(default)]
+    pub transactional_events: u64,
 }
 
 impl Scale {
     fn new(quick: bool) -> Self {
         if quick {
-            Scale { seconds: 0.5, store_events: 20_000, subscription_events: 20_000, runs: 1 }
+            Scale {
+                seconds: 0.5,
+                store_events: 20_000,
+                subscription_events: 20_000,
+                runs: 1,
+                projection_events: 20_000,
+                transactional_events: 5_000,
+            }
         } else {
-            Scale { seconds: 2.0, store_events: 1_000_000, subscription_events: 1_000_000, runs: 3 }
+            Scale {
+                seconds: 2.0,
+                store_events: 1_000_000,
+                subscription_events: 1_000_000,
+                runs: 3,
+                projection_events: 1_000_000,
+                transactional_events: 100_000,
+            }
         }
     }
 }
@@ -77,7 +98,10 @@ impl Scale {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let scale = Scale::new(quick);
+    let mut scale = Scale::new(quick);
+    if let Some(events) = value(&args, "--projection-events").and_then(|n| n.parse().ok()) {
+        scale.projection_events = events;
+    }
     if let Some(target) = value(&args, "--child") {
         child(&target, scale);
         return;
@@ -119,6 +143,7 @@ fn parent(args: &[String], quick: bool, scale: Scale) -> Result<(), String> {
         if quick {
             child.arg("--quick");
         }
+        child.args(["--projection-events", &scale.projection_events.to_string()]);
         let mut child = child.spawn().map_err(|e| format!("start child for {target}: {e}"))?;
         let stdout = child.stdout.take().ok_or("no child stdout")?;
         let mut result = None;

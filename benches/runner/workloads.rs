@@ -16,7 +16,7 @@ use crate::{Measurement, Scale, TargetResult, targets};
 
 type Store = EventStore<OrderPlaced, DynBackend>;
 
-fn step(name: &str) {
+pub(crate) fn step(name: &str) {
     println!("STEP {name}");
     let _ = std::io::stdout().flush();
 }
@@ -149,6 +149,13 @@ async fn run_all(target: &str, store: &Store, scale: Scale) -> Result<Vec<Measur
         runs.push((seen as f64 / start.elapsed().as_secs_f64(), Vec::new()));
     }
     out.push(measure("catch_up_subscription", "event delivered (records)", runs));
+
+    out.push(crate::projections::live_lag(store, target, duration).await?);
+    out.extend(crate::projections::catch_up(target, scale).await?);
+    #[cfg(feature = "postgres")]
+    if crate::projections::has_transactions(target) {
+        out.extend(crate::projections::transactional(target, scale).await?);
+    }
     Ok(out)
 }
 
@@ -242,7 +249,7 @@ where
 }
 
 /// The run with the median throughput, with its latency percentiles.
-fn median(target: &str, workload: &str, unit: &str, mut runs: Vec<(f64, Vec<f64>)>) -> Measurement {
+pub(crate) fn median(target: &str, workload: &str, unit: &str, mut runs: Vec<(f64, Vec<f64>)>) -> Measurement {
     let count = runs.len() as u32;
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (events_per_sec, mut latencies) = runs.swap_remove(runs.len() / 2);
