@@ -1,7 +1,7 @@
 //! The bank demo of `allframe demo`: a small bank whose commands go through the command bus
 //! (`allframe::cqrs::CommandBus`): a validation error, a business rule, two commands racing on
-//! one account (one is decided again), idempotency keys, a snapshot, a projection fed by a
-//! subscription and a query, on memory or AllSource.
+//! one account (one is decided again), idempotency keys, a snapshot, and a projection run by
+//! the projection registry, queried with read-your-writes, on memory or AllSource.
 //!
 //! ```text
 //! cargo run -p allframe-cli -- demo                     # AllSource in ./allframe-data
@@ -14,7 +14,6 @@
 //! `append_expected`) is `crates/allframe/examples/bank.rs`.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 /// What can happen to an account (the names the demo has always stored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Event)]
-enum BankEvent {
+pub enum BankEvent {
     #[event(name = "AccountOpened")]
     Opened { owner: String },
     #[event(name = "MoneyDeposited")]
@@ -183,32 +182,57 @@ impl Tellers {
     }
 }
 
-/// The read model: balances per account, fed by a catch-up subscription from the start.
-#[derive(Debug, Clone, Default)]
-struct Balances(Arc<Mutex<BTreeMap<String, i64>>>);
+/// The read model: balances per account, kept by the projection registry (in memory, so
+/// replayed from the log at each start).
+#[derive(Debug, Default)]
+pub struct Balances(BTreeMap<String, i64>);
 
-impl Balances {
-    fn add(&self, stream: &str, delta: i64) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(stream.to_owned()).or_default() += delta;
-    }
+impl ReadModel<BankEvent> for Balances {
+    const NAME: &'static str = "balances";
+    const EVENTS: &'static [&'static str] = &["MoneyDeposited", "MoneyWithdrawn"];
 
-    fn get(&self, stream: &str) -> Option<i64> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(stream).copied()
+    fn apply(&mut self, event: &Envelope<BankEvent>) -> std::result::Result<(), BoxError> {
+        let delta = match event.event {
+            BankEvent::Deposited { amount } => amount as i64,
+            BankEvent::Withdrawn { amount } => -(amount as i64),
+            BankEvent::Opened { .. } => 0,
+        };
+        *self.0.entry(event.stream_id.as_str().to_owned()).or_default() += delta;
+        Ok(())
     }
 }
 
-/// The query side: an account's balance as the projection knows it.
+/// The demo's projection registry over `store`, with its projections registered (not
+/// started), and the handle of `balances`.
+pub fn projections(
+    store: &BankStore,
+) -> (ProjectionRegistry<BankEvent, dyn EventStoreBackend>, ReadModelHandle<Balances>) {
+    let registry = ProjectionRegistry::new(store.clone());
+    let balances = registry.register(Balances::default).expect("one projection of each name");
+    (registry, balances)
+}
+
+/// The demo's typed store over any backend.
+pub type BankStore = EventStore<BankEvent, dyn EventStoreBackend>;
+
+/// The query side: an account's balance as the projection knows it, once it has passed the
+/// position the caller wrote (read your own writes).
 #[derive(Debug)]
-struct BalanceOf(String);
+struct BalanceOf {
+    stream: String,
+    seen: u64,
+}
 
 impl Query for BalanceOf {
     const NAME: &'static str = "BalanceOf";
     type Output = Option<i64>;
-    type Error = Infallible;
+    type Error = ProjectionError;
 }
 
-async fn balance_of(query: BalanceOf, ctx: QueryContext) -> Result<Option<i64>, Infallible> {
-    Ok(ctx.state::<Balances>().and_then(|balances| balances.get(&query.0)))
+async fn balance_of(query: BalanceOf, ctx: QueryContext) -> std::result::Result<Option<i64>, ProjectionError> {
+    let balances = ctx.state::<ReadModelHandle<Balances>>().expect("given to the query bus");
+    let model = balances.read_at_least(query.seen, Duration::from_secs(10)).await?;
+    Ok(model.0.get(&query.stream).copied())
 }
 
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
@@ -236,25 +260,11 @@ pub async fn run_demo(backend: DynBackend) -> Result<()> {
         .snapshot_policy(SnapshotPolicy::EveryNEvents(4))
         .build()?;
     println!("command bus: {}", bus.commands().join(", "));
-    let store: EventStore<BankEvent, dyn EventStoreBackend> = EventStore::from_shared(Arc::clone(&backend));
+    let store: BankStore = EventStore::from_shared(Arc::clone(&backend));
 
-    let balances = Balances::default();
-    let mut subscription = store.subscribe_from(StartFrom::Beginning).await?;
-    let projection = {
-        let balances = balances.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok(envelope) = subscription.next().await else { continue };
-                let delta = match envelope.event {
-                    BankEvent::Deposited { amount } => amount as i64,
-                    BankEvent::Withdrawn { amount } => -(amount as i64),
-                    BankEvent::Opened { .. } => 0,
-                };
-                balances.add(&envelope.stream_id, delta);
-            }
-        })
-    };
-    let queries = QueryBus::builder().state(balances.clone()).handler::<BalanceOf, _>(balance_of).build()?;
+    let (registry, balances) = projections(&store);
+    registry.start_all().await?;
+    let queries = QueryBus::builder().state(balances).handler::<BalanceOf, _>(balance_of).build()?;
 
     let stream = format!("account-{ACCOUNT}");
     let mut replays = 0;
@@ -322,6 +332,7 @@ pub async fn run_demo(backend: DynBackend) -> Result<()> {
     };
     let (a, b) = (race(60, "a"), race(70, "b"));
     let (a, b) = (a.await??, b.await??);
+    let last_write = a.last_position.max(b.last_position);
     tellers.cancel();
     if a.replayed && b.replayed {
         println!("tellers A and B withdrew 60 and 70 at the same moment in the first run:");
@@ -365,18 +376,17 @@ pub async fn run_demo(backend: DynBackend) -> Result<()> {
         );
     }
 
-    // The projection sees every committed event, in order, a moment after commit.
-    let head = store.backend().head_position().await?;
-    let expected = i64::try_from(loaded.state.balance).ok();
-    for _ in 0..3_000 {
-        if balances.get(&stream) == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let answer = queries.query(BalanceOf(stream.clone())).await?;
-    println!("projection: {stream} balance {answer:?} (query BalanceOf; log head at position {head})");
-    projection.abort();
+    // The projection follows the log; a query that carries the position a command wrote
+    // waits until the projection has passed it.
+    let last = last_write;
+    let answer = queries.query(BalanceOf { stream: stream.clone(), seen: last }).await?;
+    let status = registry.status("balances").await?;
+    println!(
+        "projection `balances`: {stream} balance {answer:?} (query BalanceOf at least at position {last}); \
+         {:?} at position {} of {}, lag {} events",
+        status.state, status.position, status.head, status.lag_events
+    );
+    registry.stop_all().await;
 
     store.flush().await?;
     let stats = store.stats().await?;

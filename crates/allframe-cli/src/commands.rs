@@ -93,8 +93,10 @@ pub async fn copy(args: &CopyArgs) -> Result<u8, CliError> {
     let options =
         CopyOptions { page_size: args.page as usize, snapshots: !args.no_snapshots, ..CopyOptions::default() };
     let started = Instant::now();
-    let mut bar = ProgressBar::new(started);
-    let result = copy_store(&*source, &*destination, options, |progress| bar.show(progress)).await;
+    let mut bar = ProgressBar::new("copy", started);
+    let result =
+        copy_store(&*source, &*destination, options, |progress: CopyProgress| bar.show(progress.read, progress.total))
+            .await;
     bar.finish();
     let done = result.map_err(|error| {
         // The error may come from either store; name both and let the message say which.
@@ -117,14 +119,16 @@ pub async fn copy(args: &CopyArgs) -> Result<u8, CliError> {
 
 /// Progress on standard error: an `indicatif` bar on a terminal, a line a second otherwise
 /// (logs and pipes get lines they can read; scripts wait for the first one).
-struct ProgressBar {
+pub struct ProgressBar {
+    what: &'static str,
     started: Instant,
     last: Option<Instant>,
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl ProgressBar {
-    fn new(started: Instant) -> Self {
+    /// A bar for `what` (the word that starts its lines off a terminal), started at `started`.
+    pub fn new(what: &'static str, started: Instant) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
             let style = indicatif::ProgressStyle::with_template(
@@ -135,13 +139,14 @@ impl ProgressBar {
             bar.set_style(style);
             bar
         });
-        ProgressBar { started, last: None, bar }
+        ProgressBar { what, started, last: None, bar }
     }
 
-    fn show(&mut self, progress: CopyProgress) {
+    /// Shows `done` events of `total`.
+    pub fn show(&mut self, done: u64, total: u64) {
         if let Some(bar) = &self.bar {
-            bar.set_length(progress.total.max(progress.read));
-            bar.set_position(progress.read);
+            bar.set_length(total.max(done));
+            bar.set_position(done);
             return;
         }
         let now = Instant::now();
@@ -150,14 +155,15 @@ impl ProgressBar {
         }
         self.last = Some(now);
         let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
-        let rate = progress.read as f64 / seconds;
-        let total = progress.total.max(progress.read).max(1);
-        let eta = (total - progress.read) as f64 / rate.max(1.0);
-        let percent = progress.read * 100 / total;
-        eprintln!("copy: {percent:>3}% {}/{} events, {rate:.0} events/s, ETA {eta:.0}s", progress.read, progress.total);
+        let rate = done as f64 / seconds;
+        let all = total.max(done).max(1);
+        let eta = (all - done) as f64 / rate.max(1.0);
+        let percent = done * 100 / all;
+        eprintln!("{}: {percent:>3}% {done}/{total} events, {rate:.0} events/s, ETA {eta:.0}s", self.what);
     }
 
-    fn finish(&self) {
+    /// Leaves the bar at its last state.
+    pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
         }

@@ -8,6 +8,7 @@
 mod address;
 mod bank;
 mod commands;
+mod projections;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ exit codes: 0 success, 1 verify/check found a problem, 2 usage error, 3 store er
 #[command(
     name = "allframe",
     version,
-    about = "Copy, verify, inspect and check AllFrame CQRS event stores, and run the demo.",
+    about = "Copy, verify, inspect and check AllFrame CQRS event stores, run the demo and its projections.",
     after_help = AFTER_HELP,
     arg_required_else_help = true
 )]
@@ -67,6 +68,8 @@ enum Command {
     Check(commands::CheckArgs),
     /// Run the bank demo (AllSource in ./allframe-data by default).
     Demo(commands::DemoArgs),
+    /// The demo's projections on a store: list, status, rebuild NAME (with a progress bar).
+    Projections(projections::ProjectionsArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -200,6 +203,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Inspect(args) => commands::inspect(&args).await,
         Command::Check(args) => commands::check(&args).await,
         Command::Demo(args) => commands::demo(&args).await,
+        Command::Projections(args) => projections::projections(&args).await,
         Command::Completions { .. } => Ok(0),
     }
 }

@@ -137,7 +137,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
         factory: impl Fn() -> P + Send + Sync + 'static,
         policy: FailurePolicy,
     ) -> Result<ReadModelHandle<P>, ProjectionError> {
-        self.add(Registration::new(P::NAME, P::VERSION, P::RESUME, factory, policy), |registration| {
+        self.add(Registration::new(P::NAME, P::VERSION, P::EVENTS, P::RESUME, factory, policy), |registration| {
             Arc::new(registration)
         })
     }
@@ -374,12 +374,13 @@ impl<P> Registration<P> {
     pub(crate) fn new(
         name: &'static str,
         version: u32,
+        handles: &'static [&'static str],
         resume: Resume,
         factory: impl Fn() -> P + Send + Sync + 'static,
         policy: FailurePolicy,
     ) -> Self {
         Registration {
-            shared: Arc::new(Shared::new(name, version, resume)),
+            shared: Arc::new(Shared::new(name, version, handles, resume)),
             slot: Arc::new(Slot::new(factory())),
             factory: Box::new(factory),
             policy,

@@ -42,6 +42,8 @@ pub struct ProjectionStatus {
     pub name: &'static str,
     /// The version of its logic.
     pub version: u32,
+    /// The event types it handles (empty: all).
+    pub handles: &'static [&'static str],
     /// Where its state lives.
     pub resume: Resume,
     /// What its runner is doing.
@@ -69,6 +71,7 @@ pub struct ProjectionStatus {
 pub(crate) struct Shared {
     pub(crate) name: &'static str,
     pub(crate) version: u32,
+    pub(crate) handles: &'static [&'static str],
     pub(crate) resume: Resume,
     /// Position passed, and whether the runner has failed: what read-your-writes waits on.
     pub(crate) mark: watch::Sender<Mark>,
@@ -92,10 +95,11 @@ pub(crate) struct Facts {
 }
 
 impl Shared {
-    pub(crate) fn new(name: &'static str, version: u32, resume: Resume) -> Self {
+    pub(crate) fn new(name: &'static str, version: u32, handles: &'static [&'static str], resume: Resume) -> Self {
         Shared {
             name,
             version,
+            handles,
             resume,
             mark: watch::Sender::new(Mark::default()),
             facts: Mutex::new(Facts {
@@ -153,6 +157,7 @@ impl Shared {
         ProjectionStatus {
             name: self.name,
             version: self.version,
+            handles: self.handles,
             resume: self.resume,
             state: facts.state.clone(),
             position,

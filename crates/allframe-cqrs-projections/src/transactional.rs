@@ -68,9 +68,10 @@ impl<E: Event, B: CheckpointTransactions + 'static> ProjectionRegistry<E, B> {
         factory: impl Fn() -> P + Send + Sync + 'static,
         policy: FailurePolicy,
     ) -> Result<ReadModelHandle<P>, ProjectionError> {
-        self.add(Registration::new(P::NAME, P::VERSION, Resume::FromCheckpoint, factory, policy), |registration| {
-            Arc::new(Transactional(registration))
-        })
+        self.add(
+            Registration::new(P::NAME, P::VERSION, P::EVENTS, Resume::FromCheckpoint, factory, policy),
+            |registration| Arc::new(Transactional(registration)),
+        )
     }
 }
 
