@@ -221,6 +221,29 @@ async fn a_slow_seed_subscriber_never_blocks_appends() {
 }
 
 #[tokio::test]
+async fn a_seed_subscriber_skips_an_undecodable_event_or_stops_there_as_asked() {
+    let backend = Arc::new(InMemoryBackend::new());
+    let store: EventStore<Bank, InMemoryBackend> = allframe::EventStore::from_shared(Arc::clone(&backend));
+    let (skip_tx, mut skipping) = tokio::sync::mpsc::channel(8);
+    let (stop_tx, mut stopping) = tokio::sync::mpsc::channel(8);
+    let skip = store.subscribe_with_policy(skip_tx, allframe::Undecodable::Skip).await.unwrap();
+    let stop = store.subscribe_with_policy(stop_tx, allframe::Undecodable::Stop).await.unwrap();
+    store.append("a", vec![Bank::Deposited { amount: 1 }]).await.unwrap();
+    backend.append("a", ExpectedVersion::Any, vec![NewEvent::new("MoneyDeposited", "not json")]).await.unwrap();
+    store.append("a", vec![Bank::Deposited { amount: 3 }]).await.unwrap();
+
+    let wait = Duration::from_secs(10);
+    assert_eq!(tokio::time::timeout(wait, skipping.recv()).await.unwrap(), Some(Bank::Deposited { amount: 1 }));
+    assert_eq!(tokio::time::timeout(wait, skipping.recv()).await.unwrap(), Some(Bank::Deposited { amount: 3 }));
+    assert!(skip.stopped_on().is_none());
+
+    assert_eq!(tokio::time::timeout(wait, stopping.recv()).await.unwrap(), Some(Bank::Deposited { amount: 1 }));
+    assert_eq!(tokio::time::timeout(wait, stopping.recv()).await.unwrap(), None, "the channel closes at the bad event");
+    assert!(stop.is_finished());
+    assert!(matches!(stop.stopped_on(), Some(Error::Decode { .. })), "{:?}", stop.stopped_on());
+}
+
+#[tokio::test]
 async fn unknown_types_and_undecodable_payloads_are_typed_errors() {
     let backend = Arc::new(InMemoryBackend::new());
     backend.append("s", ExpectedVersion::Any, vec![NewEvent::new("AccountClosed", r#"{"Closed":{}}"#)]).await.unwrap();

@@ -55,8 +55,9 @@ impl ReadModel<OrderPlaced> for AppliedAt {
 /// Fills a fresh store of `target` with `events` events in `codec`, in batches of 1,000.
 async fn filled(target: &str, codec: Codec, events: u64) -> Result<Store, allframe::Error> {
     let label = format!("projection-{}", codec.name());
-    let backend =
-        targets::open_extra(target, &label).await.map_err(|reason| allframe::Error::Configuration { reason })?;
+    let backend = targets::open_extra(target, &label, codec == Codec::Postcard)
+        .await
+        .map_err(|reason| allframe::Error::Configuration { reason })?;
     let store: Store = EventStore::with_backend(backend).with_codec(codec);
     let mut n = 0;
     while n < events {

@@ -47,13 +47,14 @@ pub fn database_url() -> String {
 
 /// Opens a fresh, empty store for `name`, or says why it cannot.
 pub async fn open(name: &str) -> Result<DynBackend, String> {
-    open_labelled(name, None).await
+    open_labelled(name, None, false).await
 }
 
 /// Opens a second fresh store of target `name`, beside its main one, labelled `label` (its
-/// own directory or schema); [`cleanup_extra`] removes it.
-pub async fn open_extra(name: &str, label: &str) -> Result<DynBackend, String> {
-    open_labelled(name, Some(label)).await
+/// own directory or schema; PostgreSQL keeps `binary` payloads as `bytea`); [`cleanup_extra`]
+/// removes it.
+pub async fn open_extra(name: &str, label: &str, binary: bool) -> Result<DynBackend, String> {
+    open_labelled(name, Some(label), binary).await
 }
 
 fn schema(label: Option<&str>) -> String {
@@ -63,7 +64,7 @@ fn schema(label: Option<&str>) -> String {
     }
 }
 
-async fn open_labelled(name: &str, label: Option<&str>) -> Result<DynBackend, String> {
+async fn open_labelled(name: &str, label: Option<&str>, binary: bool) -> Result<DynBackend, String> {
     let target = find(name)?;
     let location = match target.backend.location {
         LocationKind::Nothing => String::new(),
@@ -77,7 +78,8 @@ async fn open_labelled(name: &str, label: Option<&str>) -> Result<DynBackend, St
         LocationKind::Url(_) => {
             let url = database_url();
             let separator = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{separator}schema={}&pool_size=16", schema(label))
+            let payload = if binary { "&payload=bytea" } else { "" };
+            format!("{url}{separator}schema={}&pool_size=16{payload}", schema(label))
         }
     };
     target

@@ -41,7 +41,7 @@ pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
 pub use event::{Aggregate, Envelope, Event, EventData, Projection};
 pub use lease::{Lease, Leases};
-pub use store::{CommandError, EventStore, LoadedAggregate, SnapshotPolicy, SubscriptionHandle};
+pub use store::{CommandError, EventStore, LoadedAggregate, SnapshotPolicy, SubscriptionHandle, Undecodable};
 pub use subscription::{RawSubscription, StartFrom, Subscription, SubscriptionOptions};
 pub use transaction::CheckpointTransactions;
 pub use types::{

@@ -95,6 +95,7 @@ impl<R> From<Error> for CommandError<R> {
 #[derive(Debug)]
 pub struct SubscriptionHandle {
     task: tokio::task::JoinHandle<()>,
+    stopped_on: Arc<std::sync::OnceLock<Error>>,
 }
 
 impl SubscriptionHandle {
@@ -103,10 +104,26 @@ impl SubscriptionHandle {
         self.task.abort();
     }
 
-    /// Whether the task has ended (its receiver was dropped, or it was stopped).
+    /// Whether the task has ended (its receiver was dropped, it was stopped, or it stopped at
+    /// an event it could not decode under [`Undecodable::Stop`]).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
+
+    /// The decoding error the task stopped at, under [`Undecodable::Stop`].
+    pub fn stopped_on(&self) -> Option<&Error> {
+        self.stopped_on.get()
+    }
+}
+
+/// What [`EventStore::subscribe_with_policy`] does with an event it cannot decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undecodable {
+    /// Log it (a warning with its position) and go on: the seed's `subscribe`.
+    Skip,
+    /// End the subscription there: the receiver sees the channel close, and
+    /// [`SubscriptionHandle::stopped_on`] says why. Nothing after the event is sent.
+    Stop,
 }
 
 /// The typed event store: one API over any [`EventStoreBackend`].
@@ -330,10 +347,23 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     ///
     /// Events are sent after they are committed, in global order. A slow receiver only
     /// delays its own task; appends never wait for it. Transient read errors are retried;
-    /// an event that does not decode is logged and skipped.
+    /// an event that does not decode is logged and skipped ([`Undecodable::Skip`]; choose with
+    /// [`subscribe_with_policy`](Self::subscribe_with_policy), or run a projection, whose
+    /// failure policy never lets one pass unrecorded).
     pub async fn subscribe(&self, tx: mpsc::Sender<E>) -> Result<SubscriptionHandle> {
+        self.subscribe_with_policy(tx, Undecodable::Skip).await
+    }
+
+    /// [`subscribe`](Self::subscribe), with what to do with an event that does not decode.
+    pub async fn subscribe_with_policy(
+        &self,
+        tx: mpsc::Sender<E>,
+        undecodable: Undecodable,
+    ) -> Result<SubscriptionHandle> {
         let mut subscription = self.subscribe_from(StartFrom::End).await?;
         let backend = self.backend.name();
+        let stopped_on = Arc::new(std::sync::OnceLock::new());
+        let stop = Arc::clone(&stopped_on);
         let task = tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -347,7 +377,13 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
                         }
                     }
                     Err(error @ (Error::Decode { .. } | Error::UnknownEventType { .. })) => {
-                        tracing::warn!(backend, %error, "subscription skipped an event it cannot decode");
+                        let position = subscription.checkpoint();
+                        if undecodable == Undecodable::Stop {
+                            tracing::error!(backend, position, %error, "subscription stopped at an event it cannot decode");
+                            let _ = stop.set(error);
+                            return;
+                        }
+                        tracing::warn!(backend, position, %error, "subscription skipped an event it cannot decode");
                     }
                     Err(error) => {
                         tracing::warn!(backend, %error, "subscription read failed; retrying");
@@ -356,7 +392,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
                 }
             }
         });
-        Ok(SubscriptionHandle { task })
+        Ok(SubscriptionHandle { task, stopped_on })
     }
 
     /// Applies every event after `after_position` to `projection`, up to the current head, and

@@ -334,13 +334,13 @@ mod openers {
     #[cfg(not(feature = "cqrs-postgres"))]
     pub const POSTGRES: Option<Opener> = None;
 
-    /// `postgres://…[?schema=NAME][&pool_size=N]`: those two parameters are the backend's, the
-    /// others go to sqlx.
+    /// `postgres://…[?schema=NAME][&pool_size=N][&payload=jsonb|bytea]`: those parameters are
+    /// the backend's (`bytea` for binary codecs such as postcard), the others go to sqlx.
     #[cfg(feature = "cqrs-postgres")]
     fn postgres(location: String, _: OpenOptions) -> OpenFuture {
         Box::pin(async move {
             let (base, query) = location.split_once('?').unwrap_or((&location, ""));
-            let (mut schema, mut pool_size, mut rest) = (None, None, Vec::new());
+            let (mut schema, mut pool_size, mut payload, mut rest) = (None, None, None, Vec::new());
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 if let Some(name) = pair.strip_prefix("schema=") {
                     schema = Some(name.to_owned());
@@ -349,6 +349,16 @@ mod openers {
                         reason: format!("pool_size=`{size}` in the address is not a number"),
                     })?;
                     pool_size = Some(size);
+                } else if let Some(encoding) = pair.strip_prefix("payload=") {
+                    payload = Some(match encoding {
+                        "jsonb" => allframe_backend_postgres::PayloadEncoding::Jsonb,
+                        "bytea" => allframe_backend_postgres::PayloadEncoding::Bytea,
+                        other => {
+                            return Err(allframe_cqrs_core::Error::Configuration {
+                                reason: format!("payload=`{other}` in the address is not `jsonb` or `bytea`"),
+                            });
+                        }
+                    });
                 } else {
                     rest.push(pair);
                 }
@@ -360,6 +370,9 @@ mod openers {
             }
             if let Some(size) = pool_size {
                 builder = builder.pool_size(size);
+            }
+            if let Some(payload) = payload {
+                builder = builder.payload_encoding(payload);
             }
             Ok(std::sync::Arc::new(builder.connect().await?) as _)
         })
