@@ -21,6 +21,7 @@
 //! - [`ReadModelHandle`]: queries share the model without copying it, and
 //!   [`read_at_least`](ReadModelHandle::read_at_least) a command's position reads their own
 //!   writes;
+//! - [`IndexedTable`]: a read model's rows with the lookup keys it declares, kept in step;
 //! - [`Replay`]: a range of the log, filtered, into any handler, rate-limited or not, with
 //!   [`Progress`] and a [`CancelToken`].
 //!
@@ -40,6 +41,7 @@ mod registry;
 mod replay;
 mod runner;
 mod status;
+mod table;
 mod transactional;
 
 pub use dead_letter::DeadLetter;
@@ -51,4 +53,5 @@ pub use registry::{ProjectionRegistry, RetryReport};
 pub use replay::{CancelToken, Progress, Replay, ReplayReport};
 pub use runner::RunOptions;
 pub use status::{ProjectionState, ProjectionStatus};
+pub use table::IndexedTable;
 pub use transactional::TransactionalReadModel;

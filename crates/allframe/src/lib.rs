@@ -102,9 +102,9 @@ pub mod cqrs {
     /// The projection registry's other items (`Progress`, dead-letter streams).
     pub use allframe_cqrs_projections as projections;
     pub use allframe_cqrs_projections::{
-        CancelToken, DeadLetter, FailurePolicy, GiveUp, ProjectionError, ProjectionRegistry, ProjectionState,
-        ProjectionStatus, ReadModel, ReadModelHandle, Replay, ReplayReport, Resume, RetryReport, RunOptions,
-        TransactionalReadModel,
+        CancelToken, DeadLetter, FailurePolicy, GiveUp, IndexedTable, ProjectionError, ProjectionRegistry,
+        ProjectionState, ProjectionStatus, ReadModel, ReadModelHandle, Replay, ReplayReport, Resume, RetryReport,
+        RunOptions, TransactionalReadModel,
     };
 
     /// The seed's "Step 2: add AllSource (zero code changes)": with `use allframe::cqrs::*`,
