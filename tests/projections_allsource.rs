@@ -152,3 +152,69 @@ async fn a_checkpoint_ahead_of_a_restored_log_is_refused_and_nothing_changes() {
     }
     assert_eq!(total.load(Ordering::SeqCst), 15);
 }
+
+/// Balances whose events count themselves, so that a query can tell a half-built model.
+#[derive(Default)]
+struct Deposits {
+    events: u64,
+    total: u64,
+}
+
+impl ReadModel<Money> for Deposits {
+    const NAME: &'static str = "deposits";
+
+    fn apply(&mut self, event: &Envelope<Money>) -> Result<(), BoxError> {
+        let Money::Deposited { amount } = event.event;
+        self.events += 1;
+        self.total += amount;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_beside_under_durable_writes_never_shows_a_half_built_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for _ in 0..40 {
+        store.append("account", vec![Money::Deposited { amount: 1 }; 500]).await.unwrap();
+    }
+    let registry = ProjectionRegistry::new(store.clone());
+    let deposits = registry.register(Deposits::default).unwrap();
+    registry.start_all().await.unwrap();
+    deposits.read_at_least(20_000, WAIT).await.unwrap();
+
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            for _ in 0..300 {
+                last = deposit(&store, &[1, 1]).await;
+            }
+            last
+        })
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (deposits, registry, done) = (deposits.clone(), registry.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let (mut highest, mut during) = (20_000, 0u64);
+            while !done.load(Ordering::SeqCst) {
+                let rebuilding = registry.status("deposits").await.unwrap().rebuild_position.is_some();
+                let model = deposits.read().await;
+                assert!(model.events >= highest, "a query saw {} events after {highest}", model.events);
+                assert_eq!(model.total, model.events);
+                highest = model.events;
+                drop(model);
+                during += u64::from(rebuilding);
+                tokio::task::yield_now().await;
+            }
+            during
+        })
+    };
+    registry.rebuild_beside("deposits").await.unwrap();
+    done.store(true, Ordering::SeqCst);
+    let last = writer.await.unwrap();
+    assert!(reader.await.unwrap() > 0, "queries ran during the rebuild");
+    let model = deposits.read_at_least(last, WAIT).await.unwrap();
+    assert_eq!((model.events, model.total), (20_600, 20_600), "equal to a replay of the log");
+}
