@@ -46,6 +46,14 @@ pub struct DeadLetter {
     pub occurrence: u64,
 }
 
+impl DeadLetter {
+    /// The event this dead letter is about, read from the log (`None` if it is not there).
+    pub async fn event<B: EventStoreBackend + ?Sized>(&self, backend: &B) -> Result<Option<RecordedEvent>> {
+        let page = backend.read_all(self.position.saturating_sub(1), 1).await?;
+        Ok(page.into_iter().find(|record| record.position == self.position))
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Resolution {
     position: u64,

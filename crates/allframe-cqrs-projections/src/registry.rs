@@ -488,12 +488,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static, P: ReadModel<E>> Entry<E
         let mut report = RetryReport::default();
         let model = self.slot.current();
         for letter in ledger.open() {
-            let record = backend
-                .read_all(letter.position - 1, 1)
-                .await?
-                .into_iter()
-                .find(|record| record.position == letter.position);
-            let Some(record) = record else {
+            let Some(record) = letter.event(backend).await? else {
                 report.still_failing.push((letter.position, "the event is not in the log".to_owned()));
                 continue;
             };

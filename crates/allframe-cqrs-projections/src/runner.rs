@@ -98,6 +98,83 @@ pub(crate) enum Claim {
     Wait(Arc<dyn Leases>),
 }
 
+/// Shows how a runner ended in its projection's state: stopped, or failed at an event (or
+/// just after `position` when the failure was the store's).
+pub(crate) fn show_exit(shared: &Shared, exit: &Exit, position: u64) {
+    match exit {
+        Exit::Stopped | Exit::CaughtUp { .. } => shared.set_state(ProjectionState::Stopped),
+        Exit::Failed(error) => {
+            tracing::error!(projection = shared.name, %error, "projection runner stopped");
+            let (position, reason) = match error {
+                ProjectionError::Failed { position, reason, .. } => (*position, reason.clone()),
+                other => (position + 1, other.to_string()),
+            };
+            shared.set_state(ProjectionState::Failed { position, reason });
+        }
+    }
+}
+
+/// Waits for the lease on checkpoint `name` from `leases`, then reads where the instance that
+/// held it left off: the checkpoint (checked against the head) and the dead letters. `None`
+/// when the runner is stopped while waiting.
+pub(crate) async fn take_over<B: EventStoreBackend + ?Sized>(
+    backend: &B,
+    leases: &dyn Leases,
+    name: &str,
+    control: &mut watch::Receiver<Control>,
+    shared: &Shared,
+    ledger: &Mutex<Ledger>,
+    options: RunOptions,
+) -> Result<Option<(RunnerLock, Option<u64>)>, ProjectionError> {
+    let Some(lock) = wait_for_lease(leases, name, control, shared, options.lease_poll).await else {
+        return Ok(None);
+    };
+    let held = resume_point(backend, shared, name).await?;
+    shared.reset(held.unwrap_or(0));
+    let loaded = Ledger::load(backend, shared.name).await?;
+    shared.facts().dead_letters = loaded.open_count();
+    *ledger.lock().await = loaded;
+    Ok(Some((lock, held)))
+}
+
+/// The page of the log after `position`; `None` after a failed read (logged, and waited for a
+/// moment): read again.
+pub(crate) async fn read_page<B: EventStoreBackend + ?Sized>(
+    backend: &B,
+    shared: &Shared,
+    position: u64,
+    options: RunOptions,
+) -> Option<Vec<RecordedEvent>> {
+    match backend.read_all(position, options.page_size).await {
+        Ok(page) => Some(page),
+        Err(error) => {
+            tracing::warn!(projection = shared.name, %error, "projection read failed; retrying");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
+/// Waits, caught up at `position`, for a commit after it, a change of `control`, or
+/// `options.max_wait`.
+pub(crate) async fn wait_for_commits<B: EventStoreBackend + ?Sized>(
+    backend: &B,
+    shared: &Shared,
+    position: u64,
+    options: RunOptions,
+    control: &mut watch::Receiver<Control>,
+) {
+    tokio::select! {
+        waited = backend.wait_for_commit(position, options.max_wait) => {
+            if let Err(error) = waited {
+                tracing::warn!(projection = shared.name, %error, "waiting for commits failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        _ = control.changed() => {}
+    }
+}
+
 /// The checkpoint `name` holds, checked against the log's head: a checkpoint beyond it means
 /// the log was restored from an older backup than the checkpoint.
 pub(crate) async fn resume_point<B: EventStoreBackend + ?Sized>(
@@ -156,22 +233,8 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
             Ok(false) => Exit::Stopped,
             Err(error) => Exit::Failed(error),
         };
-        match &exit {
-            Exit::Stopped | Exit::CaughtUp { .. } => {
-                if self.role == Role::Live {
-                    self.shared.set_state(ProjectionState::Stopped);
-                }
-            }
-            Exit::Failed(error) => {
-                tracing::error!(projection = P::NAME, %error, "projection runner stopped");
-                if self.role == Role::Live {
-                    let (position, reason) = match error {
-                        ProjectionError::Failed { position, reason, .. } => (*position, reason.clone()),
-                        other => (self.position + 1, other.to_string()),
-                    };
-                    self.shared.set_state(ProjectionState::Failed { position, reason });
-                }
-            }
+        if self.role == Role::Live {
+            show_exit(&self.shared, &exit, self.position);
         }
         exit
     }
@@ -183,20 +246,13 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
         let leases = Arc::clone(leases);
         let Some((name, _)) = &self.checkpoint else { return Ok(true) };
         let name = name.clone();
-        let Some(lock) =
-            wait_for_lease(&*leases, &name, &mut self.control, &self.shared, self.options.lease_poll).await
-        else {
-            return Ok(false);
-        };
+        let backend = self.store.shared_backend();
+        let taken =
+            take_over(&*backend, &*leases, &name, &mut self.control, &self.shared, &self.ledger, self.options).await?;
+        let Some((lock, held)) = taken else { return Ok(false) };
         self.claim = Some(Claim::Held(lock));
-        let backend = self.store.backend();
-        let held = resume_point(backend, &self.shared, &name).await?;
         self.position = held.unwrap_or(0);
         self.checkpoint = Some((name, held));
-        self.shared.reset(self.position);
-        let ledger = Ledger::load(backend, self.shared.name).await?;
-        self.shared.facts().dead_letters = ledger.open_count();
-        *self.ledger.lock().await = ledger;
         self.show(self.catching_up.clone());
         Ok(true)
     }
@@ -222,13 +278,8 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
                 }
                 Control::Run => {}
             }
-            let page = match self.store.backend().read_all(self.position, self.options.page_size).await {
-                Ok(page) => page,
-                Err(error) => {
-                    tracing::warn!(projection = P::NAME, %error, "projection read failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let Some(page) = read_page(self.store.backend(), &self.shared, self.position, self.options).await else {
+                continue;
             };
             if page.is_empty() {
                 if unsaved > 0 {
@@ -245,16 +296,8 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
                     }
                     self.show(ProjectionState::Running);
                 }
-                let backend = self.store.backend();
-                tokio::select! {
-                    waited = backend.wait_for_commit(self.position, self.options.max_wait) => {
-                        if let Err(error) = waited {
-                            tracing::warn!(projection = P::NAME, %error, "waiting for commits failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                    _ = self.control.changed() => {}
-                }
+                wait_for_commits(self.store.backend(), &self.shared, self.position, self.options, &mut self.control)
+                    .await;
                 continue;
             }
             match self.apply_page(page).await {

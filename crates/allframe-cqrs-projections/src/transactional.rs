@@ -21,12 +21,12 @@ use tokio::task::JoinHandle;
 use crate::dead_letter::Ledger;
 use crate::error::ProjectionError;
 use crate::handle::ReadModelHandle;
-use crate::lock::wait_for_lease;
 use crate::policy::{FailurePolicy, GiveUp};
 use crate::read_model::Resume;
 use crate::registry::{Context, Entry, ProjectionRegistry, Registration, RetryReport};
 use crate::runner::{
-    About, Claim, Control, Exit, Failure, RunOptions, handles, panic_message, record_dead_letter, resume_point,
+    About, Claim, Control, Exit, Failure, RunOptions, handles, panic_message, read_page, record_dead_letter,
+    resume_point, show_exit, take_over, wait_for_commits,
 };
 use crate::status::{ProjectionState, Shared};
 
@@ -141,12 +141,7 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
         // The runner holds the model while it commits, so the checkpoint does not move here.
         let mut model = model.write().await;
         for letter in ledger.open() {
-            let record = backend
-                .read_all(letter.position - 1, 1)
-                .await?
-                .into_iter()
-                .find(|record| record.position == letter.position);
-            let Some(record) = record else {
+            let Some(record) = letter.event(backend).await? else {
                 report.still_failing.push((letter.position, "the event is not in the log".to_owned()));
                 continue;
             };
@@ -245,36 +240,22 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
             Ok(false) => Exit::Stopped,
             Err(error) => Exit::Failed(error),
         };
-        match &exit {
-            Exit::Stopped | Exit::CaughtUp { .. } => self.shared.set_state(ProjectionState::Stopped),
-            Exit::Failed(error) => {
-                tracing::error!(projection = P::NAME, %error, "projection runner stopped");
-                let (position, reason) = match error {
-                    ProjectionError::Failed { position, reason, .. } => (*position, reason.clone()),
-                    other => (self.position + 1, other.to_string()),
-                };
-                self.shared.set_state(ProjectionState::Failed { position, reason });
-            }
-        }
+        show_exit(&self.shared, &exit, self.position);
         exit
     }
 
+    /// Waits for the projection's lease when it has none yet (see the live runner's).
     async fn claim(&mut self) -> Result<bool, ProjectionError> {
         let Some(Claim::Wait(leases)) = &self.claim else { return Ok(true) };
         let leases = Arc::clone(leases);
-        let Some(lock) =
-            wait_for_lease(&*leases, &self.name, &mut self.control, &self.shared, self.options.lease_poll).await
-        else {
-            return Ok(false);
-        };
+        let backend = self.store.shared_backend();
+        let taken =
+            take_over(&*backend, &*leases, &self.name, &mut self.control, &self.shared, &self.ledger, self.options)
+                .await?;
+        let Some((lock, held)) = taken else { return Ok(false) };
         self.claim = Some(Claim::Held(lock));
-        let backend = self.store.backend();
-        self.held = resume_point(backend, &self.shared, &self.name).await?;
-        self.position = self.held.unwrap_or(0);
-        self.shared.reset(self.position);
-        let ledger = Ledger::load(backend, self.shared.name).await?;
-        self.shared.facts().dead_letters = ledger.open_count();
-        *self.ledger.lock().await = ledger;
+        self.held = held;
+        self.position = held.unwrap_or(0);
         self.shared.set_state(self.catching_up.clone());
         Ok(true)
     }
@@ -295,29 +276,16 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
                 }
                 Control::Run => {}
             }
-            let page = match self.store.backend().read_all(self.position, self.options.page_size).await {
-                Ok(page) => page,
-                Err(error) => {
-                    tracing::warn!(projection = P::NAME, %error, "projection read failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let Some(page) = read_page(self.store.backend(), &self.shared, self.position, self.options).await else {
+                continue;
             };
             if page.is_empty() {
                 if !caught_up {
                     caught_up = true;
                     self.shared.set_state(ProjectionState::Running);
                 }
-                let backend = self.store.backend();
-                tokio::select! {
-                    waited = backend.wait_for_commit(self.position, self.options.max_wait) => {
-                        if let Err(error) = waited {
-                            tracing::warn!(projection = P::NAME, %error, "waiting for commits failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                    _ = self.control.changed() => {}
-                }
+                wait_for_commits(self.store.backend(), &self.shared, self.position, self.options, &mut self.control)
+                    .await;
                 continue;
             }
             let model = Arc::clone(&self.model);
