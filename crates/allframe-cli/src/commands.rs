@@ -228,6 +228,7 @@ pub async fn inspect(args: &InspectArgs) -> Result<u8, CliError> {
                     "version": e.version,
                     "position": e.position,
                     "type": e.event_type,
+                    "schema_version": allframe::schema_version::of(&e.metadata),
                     "event_id": e.metadata.event_id.to_string(),
                     "timestamp_micros": e.metadata.timestamp.as_micros(),
                     "payload": serde_json::from_slice::<serde_json::Value>(&e.payload).unwrap_or_else(|_| json!({"bytes": e.payload.len()})),
@@ -267,7 +268,8 @@ pub async fn inspect(args: &InspectArgs) -> Result<u8, CliError> {
         for event in events {
             let payload = String::from_utf8_lossy(&event.payload);
             let preview: String = payload.chars().take(80).collect();
-            println!("  v{:<6} @{:<8} {:<20} {}", event.version, event.position, event.event_type, preview);
+            let schema = format!("{} (schema v{})", event.event_type, allframe::schema_version::of(&event.metadata));
+            println!("  v{:<6} @{:<8} {:<32} {}", event.version, event.position, schema, preview);
         }
     }
     Ok(0)

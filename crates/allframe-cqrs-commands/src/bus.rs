@@ -430,6 +430,7 @@ impl Inner {
                 if !headers.is_empty() {
                     metadata.headers = headers.clone();
                 }
+                allframe_cqrs_core::schema_version::stamp::<E>(&mut metadata);
                 Ok(NewEvent { event_type: event_type.into(), payload: payload.into(), metadata })
             })
             .collect::<Result<Vec<_>, Error>>()?;

@@ -31,6 +31,7 @@ mod lease;
 pub mod migrate;
 pub mod read;
 pub mod retry;
+pub mod schema_version;
 mod store;
 mod subscription;
 mod transaction;

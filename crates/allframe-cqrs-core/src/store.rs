@@ -263,7 +263,8 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         self.backend().append(stream, expected, records).instrument(span).await
     }
 
-    fn encode(&self, event: &E, metadata: crate::types::Metadata) -> Result<NewEvent> {
+    fn encode(&self, event: &E, mut metadata: crate::types::Metadata) -> Result<NewEvent> {
+        crate::schema_version::stamp::<E>(&mut metadata);
         let event_type = event.event_type();
         let payload =
             self.codec.encode(event).map_err(|source| Error::Encode { event_type: event_type.to_owned(), source })?;

@@ -11,7 +11,7 @@ pub use allframe_cqrs_core::{
     Durability, DynBackend, Envelope, Error, Event, EventData, EventId, EventStoreBackend, ExpectedVersion, Limits,
     LoadedAggregate, Metadata, MetadataDecodeError, NewEvent, ParseEventIdError, Projection, RawSubscription,
     RecordedEvent, Result, Snapshot, SnapshotPolicy, StartFrom, StreamId, Subscription, SubscriptionHandle,
-    SubscriptionOptions, Timestamp, Undecodable, async_trait, migrate, read,
+    SubscriptionOptions, Timestamp, Undecodable, async_trait, migrate, read, schema_version,
 };
 
 /// Where an event is stored, as [`EventStoreBackend::find_event`] names it.
