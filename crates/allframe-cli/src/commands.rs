@@ -123,6 +123,10 @@ pub struct ProgressBar {
     what: &'static str,
     started: Instant,
     last: Option<Instant>,
+    /// The last figures shown and the last printed (done, total), for the final line off a
+    /// terminal.
+    shown: (u64, u64),
+    printed: (u64, u64),
     bar: Option<indicatif::ProgressBar>,
 }
 
@@ -139,11 +143,12 @@ impl ProgressBar {
             bar.set_style(style);
             bar
         });
-        ProgressBar { what, started, last: None, bar }
+        ProgressBar { what, started, last: None, shown: (0, 0), printed: (0, 0), bar }
     }
 
     /// Shows `done` events of `total`.
     pub fn show(&mut self, done: u64, total: u64) {
+        self.shown = (done, total);
         if let Some(bar) = &self.bar {
             bar.set_length(total.max(done));
             bar.set_position(done);
@@ -154,6 +159,11 @@ impl ProgressBar {
             return;
         }
         self.last = Some(now);
+        self.line(done, total);
+    }
+
+    fn line(&mut self, done: u64, total: u64) {
+        self.printed = (done, total);
         let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
         let rate = done as f64 / seconds;
         let all = total.max(done).max(1);
@@ -162,10 +172,13 @@ impl ProgressBar {
         eprintln!("{}: {percent:>3}% {done}/{total} events, {rate:.0} events/s, ETA {eta:.0}s", self.what);
     }
 
-    /// Leaves the bar at its last state.
-    pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish();
+    /// Leaves the bar at its last state; off a terminal, prints the last figures when the
+    /// last line did not show them.
+    pub fn finish(&mut self) {
+        match &self.bar {
+            Some(bar) => bar.finish(),
+            None if self.shown != self.printed => self.line(self.shown.0, self.shown.1),
+            None => {}
         }
     }
 }

@@ -255,8 +255,45 @@ fn demo_runs_in_memory_through_the_command_bus() {
         "{stdout}"
     );
     assert!(stdout.contains("(its command's id)") && stdout.contains("channel=demo teller=counter"), "{stdout}");
-    assert!(stdout.contains("projection: account-ada balance Some(45)"), "{stdout}");
+    // The registry's projection, read at least at the position the tellers' commands wrote.
+    assert!(
+        stdout.contains("projection `balances`: account-ada balance Some(45) (query BalanceOf at least at position 6)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Running at position 6 of 6, lag 0 events"), "{stdout}");
     assert_eq!(demo_events(&stdout), 6, "{stdout}");
+}
+
+#[test]
+fn projections_list_status_and_rebuild_the_demos_projection_on_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bank");
+    let data = data.to_str().unwrap();
+    assert!(allframe(&["demo", "--backend", "allsource", "--data", data]).status.success());
+    let store = format!("allsource:{data}");
+
+    let list = allframe(&["projections", "list"]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert!(
+        text(&list.stdout)
+            .contains("| balances | 1 | MoneyDeposited, MoneyWithdrawn | in memory (replayed at each start) |"),
+        "{}",
+        text(&list.stdout)
+    );
+
+    let status = allframe(&["projections", "status", "--store", &store]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let row = lines_starting(&text(&status.stdout), "| balances |").pop().unwrap_or_default().to_owned();
+    assert!(row.starts_with("| balances | 1 | Running | 6 | 6 | 0 |"), "{}", text(&status.stdout));
+
+    let rebuilt = allframe(&["projections", "rebuild", "balances", "--store", &store]);
+    assert!(rebuilt.status.success(), "{}", text(&rebuilt.stderr));
+    assert!(text(&rebuilt.stdout).contains("rebuilt `balances` from position 0 to 6"), "{}", text(&rebuilt.stdout));
+    assert!(text(&rebuilt.stderr).contains("rebuild: 100% 6/6 events"), "the progress: {}", text(&rebuilt.stderr));
+
+    let unknown = allframe(&["projections", "rebuild", "nope", "--store", &store]);
+    assert_eq!(unknown.status.code(), Some(3));
+    assert!(text(&unknown.stderr).contains("no projection named `nope` is registered"), "{}", text(&unknown.stderr));
 }
 
 #[test]
