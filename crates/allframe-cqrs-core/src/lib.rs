@@ -36,6 +36,7 @@ mod store;
 mod subscription;
 mod transaction;
 mod types;
+pub mod upcast;
 
 pub use backend::{CommitSignal, DEFAULT_PAGE_SIZE, DynBackend, EventStoreBackend};
 pub use codec::Codec;

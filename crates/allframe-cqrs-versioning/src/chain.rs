@@ -1,0 +1,85 @@
+//! A checked chain of upcasters, applied to one stored event at a time: from the version it
+//! was written with (its `allframe.schema_version` header) up to the current one, step by step.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use allframe_cqrs_core::upcast::{Upcast, Upcasted};
+use allframe_cqrs_core::{BoxError, Codec, RecordedEvent, schema_version};
+
+use crate::upcasters::StepFn;
+
+/// Upcasters checked by [`Upcasters::build`](crate::Upcasters::build): give it to a store
+/// (`EventStore::with_upcasters`) and every read decodes through it.
+pub struct Chain {
+    steps: BTreeMap<(String, u32), StepFn>,
+    /// The types that have steps; others read the same at every version.
+    versioned: BTreeSet<String>,
+    current: u32,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("current", &self.current)
+            .field("steps", &self.steps.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Chain {
+    pub(crate) fn new(steps: BTreeMap<(String, u32), StepFn>, current: u32) -> Self {
+        let versioned = steps.keys().map(|(event_type, _)| event_type.clone()).collect();
+        Chain { steps, versioned, current }
+    }
+
+    /// The schema version events are read at.
+    pub fn current_version(&self) -> u32 {
+        self.current
+    }
+
+    /// The steps, as (type, version read), in order.
+    pub fn steps(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.steps.keys().map(|(event_type, from)| (event_type.as_str(), *from))
+    }
+
+    /// What a stored `event_type` at schema version `version` with `payload` is at the current
+    /// version: `None` when the chain leaves it as it is.
+    ///
+    /// # Errors
+    ///
+    /// A step failed, or the type has steps but none reads it at a version it reaches.
+    pub fn apply(
+        &self,
+        event_type: &str,
+        version: u32,
+        payload: &[u8],
+        codec: Codec,
+    ) -> Result<Option<Upcasted>, BoxError> {
+        if version >= self.current || !self.versioned.contains(event_type) {
+            return Ok(None);
+        }
+        let mut events: Vec<(String, Vec<u8>)> = vec![(event_type.to_owned(), payload.to_vec())];
+        for at in version..self.current {
+            let mut next = Vec::with_capacity(events.len());
+            for (name, payload) in events {
+                match self.steps.get(&(name.clone(), at)) {
+                    Some(step) => next.extend(
+                        step(&payload, codec)
+                            .map_err(|error| format!("upcasting `{name}` from schema version {at}: {error}"))?,
+                    ),
+                    None if !self.versioned.contains(&name) => next.push((name, payload)),
+                    None => return Err(format!("no upcaster reads `{name}` at schema version {at}").into()),
+                }
+            }
+            events = next;
+        }
+        Ok(Some(events.into_iter().map(|(name, payload)| (Cow::Owned(name), payload)).collect()))
+    }
+}
+
+impl Upcast for Chain {
+    fn upcast(&self, record: &RecordedEvent, codec: Codec) -> Result<Option<Upcasted>, BoxError> {
+        self.apply(&record.event_type, schema_version::of(&record.metadata), &record.payload, codec)
+    }
+}

@@ -1,0 +1,20 @@
+//! # AllFrame CQRS event versioning
+//!
+//! Events are stored forever and their types change. Each stored event carries the schema
+//! version of its type (`allframe_cqrs_core::schema_version`); [`Upcasters`] declare, per
+//! (event type, version), how the stored form of version n becomes version n + 1: a change of
+//! its JSON, a rename, a split, a drop, or a typed conversion for binary codecs.
+//! [`Upcasters::build`] checks the whole chain at start-up (a duplicate, a gap, a step beyond
+//! the current version or into a type the event does not read is a [`ChainError`]), and the
+//! resulting [`Chain`] is the one place every read decodes through.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod chain;
+mod error;
+mod upcasters;
+
+pub use chain::Chain;
+pub use error::ChainError;
+pub use upcasters::Upcasters;

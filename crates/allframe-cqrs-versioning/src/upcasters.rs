@@ -1,0 +1,227 @@
+//! Declaring upcasters: one step per (event type, schema version it reads), each turning the
+//! stored form of version n into version n + 1, and [`Upcasters::build`], which checks the
+//! whole chain before the first read.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use allframe_cqrs_core::{BoxError, Codec, Event};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::chain::Chain;
+use crate::error::ChainError;
+
+/// What one step makes of one stored event: zero (dropped), one (changed or renamed) or several
+/// (split) events, each as its type name and payload.
+pub(crate) type StepFn = Arc<dyn Fn(&[u8], Codec) -> Result<Vec<(String, Vec<u8>)>, BoxError> + Send + Sync>;
+
+/// The upcasters of event type `E` (every type name it stores), built into a [`Chain`].
+///
+/// ```
+/// use allframe_cqrs_core::Event;
+/// use allframe_cqrs_versioning::Upcasters;
+/// use serde::{Deserialize, Serialize};
+///
+/// // Version 3: `Deposited { cents }` (v1 was `MoneyDeposited { amount }`, v2 `Deposited { amount }`).
+/// #[derive(Clone, Debug, Serialize, Deserialize)]
+/// enum Account { Deposited { cents: u64 } }
+/// impl Event for Account {
+///     const SCHEMA_VERSION: u32 = 3;
+/// }
+///
+/// let chain = Upcasters::<Account>::new()
+///     .rename("MoneyDeposited", 1, "Deposited")
+///     .json("Deposited", 2, |mut payload| {
+///         let amount = payload["Deposited"]["amount"].take();
+///         payload["Deposited"] = serde_json::json!({ "cents": amount });
+///         Ok(payload)
+///     })
+///     .build()
+///     .unwrap();
+/// assert_eq!(chain.current_version(), 3);
+/// ```
+pub struct Upcasters<E> {
+    steps: BTreeMap<(String, u32), StepFn>,
+    /// The types each step turns events into, when known before it runs (not for `json_into`).
+    outputs: BTreeMap<(String, u32), Vec<String>>,
+    duplicates: Vec<(String, u32)>,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E> std::fmt::Debug for Upcasters<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upcasters").field("steps", &self.steps.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl<E: Event> Default for Upcasters<E> {
+    fn default() -> Self {
+        Upcasters { steps: BTreeMap::new(), outputs: BTreeMap::new(), duplicates: Vec::new(), _event: PhantomData }
+    }
+}
+
+impl<E: Event> Upcasters<E> {
+    /// No steps yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn step(mut self, event_type: &str, from: u32, outputs: Option<Vec<String>>, step: StepFn) -> Self {
+        let key = (event_type.to_owned(), from);
+        if self.steps.insert(key.clone(), step).is_some() {
+            self.duplicates.push(key.clone());
+        }
+        match outputs {
+            Some(outputs) => self.outputs.insert(key, outputs),
+            None => self.outputs.remove(&key),
+        };
+        self
+    }
+
+    /// `event_type` at version `from` becomes version `from + 1` of the same type through `f`,
+    /// on its JSON form (stores with the JSON codec).
+    pub fn json(
+        self,
+        event_type: &str,
+        from: u32,
+        f: impl Fn(Value) -> Result<Value, BoxError> + Send + Sync + 'static,
+    ) -> Self {
+        let name = event_type.to_owned();
+        let same = Some(vec![name.clone()]);
+        self.json_step(event_type, from, same, move |value| Ok(vec![(name.clone(), f(value)?)]))
+    }
+
+    /// `event_type` at version `from` becomes the events `f` returns, each with its type name,
+    /// at version `from + 1`: a split (several), a rename (another name), or a drop (none). On
+    /// the JSON form.
+    pub fn json_into(
+        self,
+        event_type: &str,
+        from: u32,
+        f: impl Fn(Value) -> Result<Vec<(String, Value)>, BoxError> + Send + Sync + 'static,
+    ) -> Self {
+        self.json_step(event_type, from, None, f)
+    }
+
+    fn json_step(
+        self,
+        event_type: &str,
+        from: u32,
+        outputs: Option<Vec<String>>,
+        f: impl Fn(Value) -> Result<Vec<(String, Value)>, BoxError> + Send + Sync + 'static,
+    ) -> Self {
+        let step: StepFn = Arc::new(move |payload, codec| {
+            if !codec.is_json() {
+                return Err(format!("a JSON upcaster cannot read a {} payload: use `typed`", codec.name()).into());
+            }
+            let value: Value = serde_json::from_slice(payload)?;
+            f(value)?.into_iter().map(|(name, value)| Ok((name, serde_json::to_vec(&value)?))).collect()
+        });
+        self.step(event_type, from, outputs, step)
+    }
+
+    /// `event_type` at version `from` is read under the name `to` from version `from + 1` on.
+    /// With the JSON codec, the payload of an enum variant (an object whose one key is the old
+    /// name, serde's external tag) gets the new name as its key; other payloads are unchanged.
+    pub fn rename(self, event_type: &str, from: u32, to: &str) -> Self {
+        let outputs = Some(vec![to.to_owned()]);
+        let (old, to) = (event_type.to_owned(), to.to_owned());
+        let step: StepFn = Arc::new(move |payload, codec| {
+            if codec.is_json()
+                && let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(payload)
+                && object.len() == 1
+                && let Some(inner) = object.remove(&old)
+            {
+                object.insert(to.clone(), inner);
+                return Ok(vec![(to.clone(), serde_json::to_vec(&Value::Object(object))?)]);
+            }
+            Ok(vec![(to.clone(), payload.to_vec())])
+        });
+        self.step(event_type, from, outputs, step)
+    }
+
+    /// `event_type` at version `from` is dropped: readers of version `from + 1` on never see it.
+    pub fn drop_event(self, event_type: &str, from: u32) -> Self {
+        let step: StepFn = Arc::new(|_, _| Ok(Vec::new()));
+        self.step(event_type, from, Some(Vec::new()), step)
+    }
+
+    /// `event_type` did not change from version `from` to `from + 1` (fills a version that a
+    /// type with other steps skips, which is otherwise a gap).
+    pub fn unchanged(self, event_type: &str, from: u32) -> Self {
+        let name = event_type.to_owned();
+        let outputs = Some(vec![name.clone()]);
+        let step: StepFn = Arc::new(move |payload, _| Ok(vec![(name.clone(), payload.to_vec())]));
+        self.step(event_type, from, outputs, step)
+    }
+
+    /// `event_type` at version `from`, decoded as `Old` with the store's codec (any codec),
+    /// becomes `f(old)` under the name `to` at version `from + 1`: for binary codecs, where
+    /// there is no JSON form to edit.
+    pub fn typed<Old, New>(
+        self,
+        event_type: &str,
+        from: u32,
+        to: &str,
+        f: impl Fn(Old) -> New + Send + Sync + 'static,
+    ) -> Self
+    where
+        Old: DeserializeOwned + 'static,
+        New: Serialize + 'static,
+    {
+        let outputs = Some(vec![to.to_owned()]);
+        let to = to.to_owned();
+        let step: StepFn = Arc::new(move |payload, codec| {
+            let old: Old = codec.decode(payload)?;
+            Ok(vec![(to.clone(), codec.encode(&f(old))?)])
+        });
+        self.step(event_type, from, outputs, step)
+    }
+
+    /// Checks the chain and builds it: every step reads a version below `E::SCHEMA_VERSION`;
+    /// no (type, version) has two steps; wherever an event of a type with steps can be (from
+    /// the type's first step, and wherever a rename, a typed step or an unchanged one sends
+    /// events) there is a step for it (no gap); the types the chain ends at are ones `E` reads
+    /// (`Event::EVENT_TYPES`, when listed). What a `json_into` step makes is checked when it
+    /// runs. Each step raises the version by one, so a chain cannot loop.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, as a [`ChainError`].
+    pub fn build(self) -> Result<Chain, ChainError> {
+        let current = E::SCHEMA_VERSION;
+        if let Some((event_type, from)) = self.duplicates.first() {
+            return Err(ChainError::Duplicate { event_type: event_type.clone(), from: *from });
+        }
+        let mut first: BTreeMap<&str, u32> = BTreeMap::new();
+        for (event_type, from) in self.steps.keys() {
+            if *from == 0 || *from >= current {
+                return Err(ChainError::BeyondCurrent { event_type: event_type.clone(), from: *from, current });
+            }
+            first.entry(event_type.as_str()).or_insert(*from);
+        }
+        // Walk every (type, version) an event can be at: from each type's first step, and
+        // wherever a step with known outputs sends events. A type with steps must have one at
+        // each of them; a type without steps reads the same at every version.
+        let mut reached: Vec<(String, u32)> = first.iter().map(|(t, v)| ((*t).to_owned(), *v)).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((event_type, at)) = reached.pop() {
+            if at >= current || !first.contains_key(event_type.as_str()) || !seen.insert((event_type.clone(), at)) {
+                continue;
+            }
+            if !self.steps.contains_key(&(event_type.clone(), at)) {
+                return Err(ChainError::Gap { event_type, missing: at, current });
+            }
+            for target in self.outputs.get(&(event_type.clone(), at)).into_iter().flatten() {
+                if at + 1 == current && !E::EVENT_TYPES.is_empty() && !E::EVENT_TYPES.contains(&target.as_str()) {
+                    return Err(ChainError::UnknownTarget { event_type, from: at, target: target.clone() });
+                }
+                reached.push((target.clone(), at + 1));
+            }
+        }
+        Ok(Chain::new(self.steps, current))
+    }
+}
