@@ -24,6 +24,7 @@
 mod backend;
 pub mod checkpoint;
 mod codec;
+mod decode;
 mod error;
 mod event;
 pub mod event_name;
@@ -40,6 +41,7 @@ pub mod upcast;
 
 pub use backend::{CommitSignal, DEFAULT_PAGE_SIZE, DynBackend, EventStoreBackend};
 pub use codec::Codec;
+pub use decode::{Decoded, decode_payload};
 pub use error::{BoxError, Error, Result};
 pub use event::{Aggregate, Envelope, Event, EventData, Projection};
 pub use lease::{Lease, Leases};

@@ -15,6 +15,6 @@ mod chain;
 mod error;
 mod upcasters;
 
-pub use chain::Chain;
+pub use chain::{Chain, Upcasted};
 pub use error::ChainError;
 pub use upcasters::Upcasters;
