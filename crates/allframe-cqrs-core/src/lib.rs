@@ -24,7 +24,6 @@
 mod backend;
 pub mod checkpoint;
 mod codec;
-mod decode;
 mod error;
 mod event;
 pub mod event_name;
@@ -37,11 +36,9 @@ mod store;
 mod subscription;
 mod transaction;
 mod types;
-pub mod upcast;
 
 pub use backend::{CommitSignal, DEFAULT_PAGE_SIZE, DynBackend, EventStoreBackend};
 pub use codec::Codec;
-pub use decode::{Decoded, decode_payload};
 pub use error::{BoxError, Error, Result};
 pub use event::{Aggregate, Envelope, Event, EventData, Projection};
 pub use lease::{Lease, Leases};

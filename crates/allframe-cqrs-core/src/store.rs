@@ -13,13 +13,11 @@ use tracing::Instrument;
 
 use crate::backend::EventStoreBackend;
 use crate::codec::Codec;
-use crate::decode::{Decoded, Decoder, Results, decode_event};
 use crate::error::{Error, Result};
 use crate::event::{Aggregate, Envelope, Event, EventData, Projection};
 use crate::read;
 use crate::subscription::{RawSubscription, StartFrom, Subscription, SubscriptionOptions};
 use crate::types::{AppendResult, BackendStats, ExpectedVersion, NewEvent, RecordedEvent, Snapshot};
-use crate::upcast::Upcast;
 
 /// The longest a command retry waits for the winning append of a conflict to be readable.
 pub(crate) const CONFLICT_WAIT: Duration = Duration::from_secs(5);
@@ -138,7 +136,6 @@ pub enum Undecodable {
 pub struct EventStore<E, B: ?Sized> {
     backend: Arc<B>,
     codec: Codec,
-    upcast: Option<Arc<dyn Upcast<E>>>,
     snapshot_policy: SnapshotPolicy,
     max_conflict_retries: u32,
     _event: PhantomData<fn() -> E>,
@@ -149,7 +146,6 @@ impl<E, B: ?Sized> Clone for EventStore<E, B> {
         EventStore {
             backend: Arc::clone(&self.backend),
             codec: self.codec,
-            upcast: self.upcast.clone(),
             snapshot_policy: self.snapshot_policy,
             max_conflict_retries: self.max_conflict_retries,
             _event: PhantomData,
@@ -181,7 +177,6 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         EventStore {
             backend,
             codec: Codec::default(),
-            upcast: None,
             snapshot_policy: SnapshotPolicy::default(),
             max_conflict_retries: 3,
             _event: PhantomData,
@@ -192,19 +187,6 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     pub fn with_codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
         self
-    }
-
-    /// Reads every stored event through `upcasters` (built by the versioning crate): events of
-    /// older schema versions are read as the current ones, on every read path of this store
-    /// (stream reads, the whole log, aggregate loads, subscriptions, and what is built on
-    /// them).
-    pub fn with_upcasters(mut self, upcasters: Arc<dyn Upcast<E>>) -> Self {
-        self.upcast = Some(upcasters);
-        self
-    }
-
-    fn decoder(&self) -> Decoder<E> {
-        Decoder { codec: self.codec, upcast: self.upcast.clone() }
     }
 
     /// Sets when [`EventStore::execute`] saves snapshots.
@@ -234,20 +216,11 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         self.codec
     }
 
-    /// Decodes one stored event into the events it stands for (one, unless upcasters split or
-    /// drop it; each type checked against [`Event::EVENT_TYPES`], then its payload decoded),
-    /// borrowing the record: for code that reads the backend itself, as the projection runners
-    /// do, and decodes only the records it wants.
-    pub fn decode(&self, record: &RecordedEvent) -> Result<Decoded<E>> {
-        if self.upcast.is_none() {
-            return decode_event(self.codec, record).map(Decoded::one);
-        }
-        let mut events = Vec::new();
-        self.decoder().each(record, &mut |event| {
-            events.push(event);
-            Ok(())
-        })?;
-        Ok(Decoded::many(events))
+    /// Decodes one stored event (its type checked against [`Event::EVENT_TYPES`], then its
+    /// payload), borrowing the record: for code that reads the backend itself, as the
+    /// projection runners do, and decodes only the records it wants.
+    pub fn decode_event(&self, record: &RecordedEvent) -> Result<E> {
+        decode_event(self.codec, record)
     }
 
     /// Appends events to a stream without a version check (the seed's `append`).
@@ -307,20 +280,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     pub async fn get_events_after(&self, stream: &str, version: u64) -> Result<Vec<E>> {
         let span = tracing::debug_span!("allframe.read_stream", backend = self.backend.name(), stream, after = version);
         let records = self.backend().get_events_after(stream, version).instrument(span).await?;
-        self.decode_all(records.iter())
-    }
-
-    /// The events of `records`, through the decoder.
-    fn decode_all<'r>(&self, records: impl Iterator<Item = &'r RecordedEvent>) -> Result<Vec<E>> {
-        let decoder = self.decoder();
-        let mut events = Vec::with_capacity(records.size_hint().0);
-        for record in records {
-            decoder.each(record, &mut |event| {
-                events.push(event);
-                Ok(())
-            })?;
-        }
-        Ok(events)
+        records.into_iter().map(|r| decode_envelope(self.codec, r).map(|e| e.event)).collect()
     }
 
     /// Every event of the store in global order (the seed's `get_all_events`; for small stores,
@@ -328,7 +288,11 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     pub async fn get_all_events(&self) -> Result<Vec<E>> {
         let span = tracing::debug_span!("allframe.read_all", backend = self.backend.name());
         let records = self.backend().get_all_events().instrument(span).await?;
-        self.decode_all(records.iter().filter(|r| !crate::types::is_system_stream(&r.stream_id)))
+        records
+            .into_iter()
+            .filter(|r| !crate::types::is_system_stream(&r.stream_id))
+            .map(|r| decode_envelope(self.codec, r).map(|e| e.event))
+            .collect()
     }
 
     /// One page of a stream's events with their versions, positions and metadata.
@@ -341,12 +305,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
             limit
         );
         let records = self.backend().read_stream(stream, after_version, limit).instrument(span).await?;
-        let decoder = self.decoder();
-        let mut envelopes = Vec::with_capacity(records.len());
-        for record in records {
-            envelopes.extend(decoder.envelopes(record)?);
-        }
-        Ok(envelopes)
+        records.into_iter().map(|r| decode_envelope(self.codec, r)).collect()
     }
 
     /// A stream's events after `after_version`, streamed page by page.
@@ -355,21 +314,21 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         stream: &'a str,
         after_version: u64,
     ) -> impl Stream<Item = Result<Envelope<E>>> + Send + 'a {
-        let decoder = self.decoder();
+        let codec = self.codec;
         read::stream_events(&*self.backend, stream, after_version, crate::backend::DEFAULT_PAGE_SIZE)
-            .flat_map(move |r| futures_util::stream::iter(Results::of(r.and_then(|record| decoder.envelopes(record)))))
+            .map(move |r| r.and_then(|record| decode_envelope(codec, record)))
     }
 
     /// The whole log after `after_position`, streamed page by page (bounded memory). The
     /// library's own streams ([`SYSTEM_STREAM_PREFIX`](crate::SYSTEM_STREAM_PREFIX)) are skipped.
     pub fn stream_all(&self, after_position: u64) -> impl Stream<Item = Result<Envelope<E>>> + Send + '_ {
-        let decoder = self.decoder();
+        let codec = self.codec;
         read::all_events(&*self.backend, after_position, crate::backend::DEFAULT_PAGE_SIZE)
             .filter(|r| {
                 let skip = r.as_ref().is_ok_and(|record| crate::types::is_system_stream(&record.stream_id));
                 std::future::ready(!skip)
             })
-            .flat_map(move |r| futures_util::stream::iter(Results::of(r.and_then(|record| decoder.envelopes(record)))))
+            .map(move |r| r.and_then(|record| decode_envelope(codec, record)))
     }
 
     /// A catch-up subscription to the whole log from `from`: committed events in global
@@ -381,7 +340,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
     /// [`EventStore::subscribe_from`] with explicit options.
     pub async fn subscribe_with(&self, from: StartFrom, options: SubscriptionOptions) -> Result<Subscription<E, B>> {
         let raw = RawSubscription::start(Arc::clone(&self.backend), from, options).await?;
-        Ok(Subscription::new(raw, self.decoder()))
+        Ok(Subscription::new(raw, self.codec))
     }
 
     /// Sends every event committed from now on to `tx`, from a background task (the seed's
@@ -496,16 +455,13 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         after_version: u64,
         state: &mut A,
     ) -> Result<u64> {
-        let decoder = self.decoder();
+        let codec = self.codec;
         let page = crate::backend::DEFAULT_PAGE_SIZE;
         let mut version = after_version;
         loop {
             let after = version;
             let mut visit = |record: &RecordedEvent| {
-                decoder.each(record, &mut |event| {
-                    state.apply(&event);
-                    Ok(())
-                })?;
+                state.apply(&decode_event::<E>(codec, record)?);
                 version = record.version;
                 Ok(())
             };
@@ -573,4 +529,34 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         let span = tracing::debug_span!("allframe.stats", backend = self.backend.name());
         self.backend().stats().instrument(span).await
     }
+}
+
+/// Decodes one stored event into an [`Envelope`].
+pub(crate) fn decode_envelope<E: Event>(codec: Codec, record: RecordedEvent) -> Result<Envelope<E>> {
+    let event = decode_event(codec, &record)?;
+    Ok(Envelope {
+        stream_id: record.stream_id,
+        version: record.version,
+        position: record.position,
+        event,
+        metadata: record.metadata,
+    })
+}
+
+/// Decodes the event of one stored record, which is only borrowed: its type is checked
+/// against [`Event::EVENT_TYPES`], then its payload decoded. Nothing else is copied.
+pub(crate) fn decode_event<E: Event>(codec: Codec, record: &RecordedEvent) -> Result<E> {
+    if !E::EVENT_TYPES.is_empty() && !E::EVENT_TYPES.contains(&&*record.event_type) {
+        return Err(Error::UnknownEventType {
+            stream: record.stream_id.clone(),
+            version: record.version,
+            event_type: record.event_type.to_string(),
+        });
+    }
+    codec.decode::<E>(&record.payload).map_err(|source| Error::Decode {
+        stream: record.stream_id.clone(),
+        version: record.version,
+        event_type: record.event_type.to_string(),
+        source,
+    })
 }

@@ -7,13 +7,15 @@
 //! falls behind: it never blocks or loses an append (contract point 8).
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::EventStoreBackend;
-use crate::decode::{Decoded, Decoder};
+use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::event::{Envelope, Event};
+use crate::store::decode_envelope;
 use crate::types::RecordedEvent;
 
 /// Where a subscription starts.
@@ -105,23 +107,13 @@ impl<B: EventStoreBackend + ?Sized> RawSubscription<B> {
 #[derive(Debug)]
 pub struct Subscription<E, B: ?Sized> {
     raw: RawSubscription<B>,
-    decoder: Decoder<E>,
-    /// The rest of the events of a stored event that upcasters split.
-    pending: VecDeque<Envelope<E>>,
+    codec: Codec,
+    _event: PhantomData<fn() -> E>,
 }
 
 impl<E: Event, B: EventStoreBackend + ?Sized> Subscription<E, B> {
-    pub(crate) fn new(raw: RawSubscription<B>, decoder: Decoder<E>) -> Self {
-        Subscription { raw, decoder, pending: VecDeque::new() }
-    }
-
-    /// The first event of `record`, keeping the others of a split one for the next calls;
-    /// `None` when upcasters dropped it.
-    fn first_of(&mut self, record: RecordedEvent) -> Result<Option<Envelope<E>>> {
-        let mut decoded: Decoded<Envelope<E>> = self.decoder.envelopes(record)?;
-        let first = decoded.next();
-        self.pending.extend(decoded);
-        Ok(first)
+    pub(crate) fn new(raw: RawSubscription<B>, codec: Codec) -> Self {
+        Subscription { raw, codec, _event: PhantomData }
     }
 
     /// The next committed event, decoded, waiting for one if caught up. Cancel-safe.
@@ -132,31 +124,20 @@ impl<E: Event, B: EventStoreBackend + ?Sized> Subscription<E, B> {
     /// The library's own streams ([`SYSTEM_STREAM_PREFIX`](crate::SYSTEM_STREAM_PREFIX)) are
     /// skipped.
     pub async fn next(&mut self) -> Result<Envelope<E>> {
-        if let Some(envelope) = self.pending.pop_front() {
-            return Ok(envelope);
-        }
         loop {
             let record = self.raw.next().await?;
-            if !crate::types::is_system_stream(&record.stream_id)
-                && let Some(envelope) = self.first_of(record)?
-            {
-                return Ok(envelope);
+            if !crate::types::is_system_stream(&record.stream_id) {
+                return decode_envelope(self.codec, record);
             }
         }
     }
 
     /// The next committed event if one is there now, without waiting.
     pub async fn try_next(&mut self) -> Result<Option<Envelope<E>>> {
-        if let Some(envelope) = self.pending.pop_front() {
-            return Ok(Some(envelope));
-        }
         loop {
             match self.raw.try_next().await? {
                 Some(record) if crate::types::is_system_stream(&record.stream_id) => continue,
-                Some(record) => match self.first_of(record)? {
-                    Some(envelope) => return Ok(Some(envelope)),
-                    None => continue,
-                },
+                Some(record) => return decode_envelope(self.codec, record).map(Some),
                 None => return Ok(None),
             }
         }

@@ -13,7 +13,7 @@ use crate::handle::{ReadModelHandle, Slot};
 use crate::lock::RunnerLock;
 use crate::policy::FailurePolicy;
 use crate::read_model::{ReadModel, Resume, checkpoint_name};
-use crate::runner::{Claim, Control, Exit, Role, RunOptions, Runner, apply_caught, resume_point, shared_envelope};
+use crate::runner::{Claim, Control, Exit, Role, RunOptions, Runner, apply_caught, envelope, resume_point};
 use crate::status::{ProjectionState, ProjectionStatus, Shared};
 
 /// Named read models over one store, each kept up to date by its own task.
@@ -492,12 +492,9 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static, P: ReadModel<E>> Entry<E
                 report.still_failing.push((letter.position, "the event is not in the log".to_owned()));
                 continue;
             };
-            let applied = match context.store.decode(&record) {
+            let applied = match context.store.decode_event(&record) {
                 Err(error) => Err(error.to_string()),
-                Ok(events) => {
-                    let mut model = model.write().await;
-                    events.into_iter().try_for_each(|event| apply_caught(&mut *model, &shared_envelope(&record, event)))
-                }
+                Ok(event) => apply_caught(&mut *model.write().await, &envelope(record, event)),
             };
             match applied {
                 Ok(()) => {

@@ -226,11 +226,9 @@ impl<'a, E: Event, B: EventStoreBackend + ?Sized> Replay<'a, E, B> {
                 if self.wants(&record) {
                     let failed =
                         |reason: String| ProjectionError::Failed { name: "replay".to_owned(), position, reason };
-                    let events = self.store.decode(&record).map_err(|error| failed(error.to_string()))?;
-                    for envelope in crate::runner::envelopes(record, events) {
-                        handler(envelope).map_err(|error| failed(error.to_string()))?;
-                        now.handled += 1;
-                    }
+                    let event = self.store.decode_event(&record).map_err(|error| failed(error.to_string()))?;
+                    handler(crate::runner::envelope(record, event)).map_err(|error| failed(error.to_string()))?;
+                    now.handled += 1;
                 }
                 now.position = position;
                 now.read += 1;

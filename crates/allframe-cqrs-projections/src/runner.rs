@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allframe_cqrs_core::{Decoded, Envelope, Error, Event, EventStore, EventStoreBackend, Leases, RecordedEvent};
+use allframe_cqrs_core::{Envelope, Error, Event, EventStore, EventStoreBackend, Leases, RecordedEvent};
 use tokio::sync::{Mutex, RwLock, watch};
 
 use crate::dead_letter::{DeadLetter, Ledger};
@@ -323,41 +323,34 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
         for record in page {
             let position = record.position;
             if handles(P::EVENTS, &record) {
-                let failure = match self.store.decode(&record) {
+                let failure = match self.store.decode_event(&record) {
                     Err(error) => Some((About::of(&record), Failure { reason: error.to_string(), attempts: 1 })),
-                    // One event, or (through upcasters) none or several: each applied in turn.
-                    Ok(events) => 'record: {
-                        for envelope in envelopes(record, events) {
-                            let mut attempts = 0;
-                            let failed = loop {
-                                attempts += 1;
-                                match apply_caught(&mut *guard, &envelope) {
-                                    Ok(()) => break None,
-                                    Err(reason) if attempts > self.policy.retries => {
-                                        break Some((About::of_envelope(&envelope), Failure { reason, attempts }));
-                                    }
-                                    Err(reason) => {
-                                        tracing::warn!(projection = P::NAME, position, attempts, %reason, "apply failed; retrying");
-                                        drop(guard);
-                                        tokio::time::sleep(self.policy.backoff_before(attempts)).await;
-                                        if *self.control.borrow() == Control::Stop {
-                                            self.report(passed, applied);
-                                            return Err(self.checkpoint_or(Exit::Stopped).await);
-                                        }
-                                        guard = model.write().await;
-                                    }
+                    Ok(event) => {
+                        let envelope = envelope(record, event);
+                        let mut attempts = 0;
+                        loop {
+                            attempts += 1;
+                            match apply_caught(&mut *guard, &envelope) {
+                                Ok(()) => break None,
+                                Err(reason) if attempts > self.policy.retries => {
+                                    break Some((About::of_envelope(&envelope), Failure { reason, attempts }));
                                 }
-                            };
-                            if failed.is_some() {
-                                break 'record failed;
+                                Err(reason) => {
+                                    tracing::warn!(projection = P::NAME, position, attempts, %reason, "apply failed; retrying");
+                                    drop(guard);
+                                    tokio::time::sleep(self.policy.backoff_before(attempts)).await;
+                                    if *self.control.borrow() == Control::Stop {
+                                        self.report(passed, applied);
+                                        return Err(self.checkpoint_or(Exit::Stopped).await);
+                                    }
+                                    guard = model.write().await;
+                                }
                             }
-                            applied += 1;
                         }
-                        None
                     }
                 };
                 match failure {
-                    None => {}
+                    None => applied += 1,
                     Some((about, failure)) => match self.policy.give_up {
                         GiveUp::Stop => {
                             drop(guard);
@@ -478,35 +471,6 @@ pub(crate) fn envelope<E>(record: RecordedEvent, event: E) -> Envelope<E> {
         position: record.position,
         event,
         metadata: record.metadata,
-    }
-}
-
-/// The envelopes of the events of `record`: the record's fields are moved into the last (the
-/// only one, without upcasters) and copied for the others.
-pub(crate) fn envelopes<E>(record: RecordedEvent, events: Decoded<E>) -> impl Iterator<Item = Envelope<E>> {
-    let mut events = events.peekable();
-    let mut record = Some(record);
-    std::iter::from_fn(move || {
-        let event = events.next()?;
-        let kept = record.take()?;
-        if events.peek().is_none() {
-            return Some(envelope(kept, event));
-        }
-        let shared = shared_envelope(&kept, event);
-        record = Some(kept);
-        Some(shared)
-    })
-}
-
-/// The envelope of one of the events of a record that upcasters split (the record is kept for
-/// the others).
-pub(crate) fn shared_envelope<E>(record: &RecordedEvent, event: E) -> Envelope<E> {
-    Envelope {
-        stream_id: record.stream_id.clone(),
-        version: record.version,
-        position: record.position,
-        event,
-        metadata: record.metadata.clone(),
     }
 }
 

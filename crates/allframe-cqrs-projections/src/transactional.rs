@@ -438,15 +438,18 @@ async fn apply_in<E: Event, B: CheckpointTransactions + ?Sized, P: Transactional
     store: &EventStore<E, B>,
     record: &RecordedEvent,
 ) -> Result<(), ApplyFailure> {
-    let events = store.decode(record).map_err(|error| ApplyFailure { reason: error.to_string(), retryable: false })?;
-    // One event, or (through upcasters) none or several: all in the same transaction.
-    for event in events {
-        let envelope = crate::runner::shared_envelope(record, event);
-        match AssertUnwindSafe(model.apply(transaction, &envelope)).catch_unwind().await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(ApplyFailure { reason: error.to_string(), retryable: true }),
-            Err(panic) => return Err(ApplyFailure { reason: panic_message(&*panic), retryable: true }),
-        }
+    let event =
+        store.decode_event(record).map_err(|error| ApplyFailure { reason: error.to_string(), retryable: false })?;
+    let envelope = Envelope {
+        stream_id: record.stream_id.clone(),
+        version: record.version,
+        position: record.position,
+        event,
+        metadata: record.metadata.clone(),
+    };
+    match AssertUnwindSafe(model.apply(transaction, &envelope)).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(ApplyFailure { reason: error.to_string(), retryable: true }),
+        Err(panic) => Err(ApplyFailure { reason: panic_message(&*panic), retryable: true }),
     }
-    Ok(())
 }

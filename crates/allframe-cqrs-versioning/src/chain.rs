@@ -4,13 +4,12 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use allframe_cqrs_core::upcast::Upcast;
-use allframe_cqrs_core::{BoxError, Codec, Error, Event, RecordedEvent, decode_payload, schema_version};
+use allframe_cqrs_core::{BoxError, Codec, RecordedEvent, schema_version};
 
 use crate::upcasters::StepFn;
 
-/// Upcasters checked by [`Upcasters::build`](crate::Upcasters::build): give it to a store
-/// (`EventStore::with_upcasters`) and every read decodes through it.
+/// Upcasters checked by [`Upcasters::build`](crate::Upcasters::build), applied to one stored
+/// event at a time ([`Chain::apply`], [`Chain::upcast`]).
 pub struct Chain {
     steps: BTreeMap<(String, u32), StepFn>,
     /// The types that have steps; others read the same at every version.
@@ -78,29 +77,19 @@ impl Chain {
     }
 }
 
-/// What a stored event stands for at the current schema version: its events, each as a type
-/// name and a payload in the store's codec.
-pub type Upcasted = Vec<(Cow<'static, str>, Vec<u8>)>;
-
-impl<E: Event> Upcast<E> for Chain {
-    fn decode(
-        &self,
-        record: &RecordedEvent,
-        codec: Codec,
-        out: &mut dyn FnMut(E) -> allframe_cqrs_core::Result<()>,
-    ) -> allframe_cqrs_core::Result<bool> {
-        let version = schema_version::of(&record.metadata);
-        let events =
-            self.apply(&record.event_type, version, &record.payload, codec).map_err(|source| Error::Decode {
-                stream: record.stream_id.clone(),
-                version: record.version,
-                event_type: record.event_type.to_string(),
-                source,
-            })?;
-        let Some(events) = events else { return Ok(false) };
-        for (event_type, payload) in events {
-            out(decode_payload(codec, record, &event_type, &payload)?)?;
-        }
-        Ok(true)
+impl Chain {
+    /// What the stored `record` stands for at the current version (from the version its
+    /// `allframe.schema_version` header names; none: version 1), or `None` when the chain
+    /// leaves it as it is.
+    ///
+    /// # Errors
+    ///
+    /// As [`Chain::apply`].
+    pub fn upcast(&self, record: &RecordedEvent, codec: Codec) -> Result<Option<Upcasted>, BoxError> {
+        self.apply(&record.event_type, schema_version::of(&record.metadata), &record.payload, codec)
     }
 }
+
+/// What a stored event stands for at the current schema version: its events (none if dropped,
+/// several if split), each as a type name and a payload in the store's codec.
+pub type Upcasted = Vec<(Cow<'static, str>, Vec<u8>)>;

@@ -5,8 +5,9 @@
 //! (event type, version), how the stored form of version n becomes version n + 1: a change of
 //! its JSON, a rename, a split, a drop, or a typed conversion for binary codecs.
 //! [`Upcasters::build`] checks the whole chain at start-up (a duplicate, a gap, a step beyond
-//! the current version or into a type the event does not read is a [`ChainError`]), and the
-//! resulting [`Chain`] is the one place every read decodes through.
+//! the current version or into a type the event does not read is a [`ChainError`]); the
+//! resulting [`Chain`] turns one stored event into what it stands for now. Wiring it under
+//! every read of a store is the next step (see issue 20's notes).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
