@@ -24,7 +24,8 @@ pub fn stream_events<'a, B: EventStoreBackend + ?Sized>(
         let Some(after) = cursor else { return Ok::<_, Error>(None) };
         let page = backend.read_stream(stream, after, page_size).await?;
         let next = match page.last() {
-            Some(last) if page.len() == page_size => Some(last.version),
+            // `>=`: a backend that reads through upcasters may return more than asked.
+            Some(last) if page.len() >= page_size => Some(last.version),
             _ => None,
         };
         if page.is_empty() { Ok(None) } else { Ok(Some((page, next))) }
@@ -45,7 +46,7 @@ pub fn all_events<B: EventStoreBackend + ?Sized>(
         let Some(after) = cursor else { return Ok::<_, Error>(None) };
         let page = backend.read_all(after, page_size).await?;
         let next = match page.last() {
-            Some(last) if page.len() == page_size => Some(last.position),
+            Some(last) if page.len() >= page_size => Some(last.position),
             _ => None,
         };
         if page.is_empty() { Ok(None) } else { Ok(Some((page, next))) }

@@ -6,16 +6,19 @@
 //! its JSON, a rename, a split, a drop, or a typed conversion for binary codecs.
 //! [`Upcasters::build`] checks the whole chain at start-up (a duplicate, a gap, a step beyond
 //! the current version or into a type the event does not read is a [`ChainError`]); the
-//! resulting [`Chain`] turns one stored event into what it stands for now. Wiring it under
-//! every read of a store is the next step (see issue 20's notes).
+//! resulting [`Chain`] turns one stored event into what it stands for now, and [`Upcasting`]
+//! puts it under every read of a backend: a typed store, command bus, subscription, projection
+//! or replay over it reads events of older versions as the current ones.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod backend;
 mod chain;
 mod error;
 mod upcasters;
 
+pub use backend::{DROPPED_STREAM, Upcasting};
 pub use chain::{Chain, Upcasted};
 pub use error::ChainError;
 pub use upcasters::Upcasters;

@@ -106,7 +106,7 @@ pub mod cqrs {
         ProjectionState, ProjectionStatus, ReadModel, ReadModelHandle, Replay, ReplayReport, Resume, RetryReport,
         RunOptions, TransactionalReadModel,
     };
-    pub use allframe_cqrs_versioning::{Chain, ChainError, Upcasters};
+    pub use allframe_cqrs_versioning::{Chain, ChainError, Upcasters, Upcasting};
 
     /// The seed's "Step 2: add AllSource (zero code changes)": with `use allframe::cqrs::*`,
     /// the durable backends are in scope too.
