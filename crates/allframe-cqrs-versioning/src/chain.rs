@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use allframe_cqrs_core::{BoxError, Codec, RecordedEvent, schema_version};
 
-use crate::upcasters::StepFn;
+use crate::upcasters::{Payload, StepFn};
 
 /// Upcasters checked by [`Upcasters::build`](crate::Upcasters::build), applied to one stored
 /// event at a time ([`Chain::apply`], [`Chain::upcast`]).
@@ -58,13 +58,13 @@ impl Chain {
         if version >= self.current || !self.versioned.contains(event_type) {
             return Ok(None);
         }
-        let mut events: Vec<(String, Vec<u8>)> = vec![(event_type.to_owned(), payload.to_vec())];
+        let mut events: Vec<(String, Payload)> = vec![(event_type.to_owned(), Payload::Bytes(payload.to_vec()))];
         for at in version..self.current {
             let mut next = Vec::with_capacity(events.len());
             for (name, payload) in events {
                 match self.steps.get(&(name.clone(), at)) {
                     Some(step) => next.extend(
-                        step(&payload, codec)
+                        step(payload, codec)
                             .map_err(|error| format!("upcasting `{name}` from schema version {at}: {error}"))?,
                     ),
                     None if !self.versioned.contains(&name) => next.push((name, payload)),
@@ -73,7 +73,8 @@ impl Chain {
             }
             events = next;
         }
-        Ok(Some(events.into_iter().map(|(name, payload)| (Cow::Owned(name), payload)).collect()))
+        let written = events.into_iter().map(|(name, payload)| Ok((Cow::Owned(name), payload.into_bytes()?)));
+        Ok(Some(written.collect::<Result<_, BoxError>>()?))
     }
 }
 

@@ -16,7 +16,35 @@ use crate::error::ChainError;
 
 /// What one step makes of one stored event: zero (dropped), one (changed or renamed) or several
 /// (split) events, each as its type name and payload.
-pub(crate) type StepFn = Arc<dyn Fn(&[u8], Codec) -> Result<Vec<(String, Vec<u8>)>, BoxError> + Send + Sync>;
+pub(crate) type StepFn = Arc<dyn Fn(Payload, Codec) -> Result<Vec<(String, Payload)>, BoxError> + Send + Sync>;
+
+/// A payload between steps: as stored (bytes in the store's codec), or parsed JSON, kept
+/// parsed from one JSON step to the next so that a chain parses and writes it once.
+pub(crate) enum Payload {
+    Bytes(Vec<u8>),
+    Json(Value),
+}
+
+impl Payload {
+    /// The JSON form (stores with the JSON codec only).
+    pub(crate) fn into_json(self, codec: Codec) -> Result<Value, BoxError> {
+        match self {
+            Payload::Json(value) => Ok(value),
+            Payload::Bytes(_) if !codec.is_json() => {
+                Err(format!("a JSON upcaster cannot read a {} payload: use `typed`", codec.name()).into())
+            }
+            Payload::Bytes(bytes) => Ok(serde_json::from_slice(&bytes)?),
+        }
+    }
+
+    /// The bytes in the store's codec.
+    pub(crate) fn into_bytes(self) -> Result<Vec<u8>, BoxError> {
+        match self {
+            Payload::Bytes(bytes) => Ok(bytes),
+            Payload::Json(value) => Ok(serde_json::to_vec(&value)?),
+        }
+    }
+}
 
 /// The upcasters of event type `E` (every type name it stores), built into a [`Chain`].
 ///
@@ -114,11 +142,8 @@ impl<E: Event> Upcasters<E> {
         f: impl Fn(Value) -> Result<Vec<(String, Value)>, BoxError> + Send + Sync + 'static,
     ) -> Self {
         let step: StepFn = Arc::new(move |payload, codec| {
-            if !codec.is_json() {
-                return Err(format!("a JSON upcaster cannot read a {} payload: use `typed`", codec.name()).into());
-            }
-            let value: Value = serde_json::from_slice(payload)?;
-            f(value)?.into_iter().map(|(name, value)| Ok((name, serde_json::to_vec(&value)?))).collect()
+            let made = f(payload.into_json(codec)?)?;
+            Ok(made.into_iter().map(|(name, value)| (name, Payload::Json(value))).collect())
         });
         self.step(event_type, from, outputs, step)
     }
@@ -130,15 +155,18 @@ impl<E: Event> Upcasters<E> {
         let outputs = Some(vec![to.to_owned()]);
         let (old, to) = (event_type.to_owned(), to.to_owned());
         let step: StepFn = Arc::new(move |payload, codec| {
-            if codec.is_json()
-                && let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(payload)
-                && object.len() == 1
-                && let Some(inner) = object.remove(&old)
-            {
-                object.insert(to.clone(), inner);
-                return Ok(vec![(to.clone(), serde_json::to_vec(&Value::Object(object))?)]);
+            if !codec.is_json() {
+                return Ok(vec![(to.clone(), payload)]);
             }
-            Ok(vec![(to.clone(), payload.to_vec())])
+            let renamed = match payload.into_json(codec)? {
+                Value::Object(mut object) if object.len() == 1 && object.contains_key(&old) => {
+                    let inner = object.remove(&old).unwrap_or_default();
+                    object.insert(to.clone(), inner);
+                    Value::Object(object)
+                }
+                other => other,
+            };
+            Ok(vec![(to.clone(), Payload::Json(renamed))])
         });
         self.step(event_type, from, outputs, step)
     }
@@ -154,7 +182,7 @@ impl<E: Event> Upcasters<E> {
     pub fn unchanged(self, event_type: &str, from: u32) -> Self {
         let name = event_type.to_owned();
         let outputs = Some(vec![name.clone()]);
-        let step: StepFn = Arc::new(move |payload, _| Ok(vec![(name.clone(), payload.to_vec())]));
+        let step: StepFn = Arc::new(move |payload, _| Ok(vec![(name.clone(), payload)]));
         self.step(event_type, from, outputs, step)
     }
 
@@ -175,8 +203,8 @@ impl<E: Event> Upcasters<E> {
         let outputs = Some(vec![to.to_owned()]);
         let to = to.to_owned();
         let step: StepFn = Arc::new(move |payload, codec| {
-            let old: Old = codec.decode(payload)?;
-            Ok(vec![(to.clone(), codec.encode(&f(old))?)])
+            let old: Old = codec.decode(&payload.into_bytes()?)?;
+            Ok(vec![(to.clone(), Payload::Bytes(codec.encode(&f(old))?))])
         });
         self.step(event_type, from, outputs, step)
     }
