@@ -61,6 +61,12 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
     /// Loads call it while the backend may hold a read lock on the events (the memory backend
     /// lends them in place), so it must not call the store.
     fn apply(&mut self, event: &Self::Event);
+
+    /// The version of the state's schema, recorded with each snapshot: a snapshot taken under
+    /// another version is not decoded, and the aggregate is rebuilt from its events instead.
+    /// Raise it when the state's serialized form changes. At 1, snapshots are stored as they
+    /// always were (no version recorded, no code added).
+    const SCHEMA_VERSION: u32 = 1;
 }
 
 /// A read model fed with events in global order.

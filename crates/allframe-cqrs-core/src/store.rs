@@ -426,14 +426,32 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
                 None
             };
             if let Some(snapshot) = snapshot {
-                loaded.state = self.codec.decode(&snapshot.payload).map_err(|source| Error::Decode {
-                    stream: stream.into(),
-                    version: snapshot.version,
-                    event_type: format!("snapshot of {}", std::any::type_name::<A>()),
-                    source,
-                })?;
-                loaded.version = snapshot.version;
-                loaded.snapshot_version = Some(snapshot.version);
+                if A::SCHEMA_VERSION == 1 {
+                    loaded.state = self.codec.decode(&snapshot.payload).map_err(|source| Error::Decode {
+                        stream: stream.into(),
+                        version: snapshot.version,
+                        event_type: format!("snapshot of {}", std::any::type_name::<A>()),
+                        source,
+                    })?;
+                    loaded.version = snapshot.version;
+                    loaded.snapshot_version = Some(snapshot.version);
+                } else {
+                    match self.codec.decode::<VersionedState<A>>(&snapshot.payload) {
+                        Ok(versioned)
+                            if versioned.magic == SNAPSHOT_MAGIC && versioned.version == A::SCHEMA_VERSION =>
+                        {
+                            loaded.state = versioned.state;
+                            loaded.version = snapshot.version;
+                            loaded.snapshot_version = Some(snapshot.version);
+                        }
+                        // Taken under another schema version of the state: rebuilt from events.
+                        _ => tracing::debug!(
+                            stream,
+                            version = snapshot.version,
+                            "snapshot of another schema version ignored"
+                        ),
+                    }
+                }
             }
             loaded.version = self.apply_events(stream, loaded.version, &mut loaded.state).await?;
             Ok(loaded)
@@ -474,7 +492,13 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
 
     /// Saves a snapshot of an aggregate's state at `version`.
     pub async fn save_snapshot<A: Aggregate<Event = E>>(&self, stream: &str, state: &A, version: u64) -> Result<()> {
-        let payload = self.codec.encode(state).map_err(|source| Error::Encode {
+        let encoded = if A::SCHEMA_VERSION == 1 {
+            self.codec.encode(state)
+        } else {
+            let versioned = VersionedState { magic: SNAPSHOT_MAGIC, version: A::SCHEMA_VERSION, state };
+            self.codec.encode(&versioned)
+        };
+        let payload = encoded.map_err(|source| Error::Encode {
             event_type: format!("snapshot of {}", std::any::type_name::<A>()),
             source,
         })?;
@@ -559,4 +583,19 @@ pub(crate) fn decode_event<E: Event>(codec: Codec, record: &RecordedEvent) -> Re
         event_type: record.event_type.to_string(),
         source,
     })
+}
+
+/// Marks a snapshot that records its state's schema version ("AFSV"): with postcard, whose
+/// fields have no names, an older snapshot would have to start with these bytes and the same
+/// version to be taken for one.
+const SNAPSHOT_MAGIC: [u8; 4] = *b"AFSV";
+
+/// A snapshot of a state whose schema version is above 1 ([`Aggregate::SCHEMA_VERSION`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct VersionedState<T> {
+    #[serde(rename = "allframe.snapshot")]
+    magic: [u8; 4],
+    #[serde(rename = "allframe.schema_version")]
+    version: u32,
+    state: T,
 }
