@@ -28,6 +28,7 @@ const APPLICATION_PROBES: &[(&str, &str)] = &[
     ),
     ("cqrs-validation", "the same with garde rules for the checks (`cqrs-validation`)"),
     ("cqrs-json-schema", "command bus taking JSON checked against a JSON Schema (`cqrs-json-schema`)"),
+    ("cqrs-versioning", "upcasters: a store reading events of version 1 as version 2, an aggregate loaded (`cqrs`)"),
 ];
 
 /// Two probes per backend (`crates/*/Cargo.toml`'s `[package.metadata.allframe]`): the facade
