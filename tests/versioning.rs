@@ -63,7 +63,6 @@ fn upcasters() -> Chain {
             ])
         })
         .drop_event("Audited", 1)
-        .unchanged("Audited", 2)
         .build()
         .expect("a sound chain")
 }
@@ -283,4 +282,22 @@ async fn a_snapshot_taken_under_another_schema_version_is_not_decoded_on_every_b
         assert!(matches!(older, Err(allframe::Error::Decode { .. })), "{name}: version 1 cannot read it: {older:?}");
         target.cleanup().await;
     }
+}
+
+#[test]
+fn the_golden_examples_of_every_historical_version_read_as_the_current_events() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/account");
+    let report = allframe_cqrs_testkit::golden::check_golden::<Account>(&dir, &upcasters())
+        .unwrap_or_else(|problems| panic!("{problems}"));
+    assert_eq!(report.examples, 6);
+    assert_eq!(report.steps_covered, upcasters().steps().count());
+    // A step without an example fails the check.
+    let more = Upcasters::<Account>::new()
+        .rename("MoneyDeposited", 1, "Deposited")
+        .unchanged("Deposited", 1)
+        .json("Deposited", 2, |payload| Ok(payload))
+        .build()
+        .unwrap();
+    let missing = allframe_cqrs_testkit::golden::check_golden::<Account>(&dir, &more).unwrap_err();
+    assert!(missing.contains("no golden example of `Deposited` at schema version 1"), "{missing}");
 }

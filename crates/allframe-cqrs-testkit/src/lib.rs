@@ -25,6 +25,7 @@
 
 pub mod cases;
 pub mod fixture;
+pub mod golden;
 pub mod history;
 pub mod migrate;
 pub mod model;
