@@ -295,7 +295,7 @@ fn the_golden_examples_of_every_historical_version_read_as_the_current_events() 
     let more = Upcasters::<Account>::new()
         .rename("MoneyDeposited", 1, "Deposited")
         .unchanged("Deposited", 1)
-        .json("Deposited", 2, |payload| Ok(payload))
+        .json("Deposited", 2, Ok)
         .build()
         .unwrap();
     let missing = allframe_cqrs_testkit::golden::check_golden::<Account>(&dir, &more).unwrap_err();
