@@ -29,13 +29,15 @@ impl Event for OrderPlaced {
     const SCHEMA_VERSION: u32 = 4;
 }
 
+/// The workload's order `n` (`allframe_benches::order_placed`) at version 4.
 fn current(n: u64) -> OrderPlaced {
+    let order = allframe_benches::order_placed(n);
     OrderPlaced {
-        order_id: format!("order-{n:010}"),
-        customer_id: format!("customer-{:06}", n % 100_000),
-        lines: vec![("SKU-RED-SHOE-42".into(), 1, 8_999), ("SKU-SOCKS-3PK".into(), 2, 1_299)],
-        currency: "EUR".into(),
-        note: "leave at the door, ring twice".into(),
+        order_id: order.order_id,
+        customer_id: order.customer_id,
+        lines: order.lines,
+        currency: order.currency,
+        note: order.note,
         channel: "web".into(),
     }
 }
