@@ -1,4 +1,5 @@
-//! Moving a store between backends: [`copy_store`] and [`verify_stores`].
+//! Moving a store between backends: [`copy_store`] (or [`copy_rewritten`], which changes each
+//! event on its way) and [`verify_stores`].
 //!
 //! Both work on bytes, so they need no event type, and both page through the stores, so
 //! memory stays bounded by one page however large the store is.
@@ -58,15 +59,77 @@ pub async fn copy_store<F, T>(
     from: &F,
     to: &T,
     options: CopyOptions,
-    mut progress: impl FnMut(CopyProgress),
+    progress: impl FnMut(CopyProgress),
 ) -> Result<CopyProgress>
 where
     F: EventStoreBackend + ?Sized,
     T: EventStoreBackend + ?Sized,
 {
+    copy_rewritten(from, to, options, &mut Unchanged, progress).await
+}
+
+/// What a copy makes of each source event on its way to the destination ([`copy_rewritten`]):
+/// the same event ([`copy_store`]), or others (an upcasting copy writes each at its current
+/// schema version, split or dropped). The copy stays resumable as long as the rewrite is
+/// deterministic: the same source events make the same destination events, ids included.
+pub trait Rewrite {
+    /// Pushes onto `out` the destination events of `event`, in order, each with the
+    /// destination stream version it gets (consecutive within a stream from one event to the
+    /// next). Called once per source event, in global order, from the first on every run.
+    ///
+    /// # Errors
+    ///
+    /// Fails the copy (nothing of `event` is written).
+    fn rewrite(&mut self, event: RecordedEvent, out: &mut Vec<RecordedEvent>) -> Result<()>;
+
+    /// The destination version of `stream` once its source events up to `version` are copied.
+    fn destination_version(&self, stream: &StreamId, version: u64) -> u64;
+
+    /// Whether the latest snapshots are copied (a rewrite that changes versions cannot).
+    fn keeps_snapshots(&self) -> bool;
+}
+
+/// The rewrite of [`copy_store`]: none.
+struct Unchanged;
+
+impl Rewrite for Unchanged {
+    fn rewrite(&mut self, event: RecordedEvent, out: &mut Vec<RecordedEvent>) -> Result<()> {
+        out.push(event);
+        Ok(())
+    }
+
+    fn destination_version(&self, _: &StreamId, version: u64) -> u64 {
+        version
+    }
+
+    fn keeps_snapshots(&self) -> bool {
+        true
+    }
+}
+
+/// [`copy_store`] with each source event passed through `rewrite`; resumable and checked in
+/// the same way (the destination events of a stream are compared by version, id and type with
+/// what an earlier run stored). Snapshots are copied only if the rewrite keeps them.
+///
+/// # Errors
+///
+/// As [`copy_store`], and what `rewrite` returns.
+pub async fn copy_rewritten<F, T, R>(
+    from: &F,
+    to: &T,
+    options: CopyOptions,
+    rewrite: &mut R,
+    mut progress: impl FnMut(CopyProgress),
+) -> Result<CopyProgress>
+where
+    F: EventStoreBackend + ?Sized,
+    T: EventStoreBackend + ?Sized,
+    R: Rewrite + ?Sized,
+{
     let page_size = options.page_size.max(1);
     let mut state = CopyProgress { total: from.stats().await?.events, ..CopyProgress::default() };
     let mut after = 0;
+    let mut rewritten = Vec::new();
     loop {
         let page = from.read_all(after, page_size).await?;
         let Some(last) = page.last() else { break };
@@ -75,25 +138,30 @@ where
         // Destination versions of the streams in this page, fetched once per page.
         let mut versions: HashMap<StreamId, u64> = HashMap::new();
         let mut run = Run::default();
-        for event in page {
-            let version = match versions.get(&event.stream_id) {
-                Some(version) => *version,
-                None => {
-                    let version = to.stream_version(&event.stream_id).await?;
-                    versions.insert(event.stream_id.clone(), version);
-                    version
+        for source in page {
+            rewritten.clear();
+            rewrite.rewrite(source, &mut rewritten)?;
+            for event in rewritten.drain(..) {
+                let version = match versions.get(&event.stream_id) {
+                    Some(version) => *version,
+                    None => {
+                        let version = to.stream_version(&event.stream_id).await?;
+                        versions.insert(event.stream_id.clone(), version);
+                        version
+                    }
+                };
+                let present = event.version <= version;
+                if !run.takes(&event, present, options.max_append_bytes) {
+                    run.finish(to, &mut versions, &mut state).await?;
                 }
-            };
-            let present = event.version <= version;
-            if !run.takes(&event, present, options.max_append_bytes) {
-                run.finish(to, &mut versions, &mut state).await?;
+                run.push(event, present);
             }
-            run.push(event, present);
         }
         run.finish(to, &mut versions, &mut state).await?;
         progress(state);
     }
-    let snapshots = options.snapshots && from.capabilities().snapshots && to.capabilities().snapshots;
+    let snapshots =
+        options.snapshots && rewrite.keeps_snapshots() && from.capabilities().snapshots && to.capabilities().snapshots;
     let mut after_stream: Option<StreamId> = None;
     loop {
         let streams = from.list_streams(after_stream.as_deref(), page_size).await?;
@@ -101,9 +169,10 @@ where
         after_stream = Some(last.clone());
         for (stream, source_version) in streams {
             // Every source event is in the destination now; more there means foreign events.
+            let expected = rewrite.destination_version(&stream, source_version);
             let copied = to.stream_version(&stream).await?;
-            if copied > source_version {
-                return Err(foreign(stream, source_version, copied));
+            if copied > expected {
+                return Err(foreign(stream, expected, copied));
             }
             if !snapshots {
                 continue;

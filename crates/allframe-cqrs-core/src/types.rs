@@ -266,6 +266,24 @@ impl Timestamp {
         self.0
     }
 
+    /// As RFC 3339 in UTC, to the second (`2026-12-01T20:15:07Z`), for tools and messages.
+    pub fn to_rfc3339(self) -> String {
+        let seconds = self.0.div_euclid(1_000_000);
+        let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+        // Civil date from days since 1970-01-01 (H. Hinnant's `civil_from_days`).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (h, m, s) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    }
+
     /// As a [`SystemTime`].
     pub fn to_system_time(self) -> SystemTime {
         if self.0 >= 0 {
@@ -845,6 +863,15 @@ impl BackendStats {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn timestamps_print_as_rfc3339() {
+        assert_eq!(Timestamp::from_micros(0).to_rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp::from_micros(1_796_156_107_000_000).to_rfc3339(), "2026-12-01T20:15:07Z");
+        assert_eq!(Timestamp::from_micros(951_782_400_000_000).to_rfc3339(), "2000-02-29T00:00:00Z");
+        assert_eq!(Timestamp::from_micros(-1_000_000).to_rfc3339(), "1969-12-31T23:59:59Z");
+    }
+
     use super::*;
 
     #[test]
