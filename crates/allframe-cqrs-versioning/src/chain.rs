@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use allframe_cqrs_core::{BoxError, Codec, RecordedEvent, schema_version};
 
+use crate::shape::{ChainShape, Step};
 use crate::upcasters::{Payload, StepFn};
 
 /// Upcasters checked by [`Upcasters::build`](crate::Upcasters::build), applied to one stored
@@ -15,6 +16,8 @@ pub struct Chain {
     /// The types that have steps; others read the same at every version.
     versioned: BTreeSet<String>,
     current: u32,
+    /// The types the event type reads at the current version (`Event::EVENT_TYPES`).
+    event_types: &'static [&'static str],
 }
 
 impl std::fmt::Debug for Chain {
@@ -27,9 +30,23 @@ impl std::fmt::Debug for Chain {
 }
 
 impl Chain {
-    pub(crate) fn new(steps: BTreeMap<(String, u32), StepFn>, current: u32) -> Self {
+    pub(crate) fn new(
+        steps: BTreeMap<(String, u32), StepFn>,
+        current: u32,
+        event_types: &'static [&'static str],
+    ) -> Self {
         let versioned = steps.keys().map(|(event_type, _)| event_type.clone()).collect();
-        Chain { steps, versioned, current }
+        Chain { steps, versioned, current, event_types }
+    }
+
+    /// What the chain reads, without its code: recorded in the store's schema registry so that
+    /// tools with no access to the application's code can tell which stored events it reads.
+    pub fn shape(&self) -> ChainShape {
+        ChainShape {
+            version: self.current,
+            event_types: self.event_types.iter().map(|name| (*name).to_owned()).collect(),
+            steps: self.steps().map(|(event_type, from)| Step { event_type: event_type.to_owned(), from }).collect(),
+        }
     }
 
     /// The schema version events are read at.

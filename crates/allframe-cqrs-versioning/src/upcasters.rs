@@ -250,6 +250,6 @@ impl<E: Event> Upcasters<E> {
                 reached.push((target.clone(), at + 1));
             }
         }
-        Ok(Chain::new(self.steps, current))
+        Ok(Chain::new(self.steps, current, E::EVENT_TYPES))
     }
 }

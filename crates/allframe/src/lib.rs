@@ -11,7 +11,7 @@ pub use allframe_cqrs_core::{
     Durability, DynBackend, Envelope, Error, Event, EventData, EventId, EventStoreBackend, ExpectedVersion, Limits,
     LoadedAggregate, Metadata, MetadataDecodeError, NewEvent, ParseEventIdError, Projection, RawSubscription,
     RecordedEvent, Result, Snapshot, SnapshotPolicy, StartFrom, StreamId, Subscription, SubscriptionHandle,
-    SubscriptionOptions, Timestamp, Undecodable, async_trait, migrate, read, schema_version,
+    SubscriptionOptions, Timestamp, Undecodable, async_trait, is_system_stream, migrate, read, schema_version,
 };
 
 /// Where an event is stored, as [`EventStoreBackend::find_event`] names it.
@@ -106,7 +106,15 @@ pub mod cqrs {
         ProjectionState, ProjectionStatus, ReadModel, ReadModelHandle, Replay, ReplayReport, Resume, RetryReport,
         RunOptions, TransactionalReadModel,
     };
-    pub use allframe_cqrs_versioning::{Chain, ChainError, Upcasters, Upcasting};
+    /// Event versioning's other items (the registry's stream and record types, chain steps).
+    pub use allframe_cqrs_versioning as versioning;
+    pub use allframe_cqrs_versioning::{
+        Chain, ChainError, ChainShape, Compatibility, RegisteredSchema, RegistryError, SchemaRegistry, Upcasters,
+        Upcasting,
+    };
+    /// Registering event schemas with compatibility checks (`schemars` + `jsonschema`).
+    #[cfg(feature = "cqrs-schema-registry")]
+    pub use allframe_cqrs_versioning::{Registered, SchemaRegistration};
 
     /// The seed's "Step 2: add AllSource (zero code changes)": with `use allframe::cqrs::*`,
     /// the durable backends are in scope too.
