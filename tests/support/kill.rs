@@ -1,6 +1,8 @@
 //! Killing a real process: a test binary runs one of its own `#[ignore]`d tests as a child,
 //! waits until the child prints `READY`, lets it work, then kills it with SIGKILL.
 
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
