@@ -20,15 +20,38 @@ use std::time::Duration;
 use allframe::cqrs::*;
 use serde::{Deserialize, Serialize};
 
-/// What can happen to an account (the names the demo has always stored).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Event)]
+/// What can happen to an account (the names the demo has always stored). Version 2: a
+/// withdrawal records the teller who paid it out; version 1 did not (see [`upcasters`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Event, schemars::JsonSchema)]
+#[event(version = 2)]
 pub enum BankEvent {
     #[event(name = "AccountOpened")]
     Opened { owner: String },
     #[event(name = "MoneyDeposited")]
     Deposited { amount: u64 },
     #[event(name = "MoneyWithdrawn")]
-    Withdrawn { amount: u64 },
+    Withdrawn { amount: u64, teller: String },
+}
+
+/// The teller of a withdrawal stored at version 1, which did not record one.
+pub const UNKNOWN_TELLER: &str = "unknown";
+
+/// How stores written by earlier builds of the demo are read: a version-1 withdrawal gets the
+/// teller [`UNKNOWN_TELLER`]. Golden examples: `crates/allframe-cli/tests/golden/bank/`.
+pub fn upcasters() -> Chain {
+    Upcasters::<BankEvent>::new()
+        .json("MoneyWithdrawn", 1, |mut payload| {
+            payload["Withdrawn"]["teller"] = serde_json::Value::from(UNKNOWN_TELLER);
+            Ok(payload)
+        })
+        .build()
+        .expect("the demo's chain is sound")
+}
+
+/// The demo's view of a store: every read through [`upcasters`], so that a store an earlier
+/// build wrote reads as the current events.
+pub fn upcasting(backend: DynBackend) -> DynBackend {
+    Arc::new(Upcasting::new(backend, upcasters(), Codec::Json))
 }
 
 /// One account's state, rebuilt from its events (and snapshotted).
@@ -45,7 +68,7 @@ impl Aggregate for Account {
         match event {
             BankEvent::Opened { owner } => self.owner = Some(owner.clone()),
             BankEvent::Deposited { amount } => self.balance += amount,
-            BankEvent::Withdrawn { amount } => self.balance -= amount,
+            BankEvent::Withdrawn { amount, .. } => self.balance -= amount,
         }
     }
 }
@@ -109,6 +132,9 @@ struct Withdraw {
     account: String,
     #[garde(range(min = 1, max = 1_000_000))]
     amount: u64,
+    /// Who pays it out.
+    #[garde(length(min = 1, max = 32))]
+    teller: String,
 }
 
 #[command_handler]
@@ -137,7 +163,7 @@ async fn withdraw(account: &Account, cmd: &Withdraw, tellers: State<Tellers>) ->
     if account.balance < cmd.amount {
         return Err(BankError::InsufficientFunds { balance: account.balance, asked: cmd.amount });
     }
-    Ok(vec![BankEvent::Withdrawn { amount: cmd.amount }])
+    Ok(vec![BankEvent::Withdrawn { amount: cmd.amount, teller: cmd.teller.clone() }])
 }
 
 /// The tellers' desk, a shared service the withdraw handler takes as `State<Tellers>`. While a
@@ -194,7 +220,7 @@ impl ReadModel<BankEvent> for Balances {
     fn apply(&mut self, event: &Envelope<BankEvent>) -> std::result::Result<(), BoxError> {
         let delta = match event.event {
             BankEvent::Deposited { amount } => amount as i64,
-            BankEvent::Withdrawn { amount } => -(amount as i64),
+            BankEvent::Withdrawn { amount, .. } => -(amount as i64),
             BankEvent::Opened { .. } => 0,
         };
         *self.0.entry(event.stream_id.as_str().to_owned()).or_default() += delta;
@@ -253,6 +279,21 @@ fn replayed(outcome: &Outcome) -> &'static str {
 /// Runs the demo on `backend`, printing each step.
 pub async fn run_demo(backend: DynBackend) -> Result<()> {
     println!("bank demo on the `{}` backend ({})", backend.name(), backend.capabilities().durability);
+    // The schemas of this build's events, kept in the store (`allframe schema list`), each new
+    // version checked against what earlier builds registered.
+    let chain = upcasters();
+    let registered = SchemaRegistration::<BankEvent>::new(&chain).register(&*backend).await?;
+    println!(
+        "event schemas: version {} of {} types{}",
+        BankEvent::SCHEMA_VERSION,
+        registered.registered.len() + registered.unchanged,
+        if registered.registered.is_empty() {
+            " (registered by an earlier run)".to_owned()
+        } else {
+            format!(", {} newly registered", registered.registered.len())
+        }
+    );
+    let backend = upcasting(backend);
     let tellers = Arc::new(Tellers::default());
     let bus = CommandBus::builder(Arc::clone(&backend))
         .discover()
@@ -310,7 +351,7 @@ pub async fn run_demo(backend: DynBackend) -> Result<()> {
     }
 
     // A business rule: the handler's own error, with its code and status.
-    match bus.dispatch(Withdraw { account: ACCOUNT.into(), amount: 1_000 }).await {
+    match bus.dispatch(Withdraw { account: ACCOUNT.into(), amount: 1_000, teller: "A".into() }).await {
         Err(error) => {
             if let DispatchError::Rejected { error: reason, .. } = &error {
                 println!("withdraw 1000 refused: {reason} ({}, HTTP {})", error.code(), error.http_status());
@@ -328,7 +369,10 @@ pub async fn run_demo(backend: DynBackend) -> Result<()> {
     tellers.arrange(2);
     let race = |amount: u64, teller: &str| {
         let (bus, options) = (bus.clone(), key(&format!("teller-{teller}")));
-        tokio::spawn(async move { bus.dispatch_with(Withdraw { account: ACCOUNT.into(), amount }, options).await })
+        let teller = teller.to_uppercase();
+        tokio::spawn(
+            async move { bus.dispatch_with(Withdraw { account: ACCOUNT.into(), amount, teller }, options).await },
+        )
     };
     let (a, b) = (race(60, "a"), race(70, "b"));
     let (a, b) = (a.await??, b.await??);
@@ -398,4 +442,18 @@ pub async fn run_demo(backend: DynBackend) -> Result<()> {
         println!("{replays} commands were answered by their idempotency keys; nothing was stored twice");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every version the demo ever stored reads as today's events (migration testing).
+    #[test]
+    fn the_demos_golden_examples_read_as_the_current_events() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/bank");
+        let report = allframe_cqrs_testkit::golden::check_golden::<super::BankEvent>(&dir, &super::upcasters())
+            .unwrap_or_else(|problems| panic!("{problems}"));
+        assert_eq!((report.examples, report.steps_covered), (3, 1));
+    }
 }

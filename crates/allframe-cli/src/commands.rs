@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allframe::migrate::{CopyOptions, CopyProgress, copy_store, verify_stores};
-use allframe::{DynBackend, EventStoreBackend, StreamId};
+use allframe::{Codec, DynBackend, EventStoreBackend, StreamId};
 use serde_json::json;
 
 use crate::CliError;
@@ -27,6 +27,10 @@ pub struct CopyArgs {
     /// Copy events only, not the latest snapshots.
     #[arg(long)]
     pub no_snapshots: bool,
+    /// Write every event at its current schema version, through the demo's upcasters (the
+    /// migration pipeline; snapshots are not copied, aggregates rebuild from the events).
+    #[arg(long)]
+    pub upcast: bool,
 }
 
 /// Arguments of `allframe verify`.
@@ -94,9 +98,13 @@ pub async fn copy(args: &CopyArgs) -> Result<u8, CliError> {
         CopyOptions { page_size: args.page as usize, snapshots: !args.no_snapshots, ..CopyOptions::default() };
     let started = Instant::now();
     let mut bar = ProgressBar::new("copy", started);
-    let result =
-        copy_store(&*source, &*destination, options, |progress: CopyProgress| bar.show(progress.read, progress.total))
-            .await;
+    let show = |progress: CopyProgress| bar.show(progress.read, progress.total);
+    let result = if args.upcast {
+        let chain = crate::bank::upcasters();
+        allframe::cqrs::versioning::copy_upcast(&*source, &*destination, &chain, Codec::Json, options, show).await
+    } else {
+        copy_store(&*source, &*destination, options, show).await
+    };
     bar.finish();
     let done = result.map_err(|error| {
         // The error may come from either store; name both and let the message say which.
@@ -113,7 +121,12 @@ pub async fn copy(args: &CopyArgs) -> Result<u8, CliError> {
         done.snapshots,
         done.read as f64 / seconds.max(1e-9)
     );
-    println!("check the result with: allframe verify {from} {to}");
+    if args.upcast {
+        let version = <crate::bank::BankEvent as allframe::Event>::SCHEMA_VERSION;
+        println!("every event is at schema version {version}; check them with: allframe schema check --store {to}");
+    } else {
+        println!("check the result with: allframe verify {from} {to}");
+    }
     Ok(0)
 }
 
@@ -305,11 +318,26 @@ pub async fn check(args: &CheckArgs) -> Result<u8, CliError> {
         Ok(found) => problems.extend(found),
         Err(error) => problems.push(format!("reading the log failed: {error}")),
     }
+    let mut chain_checked = false;
+    match crate::schema::load(store, &backend).await {
+        Ok(registry) => {
+            if let Some((shape, _)) = registry.chain() {
+                chain_checked = true;
+                match unreadable(&backend, shape).await {
+                    Ok(found) => problems.extend(found),
+                    Err(error) => problems.push(format!("reading the log failed: {error}")),
+                }
+            }
+        }
+        Err(error) => problems.push(error.message),
+    }
     if problems.is_empty() {
         let stats = backend.stats().await.map_err(|e| CliError::store(store, &e))?;
         println!(
-            "ok: {} events in {} streams read; checksums, positions, versions and counts are consistent",
-            stats.events, stats.streams
+            "ok: {} events in {} streams read; checksums, positions, versions and counts are consistent{}",
+            stats.events,
+            stats.streams,
+            if chain_checked { "; the recorded chain of upcasters reads every event" } else { "" }
         );
         Ok(0)
     } else {
@@ -319,6 +347,34 @@ pub async fn check(args: &CheckArgs) -> Result<u8, CliError> {
         println!("{} problem(s) found in {store}", problems.len());
         Ok(1)
     }
+}
+
+/// The stored events the recorded chain of upcasters cannot read, one line per (type, version)
+/// with how many and where the first is.
+async fn unreadable(backend: &DynBackend, shape: &allframe::cqrs::ChainShape) -> Result<Vec<String>, allframe::Error> {
+    let mut found: std::collections::BTreeMap<(String, u32), (u64, String, String)> = Default::default();
+    let mut after = 0;
+    loop {
+        let page = backend.read_all(after, 4096).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for event in page.iter().filter(|e| !allframe::is_system_stream(&e.stream_id)) {
+            let version = allframe::schema_version::of(&event.metadata);
+            if let Err(why) = shape.reads(&event.event_type, version) {
+                let at =
+                    format!("stream `{}` version {} (position {})", event.stream_id, event.version, event.position);
+                found.entry((event.event_type.to_string(), version)).or_insert((0, at, why)).0 += 1;
+            }
+        }
+    }
+    Ok(found
+        .into_iter()
+        .map(|((event_type, version), (count, first, why))| {
+            format!(
+                "{count} `{event_type}` event(s) at schema version {version} cannot be read: {why} (first: {first})"
+            )
+        })
+        .collect())
 }
 
 /// Reads every record: positions strictly increase, versions are contiguous per stream,

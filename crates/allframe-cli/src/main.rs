@@ -9,6 +9,7 @@ mod address;
 mod bank;
 mod commands;
 mod projections;
+mod schema;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -63,13 +64,18 @@ enum Command {
     Inspect(commands::InspectArgs),
     /// Read every record and check every invariant.
     ///
-    /// Checksums (the backend's), positions, contiguous versions, counts and stream heads.
+    /// Checksums (the backend's), positions, contiguous versions, counts and stream heads; and,
+    /// when the store's schema registry records the application's chain of upcasters, events
+    /// that chain cannot read.
     /// Prints each problem with its file and offset where the backend knows it (exit 1).
     Check(commands::CheckArgs),
     /// Run the bank demo (AllSource in ./allframe-data by default).
     Demo(commands::DemoArgs),
     /// The demo's projections on a store: list, status, rebuild NAME (with a progress bar).
     Projections(projections::ProjectionsArgs),
+    /// The store's schema registry: list, show TYPE, check (every event against its schema and
+    /// the recorded chain of upcasters).
+    Schema(schema::SchemaArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -204,6 +210,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Check(args) => commands::check(&args).await,
         Command::Demo(args) => commands::demo(&args).await,
         Command::Projections(args) => projections::projections(&args).await,
+        Command::Schema(args) => schema::schema(&args).await,
         Command::Completions { .. } => Ok(0),
     }
 }

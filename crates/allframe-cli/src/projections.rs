@@ -53,7 +53,8 @@ pub async fn projections(args: &ProjectionsArgs) -> Result<u8, CliError> {
         return list().await;
     }
     let address = store_of(args)?;
-    let backend = address::open(&address, Open::Existing).await?;
+    // Read through the demo's upcasters: a store an earlier build wrote reads as today's events.
+    let backend = crate::bank::upcasting(address::open(&address, Open::Existing).await?);
     let store: EventStore<crate::bank::BankEvent, dyn EventStoreBackend> =
         EventStore::from_shared(Arc::clone(&backend));
     let (registry, _) = crate::bank::projections(&store);

@@ -257,11 +257,14 @@ fn demo_runs_in_memory_through_the_command_bus() {
     assert!(stdout.contains("(its command's id)") && stdout.contains("channel=demo teller=counter"), "{stdout}");
     // The registry's projection, read at least at the position the tellers' commands wrote.
     assert!(
-        stdout.contains("projection `balances`: account-ada balance Some(45) (query BalanceOf at least at position 6)"),
+        stdout
+            .contains("projection `balances`: account-ada balance Some(45) (query BalanceOf at least at position 10)"),
         "{stdout}"
     );
-    assert!(stdout.contains("Running at position 6 of 6, lag 0 events"), "{stdout}");
-    assert_eq!(demo_events(&stdout), 6, "{stdout}");
+    assert!(stdout.contains("Running at position 10 of 10, lag 0 events"), "{stdout}");
+    // Six events of the account, and the schema registry's four records (three types, the chain).
+    assert_eq!(demo_events(&stdout), 10, "{stdout}");
+    assert!(stdout.contains("event schemas: version 2 of 3 types, 3 newly registered"), "{stdout}");
 }
 
 #[test]
@@ -284,12 +287,12 @@ fn projections_list_status_and_rebuild_the_demos_projection_on_its_store() {
     let status = allframe(&["projections", "status", "--store", &store]);
     assert!(status.status.success(), "{}", text(&status.stderr));
     let row = lines_starting(&text(&status.stdout), "| balances |").pop().unwrap_or_default().to_owned();
-    assert!(row.starts_with("| balances | 1 | Running | 6 | 6 | 0 |"), "{}", text(&status.stdout));
+    assert!(row.starts_with("| balances | 1 | Running | 10 | 10 | 0 |"), "{}", text(&status.stdout));
 
     let rebuilt = allframe(&["projections", "rebuild", "balances", "--store", &store]);
     assert!(rebuilt.status.success(), "{}", text(&rebuilt.stderr));
-    assert!(text(&rebuilt.stdout).contains("rebuilt `balances` from position 0 to 6"), "{}", text(&rebuilt.stdout));
-    assert!(text(&rebuilt.stderr).contains("rebuild: 100% 6/6 events"), "the progress: {}", text(&rebuilt.stderr));
+    assert!(text(&rebuilt.stdout).contains("rebuilt `balances` from position 0 to 10"), "{}", text(&rebuilt.stdout));
+    assert!(text(&rebuilt.stderr).contains("rebuild: 100% 10/10 events"), "the progress: {}", text(&rebuilt.stderr));
 
     let unknown = allframe(&["projections", "rebuild", "nope", "--store", &store]);
     assert_eq!(unknown.status.code(), Some(3));
@@ -319,5 +322,105 @@ fn demo_run_twice_on_allsource_replays_its_idempotency_keys() {
     // The refusal sees the first run's balance; nothing was stored again.
     assert!(second.contains("insufficient funds: balance 45, asked 1000"), "{second}");
     assert!(second.contains("account balance 45 at version 6"), "{second}");
-    assert_eq!((demo_events(&first), demo_events(&second)), (6, 6), "{second}");
+    assert_eq!((demo_events(&first), demo_events(&second)), (10, 10), "{second}");
+    assert!(second.contains("event schemas: version 2 of 3 types (registered by an earlier run)"), "{second}");
+}
+
+/// A store an earlier build of the demo wrote (version-1 events, no schemas), as raw records.
+async fn version_1_store(dir: &Path) {
+    let backend = AllSourceBackend::with_config(AllSourceConfig::durable(dir).sync(SyncMode::NoSync)).expect("open");
+    let v1 = |event_type: &'static str, payload: &str| NewEvent::new(event_type, payload.as_bytes().to_vec());
+    let events = vec![
+        v1("AccountOpened", r#"{"Opened":{"owner":"Eve"}}"#),
+        v1("MoneyDeposited", r#"{"Deposited":{"amount":100}}"#),
+        v1("MoneyWithdrawn", r#"{"Withdrawn":{"amount":60}}"#),
+    ];
+    backend.append("account-eve", ExpectedVersion::NoStream, events).await.unwrap();
+    backend.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn schema_list_show_and_check_and_copy_upcast_on_a_store_an_earlier_build_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    version_1_store(&data).await;
+    let store = format!("allsource:{}", data.display());
+    let out = allframe(&["schema", "list", "--store", &store]);
+    assert!(out.status.success() && text(&out.stdout).contains("no schemas registered"), "{}", text(&out.stdout));
+
+    // The demo (version 2 of its events) registers its schemas and reads Eve's version-1 events.
+    let out = allframe(&["demo", "--data", &data.display().to_string()]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("event schemas: version 2 of 3 types, 3 newly registered"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = allframe(&["schema", "list", "--store", &store]);
+    let listed = text(&out.stdout);
+    assert!(listed.contains("events read at version 2, 1 upcasters"), "{listed}");
+    assert!(
+        listed.lines().any(|l| l.starts_with("MoneyWithdrawn") && l.contains(" 2 ") && l.contains("backward")),
+        "{listed}"
+    );
+    let out = allframe(&["schema", "show", "MoneyWithdrawn", "--store", &store]);
+    assert!(out.status.success() && text(&out.stdout).contains("\"teller\""), "{}", text(&out.stdout));
+    let out = allframe(&["schema", "show", "Nothing", "--store", &store]);
+    assert_eq!(out.status.code(), Some(3), "an unknown type: {}", text(&out.stderr));
+    let out = allframe(&["schema", "check", "--store", &store]);
+    let checked = text(&out.stdout);
+    assert!(out.status.success(), "{checked}");
+    assert!(
+        checked.lines().any(|l| l.starts_with("MoneyWithdrawn") && l.contains("(no schema registered)")),
+        "{checked}"
+    );
+    let out = allframe(&["check", &store]);
+    assert!(text(&out.stdout).contains("the recorded chain of upcasters reads every event"), "{}", text(&out.stdout));
+
+    // The migration pipeline: every event rewritten at version 2.
+    let copy = format!("allsource:{}", dir.path().join("copy").display());
+    let out = allframe(&["copy", "--upcast", &store, &copy]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("every event is at schema version 2"), "{}", text(&out.stdout));
+    let out = allframe(&["inspect", &copy, "--stream", "account-eve"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("MoneyWithdrawn (schema v2)") && shown.contains(r#""teller":"unknown""#), "{shown}");
+    let out = allframe(&["schema", "check", "--store", &copy]);
+    let checked = text(&out.stdout);
+    assert!(out.status.success() && !checked.contains("no schema registered"), "{checked}");
+
+    // Events a build cannot read, and one that breaks its schema, in a copy of the demo's
+    // store (schemas and chain included): both commands say which.
+    let bad = dir.path().join("bad");
+    let bad_store = format!("allsource:{}", bad.display());
+    assert!(allframe(&["copy", &store, &bad_store]).status.success());
+    let newer = NewEvent::new("MoneyWithdrawn", br#"{"Withdrawn":{"amount":1,"teller":"A","till":3}}"#.to_vec())
+        .with_metadata(allframe::Metadata::new().with_header("allframe.schema_version", "3"));
+    let invalid = NewEvent::new("MoneyWithdrawn", br#"{"Withdrawn":{"amount":1}}"#.to_vec())
+        .with_metadata(allframe::Metadata::new().with_header("allframe.schema_version", "2"));
+    {
+        let backend = AllSourceBackend::with_config(AllSourceConfig::durable(&bad).sync(SyncMode::NoSync)).unwrap();
+        backend.append("account-zed", ExpectedVersion::NoStream, vec![newer, invalid]).await.unwrap();
+        backend.flush().await.unwrap();
+    }
+    let out = allframe(&["schema", "check", "--store", &bad_store]);
+    let checked = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{checked}");
+    assert!(
+        checked.contains("stream `account-zed` version 1")
+            && checked.contains("newer than the application's version 2"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("stream `account-zed` version 2") && checked.contains("\"teller\" is a required property"),
+        "{checked}"
+    );
+    let out = allframe(&["check", &bad_store]);
+    let checked = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{checked}");
+    assert!(checked.contains("1 `MoneyWithdrawn` event(s) at schema version 3 cannot be read"), "{checked}");
+    let out =
+        allframe(&["copy", "--upcast", &bad_store, &format!("allsource:{}", dir.path().join("bad-copy").display())]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("account-zed"), "{}", text(&out.stderr));
 }
