@@ -29,6 +29,10 @@ const APPLICATION_PROBES: &[(&str, &str)] = &[
     ("cqrs-validation", "the same with garde rules for the checks (`cqrs-validation`)"),
     ("cqrs-json-schema", "command bus taking JSON checked against a JSON Schema (`cqrs-json-schema`)"),
     ("cqrs-versioning", "upcasters: a store reading events of version 1 as version 2, an aggregate loaded (`cqrs`)"),
+    (
+        "cqrs-schema-registry",
+        "schema registry: version 2 of an event type checked against version 1 and registered (`cqrs-schema-registry`)",
+    ),
 ];
 
 /// Two probes per backend (`crates/*/Cargo.toml`'s `[package.metadata.allframe]`): the facade
