@@ -193,6 +193,7 @@ pub(crate) fn chain_record(shape: &ChainShape) -> Result<NewEvent, RegistryError
 }
 
 /// The record registering `record`, with an id derived from its type, version and schema.
+#[cfg(feature = "schema-registry")]
 pub(crate) fn schema_record(record: &SchemaRecord) -> Result<NewEvent, RegistryError> {
     let payload = serde_json::to_vec(record).map_err(|e| RegistryError::Schema(e.to_string()))?;
     let id = EventId::derived("allframe.schema-registered", &String::from_utf8_lossy(&payload), 0);
