@@ -20,13 +20,14 @@ use std::time::Duration;
 use allframe::cqrs::*;
 use serde::{Deserialize, Serialize};
 
-/// What can happen to an account (the names the demo has always stored). Version 2: a
-/// withdrawal records the teller who paid it out; version 1 did not (see [`upcasters`]).
+/// What can happen to an account (the names the demo has always stored), at version 3 of their
+/// schema: version 2 added the teller who paid a withdrawal out, version 3 calls the account's
+/// owner its holder (see [`upcasters`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Event, schemars::JsonSchema)]
-#[event(version = 2)]
+#[event(version = 3)]
 pub enum BankEvent {
     #[event(name = "AccountOpened")]
-    Opened { owner: String },
+    Opened { holder: String },
     #[event(name = "MoneyDeposited")]
     Deposited { amount: u64 },
     #[event(name = "MoneyWithdrawn")]
@@ -37,11 +38,20 @@ pub enum BankEvent {
 pub const UNKNOWN_TELLER: &str = "unknown";
 
 /// How stores written by earlier builds of the demo are read: a version-1 withdrawal gets the
-/// teller [`UNKNOWN_TELLER`]. Golden examples: `crates/allframe-cli/tests/golden/bank/`.
+/// teller [`UNKNOWN_TELLER`] (a new field with a default); an opening stored before version 3
+/// has its `owner` read as `holder` (a renamed field). Golden examples of every version:
+/// `crates/allframe-cli/tests/golden/bank/`.
 pub fn upcasters() -> Chain {
     Upcasters::<BankEvent>::new()
         .json("MoneyWithdrawn", 1, |mut payload| {
             payload["Withdrawn"]["teller"] = serde_json::Value::from(UNKNOWN_TELLER);
+            Ok(payload)
+        })
+        .unchanged("MoneyWithdrawn", 2)
+        .unchanged("AccountOpened", 1)
+        .json("AccountOpened", 2, |mut payload| {
+            let owner = payload["Opened"]["owner"].take();
+            payload["Opened"] = serde_json::json!({ "holder": owner });
             Ok(payload)
         })
         .build()
@@ -66,7 +76,7 @@ impl Aggregate for Account {
 
     fn apply(&mut self, event: &BankEvent) {
         match event {
-            BankEvent::Opened { owner } => self.owner = Some(owner.clone()),
+            BankEvent::Opened { holder } => self.owner = Some(holder.clone()),
             BankEvent::Deposited { amount } => self.balance += amount,
             BankEvent::Withdrawn { amount, .. } => self.balance -= amount,
         }
@@ -142,7 +152,7 @@ fn open(account: &Account, cmd: &OpenAccount) -> Result<Vec<BankEvent>, BankErro
     if account.owner.is_some() {
         return Err(BankError::AlreadyOpen);
     }
-    Ok(vec![BankEvent::Opened { owner: cmd.owner.clone() }])
+    Ok(vec![BankEvent::Opened { holder: cmd.owner.clone() }])
 }
 
 #[command_handler]
@@ -454,6 +464,6 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/bank");
         let report = allframe_cqrs_testkit::golden::check_golden::<super::BankEvent>(&dir, &super::upcasters())
             .unwrap_or_else(|problems| panic!("{problems}"));
-        assert_eq!((report.examples, report.steps_covered), (3, 1));
+        assert_eq!((report.examples, report.steps_covered), (5, 4));
     }
 }

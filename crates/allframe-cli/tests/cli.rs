@@ -264,7 +264,7 @@ fn demo_runs_in_memory_through_the_command_bus() {
     assert!(stdout.contains("Running at position 10 of 10, lag 0 events"), "{stdout}");
     // Six events of the account, and the schema registry's four records (three types, the chain).
     assert_eq!(demo_events(&stdout), 10, "{stdout}");
-    assert!(stdout.contains("event schemas: version 2 of 3 types, 3 newly registered"), "{stdout}");
+    assert!(stdout.contains("event schemas: version 3 of 3 types, 3 newly registered"), "{stdout}");
 }
 
 #[test]
@@ -323,10 +323,11 @@ fn demo_run_twice_on_allsource_replays_its_idempotency_keys() {
     assert!(second.contains("insufficient funds: balance 45, asked 1000"), "{second}");
     assert!(second.contains("account balance 45 at version 6"), "{second}");
     assert_eq!((demo_events(&first), demo_events(&second)), (10, 10), "{second}");
-    assert!(second.contains("event schemas: version 2 of 3 types (registered by an earlier run)"), "{second}");
+    assert!(second.contains("event schemas: version 3 of 3 types (registered by an earlier run)"), "{second}");
 }
 
-/// A store an earlier build of the demo wrote (version-1 events, no schemas), as raw records.
+/// A store earlier builds of the demo wrote (events of versions 1 and 2, no schemas), as raw
+/// records.
 async fn version_1_store(dir: &Path) {
     let backend = AllSourceBackend::with_config(AllSourceConfig::durable(dir).sync(SyncMode::NoSync)).expect("open");
     let v1 = |event_type: &'static str, payload: &str| NewEvent::new(event_type, payload.as_bytes().to_vec());
@@ -334,6 +335,9 @@ async fn version_1_store(dir: &Path) {
         v1("AccountOpened", r#"{"Opened":{"owner":"Eve"}}"#),
         v1("MoneyDeposited", r#"{"Deposited":{"amount":100}}"#),
         v1("MoneyWithdrawn", r#"{"Withdrawn":{"amount":60}}"#),
+        // One written by a build at version 2.
+        v1("MoneyWithdrawn", r#"{"Withdrawn":{"amount":10,"teller":"B"}}"#)
+            .with_metadata(allframe::Metadata::new().with_header("allframe.schema_version", "2")),
     ];
     backend.append("account-eve", ExpectedVersion::NoStream, events).await.unwrap();
     backend.flush().await.unwrap();
@@ -352,15 +356,15 @@ async fn schema_list_show_and_check_and_copy_upcast_on_a_store_an_earlier_build_
     let out = allframe(&["demo", "--data", &data.display().to_string()]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("event schemas: version 2 of 3 types, 3 newly registered"),
+        text(&out.stdout).contains("event schemas: version 3 of 3 types, 3 newly registered"),
         "{}",
         text(&out.stdout)
     );
     let out = allframe(&["schema", "list", "--store", &store]);
     let listed = text(&out.stdout);
-    assert!(listed.contains("events read at version 2, 1 upcasters"), "{listed}");
+    assert!(listed.contains("events read at version 3, 4 upcasters"), "{listed}");
     assert!(
-        listed.lines().any(|l| l.starts_with("MoneyWithdrawn") && l.contains(" 2 ") && l.contains("backward")),
+        listed.lines().any(|l| l.starts_with("MoneyWithdrawn") && l.contains(" 3 ") && l.contains("backward")),
         "{listed}"
     );
     let out = allframe(&["schema", "show", "MoneyWithdrawn", "--store", &store]);
@@ -381,10 +385,11 @@ async fn schema_list_show_and_check_and_copy_upcast_on_a_store_an_earlier_build_
     let copy = format!("allsource:{}", dir.path().join("copy").display());
     let out = allframe(&["copy", "--upcast", &store, &copy]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("every event is at schema version 2"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("every event is at schema version 3"), "{}", text(&out.stdout));
     let out = allframe(&["inspect", &copy, "--stream", "account-eve"]);
     let shown = text(&out.stdout);
-    assert!(shown.contains("MoneyWithdrawn (schema v2)") && shown.contains(r#""teller":"unknown""#), "{shown}");
+    assert!(shown.contains("MoneyWithdrawn (schema v3)") && shown.contains(r#""teller":"unknown""#), "{shown}");
+    assert!(shown.contains(r#"{"Opened":{"holder":"Eve"}}"#) && shown.contains(r#""teller":"B""#), "{shown}");
     let out = allframe(&["schema", "check", "--store", &copy]);
     let checked = text(&out.stdout);
     assert!(out.status.success() && !checked.contains("no schema registered"), "{checked}");
@@ -395,9 +400,9 @@ async fn schema_list_show_and_check_and_copy_upcast_on_a_store_an_earlier_build_
     let bad_store = format!("allsource:{}", bad.display());
     assert!(allframe(&["copy", &store, &bad_store]).status.success());
     let newer = NewEvent::new("MoneyWithdrawn", br#"{"Withdrawn":{"amount":1,"teller":"A","till":3}}"#.to_vec())
-        .with_metadata(allframe::Metadata::new().with_header("allframe.schema_version", "3"));
+        .with_metadata(allframe::Metadata::new().with_header("allframe.schema_version", "4"));
     let invalid = NewEvent::new("MoneyWithdrawn", br#"{"Withdrawn":{"amount":1}}"#.to_vec())
-        .with_metadata(allframe::Metadata::new().with_header("allframe.schema_version", "2"));
+        .with_metadata(allframe::Metadata::new().with_header("allframe.schema_version", "3"));
     {
         let backend = AllSourceBackend::with_config(AllSourceConfig::durable(&bad).sync(SyncMode::NoSync)).unwrap();
         backend.append("account-zed", ExpectedVersion::NoStream, vec![newer, invalid]).await.unwrap();
@@ -408,7 +413,7 @@ async fn schema_list_show_and_check_and_copy_upcast_on_a_store_an_earlier_build_
     assert_eq!(out.status.code(), Some(1), "{checked}");
     assert!(
         checked.contains("stream `account-zed` version 1")
-            && checked.contains("newer than the application's version 2"),
+            && checked.contains("newer than the application's version 3"),
         "{checked}"
     );
     assert!(
@@ -418,7 +423,7 @@ async fn schema_list_show_and_check_and_copy_upcast_on_a_store_an_earlier_build_
     let out = allframe(&["check", &bad_store]);
     let checked = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{checked}");
-    assert!(checked.contains("1 `MoneyWithdrawn` event(s) at schema version 3 cannot be read"), "{checked}");
+    assert!(checked.contains("1 `MoneyWithdrawn` event(s) at schema version 4 cannot be read"), "{checked}");
     let out =
         allframe(&["copy", "--upcast", &bad_store, &format!("allsource:{}", dir.path().join("bad-copy").display())]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
