@@ -466,4 +466,44 @@ mod tests {
             .unwrap_or_else(|problems| panic!("{problems}"));
         assert_eq!((report.examples, report.steps_covered), (5, 4));
     }
+
+    /// Version 2 of the demo's events, as the build before this one had them.
+    mod v2 {
+        use allframe::cqrs::*;
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Event, schemars::JsonSchema)]
+        #[event(version = 2)]
+        pub enum BankEvent {
+            #[event(name = "AccountOpened")]
+            Opened { owner: String },
+            #[event(name = "MoneyDeposited")]
+            Deposited { amount: u64 },
+            #[event(name = "MoneyWithdrawn")]
+            Withdrawn { amount: u64, teller: String },
+        }
+    }
+
+    /// The refusal `docs/VERSIONING.md` shows: version 3 without the upcaster of its rename.
+    #[tokio::test]
+    async fn version_3_without_its_rename_upcaster_is_refused_at_start_up() {
+        use allframe::cqrs::*;
+        let store = InMemoryBackend::new();
+        let v2_chain = Upcasters::<v2::BankEvent>::new().unchanged("MoneyWithdrawn", 1).build().unwrap();
+        SchemaRegistration::<v2::BankEvent>::new(&v2_chain).register(&store).await.unwrap();
+        let forgot = Upcasters::<super::BankEvent>::new()
+            .unchanged("MoneyWithdrawn", 1)
+            .unchanged("MoneyWithdrawn", 2)
+            .build()
+            .unwrap();
+        let error = SchemaRegistration::<super::BankEvent>::new(&forgot).register(&store).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "version 3 of `AccountOpened` is not backward compatible with version 2 of `AccountOpened`: \
+             at `/Opened`: \"holder\" is a required property, so a stored version 2 event cannot be read \
+             (for example {\"Opened\":{\"owner\":\"text\"}})"
+        );
+        let fixed = SchemaRegistration::<super::BankEvent>::new(&super::upcasters()).register(&store).await.unwrap();
+        assert_eq!(fixed.registered.len(), 3);
+    }
 }
