@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use allframe_cqrs_core::{BoxError, Codec, RecordedEvent, schema_version};
 
 use crate::shape::{ChainShape, Step};
-use crate::upcasters::{Payload, StepFn};
+use crate::upcasters::{Made, Payload, StepFn};
 
 /// Upcasters checked by [`Upcasters::build`](crate::Upcasters::build), applied to one stored
 /// event at a time ([`Chain::apply`], [`Chain::upcast`]).
@@ -75,20 +75,38 @@ impl Chain {
         if version >= self.current || !self.versioned.contains(event_type) {
             return Ok(None);
         }
-        let mut events: Vec<(String, Payload)> = vec![(event_type.to_owned(), Payload::Bytes(payload.to_vec()))];
+        // Room for edits made in place (a declarative step grows the text by a few bytes).
+        let mut stored = Vec::with_capacity(payload.len() + 64);
+        stored.extend_from_slice(payload);
+        let mut events: Vec<(String, Payload)> = Vec::with_capacity(1);
+        events.push((event_type.to_owned(), Payload::Bytes(stored)));
+        let (mut next, mut made): (Vec<(String, Payload)>, Made) = (Vec::new(), Vec::with_capacity(1));
         for at in version..self.current {
-            let mut next = Vec::with_capacity(events.len());
-            for (name, payload) in events {
-                match self.steps.get(&(name.clone(), at)) {
-                    Some(step) => next.extend(
-                        step(payload, codec)
-                            .map_err(|error| format!("upcasting `{name}` from schema version {at}: {error}"))?,
-                    ),
+            for (name, payload) in events.drain(..) {
+                // The name moves into the lookup key and back, and into what keeps it: no copy
+                // per step.
+                let key = (name, at);
+                let step = self.steps.get(&key);
+                let name = key.0;
+                match step {
+                    Some(step) => {
+                        step(payload, codec, &mut made)
+                            .map_err(|error| format!("upcasting `{name}` from schema version {at}: {error}"))?;
+                        if made.len() == 1
+                            && let Some((made_name, payload)) = made.pop()
+                        {
+                            next.push((made_name.unwrap_or(name), payload));
+                        } else {
+                            next.extend(
+                                made.drain(..).map(|(made_name, p)| (made_name.unwrap_or_else(|| name.clone()), p)),
+                            );
+                        }
+                    }
                     None if !self.versioned.contains(&name) => next.push((name, payload)),
                     None => return Err(format!("no upcaster reads `{name}` at schema version {at}").into()),
                 }
             }
-            events = next;
+            std::mem::swap(&mut events, &mut next);
         }
         let written = events.into_iter().map(|(name, payload)| Ok((Cow::Owned(name), payload.into_bytes()?)));
         Ok(Some(written.collect::<Result<_, BoxError>>()?))

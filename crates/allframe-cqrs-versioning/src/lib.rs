@@ -23,6 +23,7 @@ mod backend;
 mod chain;
 mod copy;
 mod error;
+mod json_edit;
 #[cfg(feature = "schema-registry")]
 mod register;
 mod registry;
