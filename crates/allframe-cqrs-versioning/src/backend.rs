@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use allframe_cqrs_core::retry::StoredAt;
 use allframe_cqrs_core::{
-    AppendResult, BackendStats, Capabilities, Codec, DEFAULT_PAGE_SIZE, Error, EventId, EventStoreBackend,
-    ExpectedVersion, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait, schema_version,
+    AppendResult, BackendStats, Capabilities, Codec, Error, EventId, EventStoreBackend, ExpectedVersion, NewEvent,
+    RecordedEvent, Result, Snapshot, StreamId, async_trait, schema_version,
 };
 
 use crate::chain::Chain;
@@ -62,23 +62,15 @@ impl<B: EventStoreBackend + ?Sized> Upcasting<B> {
     /// as it is); a dropped event of the whole log as a [`DROPPED_STREAM`] placeholder when
     /// `placeholder` is set.
     fn upcast(&self, record: &RecordedEvent, placeholder: bool) -> Result<Option<Vec<RecordedEvent>>> {
-        let mut out = Vec::new();
-        Ok(self.upcast_into(record, placeholder, &mut out)?.then_some(out))
-    }
-
-    /// [`upcast`](Self::upcast) pushing onto `out`; `false` when `record` reads as it is
-    /// (nothing pushed).
-    fn upcast_into(&self, record: &RecordedEvent, placeholder: bool, out: &mut Vec<RecordedEvent>) -> Result<bool> {
         let upcasted = self.chain.upcast(record, self.codec).map_err(|source| Error::Decode {
             stream: record.stream_id.clone(),
             version: record.version,
             event_type: record.event_type.to_string(),
             source,
         })?;
-        let Some(events) = upcasted else { return Ok(false) };
+        let Some(events) = upcasted else { return Ok(None) };
         if events.is_empty() && placeholder {
-            out.push(RecordedEvent { stream_id: StreamId::from(DROPPED_STREAM), ..record.clone() });
-            return Ok(true);
+            return Ok(Some(vec![RecordedEvent { stream_id: StreamId::from(DROPPED_STREAM), ..record.clone() }]));
         }
         let mut metadata = record.metadata.clone();
         metadata.headers.remove(schema_version::SCHEMA_VERSION_HEADER);
@@ -86,22 +78,21 @@ impl<B: EventStoreBackend + ?Sized> Upcasting<B> {
             let current = self.chain.current_version().to_string();
             metadata.headers.insert(schema_version::SCHEMA_VERSION_HEADER.to_owned(), current);
         }
-        let (count, mut metadata) = (events.len(), Some(metadata));
-        out.extend(events.into_iter().enumerate().map(|(index, (event_type, payload))| RecordedEvent {
+        let records = events.into_iter().map(|(event_type, payload)| RecordedEvent {
             stream_id: record.stream_id.clone(),
             version: record.version,
             position: record.position,
             event_type,
             payload: payload.into(),
-            // The last part takes the metadata, the others a copy.
-            metadata: if index + 1 == count { metadata.take() } else { metadata.clone() }.unwrap_or_default(),
-        }));
-        Ok(true)
+            metadata: metadata.clone(),
+        });
+        Ok(Some(records.collect()))
     }
 
     fn expand(&self, record: RecordedEvent, placeholder: bool, out: &mut Vec<RecordedEvent>) -> Result<()> {
-        if !self.upcast_into(&record, placeholder, out)? {
-            out.push(record);
+        match self.upcast(&record, placeholder)? {
+            None => out.push(record),
+            Some(records) => out.extend(records),
         }
         Ok(())
     }
@@ -205,26 +196,9 @@ impl<B: EventStoreBackend + ?Sized> EventStoreBackend for Upcasting<B> {
         self.get_events_after(stream, 0).await
     }
 
-    /// Pages through the stream lent by [`visit_stream`](EventStoreBackend::visit_stream): an
-    /// event the chain changes is never copied as stored first.
     async fn get_events_after(&self, stream: &str, version: u64) -> Result<Vec<RecordedEvent>> {
-        let mut out = Vec::new();
-        let mut after = version;
-        loop {
-            let mut last = after;
-            let mut each = |record: &RecordedEvent| {
-                last = record.version;
-                if !self.upcast_into(record, false, &mut out)? {
-                    out.push(record.clone());
-                }
-                Ok(())
-            };
-            let read = self.inner.visit_stream(stream, after, DEFAULT_PAGE_SIZE, &mut each).await?;
-            if read < DEFAULT_PAGE_SIZE {
-                return Ok(out);
-            }
-            after = last;
-        }
+        let records = self.inner.get_events_after(stream, version).await?;
+        self.expand_all(records, false)
     }
 
     async fn get_all_events(&self) -> Result<Vec<RecordedEvent>> {

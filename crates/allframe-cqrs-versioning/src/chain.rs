@@ -75,38 +75,30 @@ impl Chain {
         if version >= self.current || !self.versioned.contains(event_type) {
             return Ok(None);
         }
-        // Room for edits made in place (a declarative step grows the text by a few bytes).
-        let mut stored = Vec::with_capacity(payload.len() + 64);
-        stored.extend_from_slice(payload);
-        let mut events: Vec<(String, Payload)> = Vec::with_capacity(1);
-        events.push((event_type.to_owned(), Payload::Bytes(stored)));
-        let (mut next, mut made): (Vec<(String, Payload)>, Made) = (Vec::new(), Vec::with_capacity(1));
+        let mut events: Vec<(String, Payload)> = vec![(event_type.to_owned(), Payload::Bytes(payload.to_vec(), false))];
         for at in version..self.current {
-            for (name, payload) in events.drain(..) {
-                // The name moves into the lookup key and back, and into what keeps it: no copy
-                // per step.
+            let mut next = Vec::with_capacity(events.len());
+            for (name, payload) in events {
+                // The name moves into the lookup key and back: no copy per step.
                 let key = (name, at);
                 let step = self.steps.get(&key);
                 let name = key.0;
                 match step {
                     Some(step) => {
+                        let mut made: Made = Vec::new();
                         step(payload, codec, &mut made)
                             .map_err(|error| format!("upcasting `{name}` from schema version {at}: {error}"))?;
-                        if made.len() == 1
-                            && let Some((made_name, payload)) = made.pop()
-                        {
-                            next.push((made_name.unwrap_or(name), payload));
-                        } else {
-                            next.extend(
-                                made.drain(..).map(|(made_name, p)| (made_name.unwrap_or_else(|| name.clone()), p)),
-                            );
+                        // A step keeps the name it read for one event at most.
+                        let mut name = name;
+                        for (made_name, payload) in made {
+                            next.push((made_name.unwrap_or_else(|| std::mem::take(&mut name)), payload));
                         }
                     }
                     None if !self.versioned.contains(&name) => next.push((name, payload)),
                     None => return Err(format!("no upcaster reads `{name}` at schema version {at}").into()),
                 }
             }
-            std::mem::swap(&mut events, &mut next);
+            events = next;
         }
         let written = events.into_iter().map(|(name, payload)| Ok((Cow::Owned(name), payload.into_bytes()?)));
         Ok(Some(written.collect::<Result<_, BoxError>>()?))

@@ -36,9 +36,9 @@ pub(crate) type Made = Vec<(Option<String>, Payload)>;
 /// A payload between steps: as stored (bytes in the store's codec), or parsed JSON, kept
 /// parsed from one JSON step to the next so that a chain parses and writes it once.
 pub(crate) enum Payload {
-    Bytes(Vec<u8>),
-    /// JSON text known to be well-formed: a declarative step's edit of text it read.
-    Checked(Vec<u8>),
+    /// As stored; `true` when it is JSON text known to be well-formed (a declarative step's edit
+    /// of text it read).
+    Bytes(Vec<u8>, bool),
     Json(Value),
 }
 
@@ -47,17 +47,17 @@ impl Payload {
     pub(crate) fn into_json(self, codec: Codec) -> Result<Value, BoxError> {
         match self {
             Payload::Json(value) => Ok(value),
-            Payload::Bytes(_) | Payload::Checked(_) if !codec.is_json() => {
+            Payload::Bytes(..) if !codec.is_json() => {
                 Err(format!("a JSON upcaster cannot read a {} payload: use `typed`", codec.name()).into())
             }
-            Payload::Bytes(bytes) | Payload::Checked(bytes) => Ok(serde_json::from_slice(&bytes)?),
+            Payload::Bytes(bytes, _) => Ok(serde_json::from_slice(&bytes)?),
         }
     }
 
     /// The bytes in the store's codec.
     pub(crate) fn into_bytes(self) -> Result<Vec<u8>, BoxError> {
         match self {
-            Payload::Bytes(bytes) | Payload::Checked(bytes) => Ok(bytes),
+            Payload::Bytes(bytes, _) => Ok(bytes),
             Payload::Json(value) => Ok(serde_json::to_vec(&value)?),
         }
     }
@@ -152,9 +152,9 @@ impl<E: Event> Upcasters<E> {
         f: impl Fn(Value) -> Result<Vec<(String, Value)>, BoxError> + Send + Sync + 'static,
     ) -> Self {
         let step: StepFn = Arc::new(move |payload, codec, made| {
-            made.extend(
-                f(payload.into_json(codec)?)?.into_iter().map(|(name, value)| (Some(name), Payload::Json(value))),
-            );
+            for (name, value) in f(payload.into_json(codec)?)? {
+                made.push((Some(name), Payload::Json(value)));
+            }
             Ok(())
         });
         self.step(event_type, from, None, step)
@@ -223,17 +223,16 @@ impl<E: Event> Upcasters<E> {
         let outputs = Some(vec![event_type.to_owned()]);
         let step: StepFn = Arc::new(move |payload, codec, made| {
             let (mut bytes, checked) = match payload {
-                Payload::Bytes(bytes) if codec.is_json() => (bytes, false),
-                Payload::Checked(bytes) if codec.is_json() => (bytes, true),
+                Payload::Bytes(bytes, checked) if codec.is_json() => (bytes, checked),
                 other => {
                     made.push((None, Payload::Json(edit(other.into_json(codec)?, &on_value))));
                     return Ok(());
                 }
             };
             let edited = if on_bytes(&mut bytes, checked) {
-                Payload::Checked(bytes)
+                Payload::Bytes(bytes, true)
             } else {
-                Payload::Json(edit(Payload::Bytes(bytes).into_json(codec)?, &on_value))
+                Payload::Json(edit(Payload::Bytes(bytes, false).into_json(codec)?, &on_value))
             };
             made.push((None, edited));
             Ok(())
@@ -301,7 +300,7 @@ impl<E: Event> Upcasters<E> {
         let to = to.to_owned();
         let step: StepFn = Arc::new(move |payload, codec, made| {
             let old: Old = codec.decode(&payload.into_bytes()?)?;
-            made.push((Some(to.clone()), Payload::Bytes(codec.encode(&f(old))?)));
+            made.push((Some(to.clone()), Payload::Bytes(codec.encode(&f(old))?, false)));
             Ok(())
         });
         self.step(event_type, from, outputs, step)
