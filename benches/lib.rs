@@ -1,5 +1,7 @@
 //! Shared benchmark workloads: the event types and payloads every benchmark uses.
 
+pub mod upcast_workload;
+
 use allframe::Event;
 use serde::{Deserialize, Serialize};
 

@@ -4,6 +4,8 @@
 //! failed at each of its appends in turn and a copy killed with SIGKILL again and again, each
 //! resumed, end equal to an uninterrupted one.
 
+#[path = "support/account_chain.rs"]
+mod account_chain;
 #[path = "support/hooked.rs"]
 mod hooked;
 #[path = "support/kill.rs"]
@@ -32,28 +34,9 @@ enum Account {
     Withdrawn { cents: u64 },
 }
 
-/// v1 `MoneyDeposited { amount }` → v2 `Deposited { amount }` → v3 `Deposited { cents }`;
-/// `Transferred` splits at v3 into a withdrawal and a deposit; `Audited` is dropped at v2.
+/// The chain of `support/account_chain.rs` (a rename, a field change, a split, a drop).
 fn chain() -> Chain {
-    Upcasters::<Account>::new()
-        .rename("MoneyDeposited", 1, "Deposited")
-        .unchanged("Deposited", 1)
-        .json("Deposited", 2, |mut payload| {
-            let amount = payload["Deposited"]["amount"].take();
-            payload["Deposited"] = json!({ "cents": amount });
-            Ok(payload)
-        })
-        .unchanged("Transferred", 1)
-        .json_into("Transferred", 2, |payload| {
-            let amount = payload["Transferred"]["amount"].clone();
-            Ok(vec![
-                ("Withdrawn".into(), json!({ "Withdrawn": { "cents": amount } })),
-                ("Deposited".into(), json!({ "Deposited": { "cents": amount } })),
-            ])
-        })
-        .drop_event("Audited", 1)
-        .build()
-        .unwrap()
+    account_chain::upcasters::<Account>().build().unwrap()
 }
 
 /// `streams` accounts of version-1 events, written round-robin so that the log interleaves

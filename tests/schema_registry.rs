@@ -5,6 +5,8 @@
 //! build), nothing stored by a refusal, concurrent registrations (one wins), and the registry
 //! surviving a reopen and travelling with a copy.
 
+#[path = "support/account_chain.rs"]
+mod account_chain;
 #[path = "support/hooked.rs"]
 mod hooked;
 #[path = "support/targets.rs"]
@@ -100,25 +102,7 @@ mod v3 {
         Deposited { cents: u64 },
         Withdrawn { cents: u64 },
     }
-    pub fn upcasters<E: Event>() -> Upcasters<E> {
-        Upcasters::<E>::new()
-            .rename("MoneyDeposited", 1, "Deposited")
-            .unchanged("Deposited", 1)
-            .json("Deposited", 2, |mut payload| {
-                let amount = payload["Deposited"]["amount"].take();
-                payload["Deposited"] = json!({ "cents": amount });
-                Ok(payload)
-            })
-            .unchanged("Transferred", 1)
-            .json_into("Transferred", 2, |payload| {
-                let amount = payload["Transferred"]["amount"].clone();
-                Ok(vec![
-                    ("Withdrawn".into(), json!({ "Withdrawn": { "cents": amount } })),
-                    ("Deposited".into(), json!({ "Deposited": { "cents": amount } })),
-                ])
-            })
-            .drop_event("Audited", 1)
-    }
+    pub use super::account_chain::upcasters;
     pub fn chain() -> Chain {
         upcasters::<Account>().build().unwrap()
     }

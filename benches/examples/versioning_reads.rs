@@ -1,108 +1,23 @@
-//! Instruction counts of the versioning reads (run under `valgrind --tool=callgrind`):
-//! `cargo run --release -p allframe-benches --example versioning_reads -- MODE N`.
-use std::sync::Arc;
+//! Instruction counts of the versioning reads of `benches/versioning.rs`, counted under
+//! `valgrind --tool=callgrind` (this VM's timings move too much to compare small changes):
+//! `cargo run --release -p allframe-benches --example versioning_reads -- MODE N`, MODE one of
+//! `plain` (1,000 events stored at the current version), `closures` (stored at version 1, read
+//! through three `json` steps) and `declared` (the same through three declarative steps), N reads.
 
-use allframe::cqrs::{Chain, InMemoryBackend, Upcasters, Upcasting};
-use allframe::{Codec, DynBackend, Event, EventStore, EventStoreBackend, ExpectedVersion, NewEvent};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-
-/// Version 4 of an order: `order` became `order_id` (v2), `customer` became `customer_id` (v3),
-/// `channel` was added with a default (v4).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct OrderPlaced {
-    order_id: String,
-    customer_id: String,
-    lines: Vec<(String, u32, u64)>,
-    currency: String,
-    note: String,
-    channel: String,
-}
-
-impl Event for OrderPlaced {
-    fn event_type(&self) -> &'static str {
-        "OrderPlaced"
-    }
-    const SCHEMA_VERSION: u32 = 4;
-}
-
-/// The workload's order `n` (`allframe_benches::order_placed`) at version 4.
-fn current(n: u64) -> OrderPlaced {
-    let order = allframe_benches::order_placed(n);
-    OrderPlaced {
-        order_id: order.order_id,
-        customer_id: order.customer_id,
-        lines: order.lines,
-        currency: order.currency,
-        note: order.note,
-        channel: "web".into(),
-    }
-}
-
-/// The same order as version 1 stored it (about 200 bytes of JSON).
-fn version_1(n: u64) -> Value {
-    json!({
-        "order": format!("order-{n:010}"),
-        "customer": format!("customer-{:06}", n % 100_000),
-        "lines": [["SKU-RED-SHOE-42", 1, 8_999], ["SKU-SOCKS-3PK", 2, 1_299]],
-        "currency": "EUR",
-        "note": "leave at the door, ring twice",
-    })
-}
-
-fn rename(from: &'static str, to: &'static str) -> impl Fn(Value) -> Result<Value, allframe::BoxError> + Send + Sync {
-    move |mut payload| {
-        if let Some(object) = payload.as_object_mut()
-            && let Some(value) = object.remove(from)
-        {
-            object.insert(to.to_owned(), value);
-        }
-        Ok(payload)
-    }
-}
-
-fn chain() -> Chain {
-    Upcasters::<OrderPlaced>::new()
-        .json("OrderPlaced", 1, rename("order", "order_id"))
-        .json("OrderPlaced", 2, rename("customer", "customer_id"))
-        .json("OrderPlaced", 3, |mut payload| {
-            payload["channel"] = json!("web");
-            Ok(payload)
-        })
-        .build()
-        .expect("a sound chain")
-}
-
-/// The same three changes declared (`rename_field`, `add_field`): edits of the stored text.
-fn declared_chain() -> Chain {
-    Upcasters::<OrderPlaced>::new()
-        .rename_field("OrderPlaced", 1, &[], "order", "order_id")
-        .rename_field("OrderPlaced", 2, &[], "customer", "customer_id")
-        .add_field("OrderPlaced", 3, &[], "channel", json!("web"))
-        .build()
-        .expect("a sound chain")
-}
+use allframe_benches::upcast_workload::{Stores, stores};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (mode, n): (&str, usize) = (&args[1], args[2].parse().unwrap());
+    let (mode, n): (&str, usize) = (&args[1], args[2].parse().expect("N: a number of reads"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let backend = Arc::new(InMemoryBackend::new());
-    let plain: EventStore<OrderPlaced, InMemoryBackend> = EventStore::from_shared(Arc::clone(&backend));
-    rt.block_on(plain.append("current", (0..1_000).map(current).collect())).unwrap();
-    let old = (0..1_000).map(|n| NewEvent::new("OrderPlaced", serde_json::to_vec(&version_1(n)).unwrap())).collect();
-    rt.block_on(backend.append("old", ExpectedVersion::NoStream, old)).unwrap();
-    let through: DynBackend = Arc::new(Upcasting::new(Arc::clone(&backend), chain(), Codec::Json));
-    let upcast: EventStore<OrderPlaced, dyn EventStoreBackend> = EventStore::from_shared(through);
-    let declared: DynBackend = Arc::new(Upcasting::new(Arc::clone(&backend), declared_chain(), Codec::Json));
-    let declared: EventStore<OrderPlaced, dyn EventStoreBackend> = EventStore::from_shared(declared);
+    let Stores { plain, closures, declared } = rt.block_on(stores());
     let mut total = 0;
     for _ in 0..n {
         total += match mode {
             "plain" => rt.block_on(plain.get_events("current")).unwrap().len(),
-            "closures" => rt.block_on(upcast.get_events("old")).unwrap().len(),
+            "closures" => rt.block_on(closures.get_events("old")).unwrap().len(),
             _ => rt.block_on(declared.get_events("old")).unwrap().len(),
         };
     }
-    println!("{total}");
+    println!("{total} events read");
 }
