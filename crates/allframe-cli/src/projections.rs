@@ -38,8 +38,9 @@ pub enum Action {
     },
 }
 
-fn store_of(args: &ProjectionsArgs) -> Result<Address, CliError> {
-    match &args.store {
+/// The store a `--store` option names, else the demo's (`allsource:./allframe-data`).
+pub fn store_or_demo(store: Option<&Address>) -> Result<Address, CliError> {
+    match store {
         Some(store) => Ok(store.clone()),
         None => Address::of("allsource", "./allframe-data").ok_or_else(|| {
             CliError::usage("this build has no AllSource backend: give --store memory: or another address")
@@ -52,7 +53,7 @@ pub async fn projections(args: &ProjectionsArgs) -> Result<u8, CliError> {
     if let Action::List = args.action {
         return list().await;
     }
-    let address = store_of(args)?;
+    let address = store_or_demo(args.store.as_ref())?;
     // Read through the demo's upcasters: a store an earlier build wrote reads as today's events.
     let backend = crate::bank::upcasting(address::open(&address, Open::Existing).await?);
     let store: EventStore<crate::bank::BankEvent, dyn EventStoreBackend> =

@@ -42,12 +42,7 @@ pub enum Action {
 
 /// `allframe schema ...`.
 pub async fn schema(args: &SchemaArgs) -> Result<u8, CliError> {
-    let store = match &args.store {
-        Some(store) => store.clone(),
-        None => Address::of("allsource", "./allframe-data").ok_or_else(|| {
-            CliError::usage("this build has no AllSource backend: give --store memory: or another address")
-        })?,
-    };
+    let store = crate::projections::store_or_demo(args.store.as_ref())?;
     let backend = address::open(&store, Open::Existing).await?;
     let registry = load(&store, &backend).await?;
     match &args.action {
