@@ -72,19 +72,22 @@ impl<B: EventStoreBackend + ?Sized> Upcasting<B> {
         if events.is_empty() && placeholder {
             return Ok(Some(vec![RecordedEvent { stream_id: StreamId::from(DROPPED_STREAM), ..record.clone() }]));
         }
-        let mut metadata = record.metadata.clone();
-        metadata.headers.remove(schema_version::SCHEMA_VERSION_HEADER);
-        if self.chain.current_version() != 1 {
-            let current = self.chain.current_version().to_string();
-            metadata.headers.insert(schema_version::SCHEMA_VERSION_HEADER.to_owned(), current);
-        }
-        let records = events.into_iter().map(|(event_type, payload)| RecordedEvent {
-            stream_id: record.stream_id.clone(),
-            version: record.version,
-            position: record.position,
-            event_type,
-            payload: payload.into(),
-            metadata: metadata.clone(),
+        let records = events.into_iter().map(|(event_type, payload)| {
+            // Each event's metadata is made from the stored one (not copied from a first one).
+            let mut metadata = record.metadata.clone();
+            metadata.headers.remove(schema_version::SCHEMA_VERSION_HEADER);
+            if self.chain.current_version() != 1 {
+                let current = self.chain.current_version().to_string();
+                metadata.headers.insert(schema_version::SCHEMA_VERSION_HEADER.to_owned(), current);
+            }
+            RecordedEvent {
+                stream_id: record.stream_id.clone(),
+                version: record.version,
+                position: record.position,
+                event_type,
+                payload: payload.into(),
+                metadata,
+            }
         });
         Ok(Some(records.collect()))
     }

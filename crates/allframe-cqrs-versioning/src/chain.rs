@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use allframe_cqrs_core::{BoxError, Codec, RecordedEvent, schema_version};
 
+use crate::json_edit::Known;
 use crate::shape::{ChainShape, Step};
 use crate::upcasters::{Made, Payload, StepFn};
 
@@ -75,7 +76,10 @@ impl Chain {
         if version >= self.current || !self.versioned.contains(event_type) {
             return Ok(None);
         }
-        let mut events: Vec<(String, Payload)> = vec![(event_type.to_owned(), Payload::Bytes(payload.to_vec(), false))];
+        let mut events: Vec<(String, Payload)> =
+            vec![(event_type.to_owned(), Payload::Bytes(payload.to_vec(), Known::Unread))];
+        // One buffer for what each step makes, reused from step to step.
+        let mut made: Made = Vec::new();
         for at in version..self.current {
             let mut next = Vec::with_capacity(events.len());
             for (name, payload) in events {
@@ -85,12 +89,11 @@ impl Chain {
                 let name = key.0;
                 match step {
                     Some(step) => {
-                        let mut made: Made = Vec::new();
                         step(payload, codec, &mut made)
                             .map_err(|error| format!("upcasting `{name}` from schema version {at}: {error}"))?;
                         // A step keeps the name it read for one event at most.
                         let mut name = name;
-                        for (made_name, payload) in made {
+                        for (made_name, payload) in made.drain(..) {
                             next.push((made_name.unwrap_or_else(|| std::mem::take(&mut name)), payload));
                         }
                     }

@@ -1,8 +1,9 @@
 //! Why a chain of upcasters is refused at start-up, and why the schema registry refuses a
 //! registration.
 
-/// A broken chain, found by [`Upcasters::build`](crate::Upcasters::build) before any read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A broken chain, found by [`Upcasters::build`](crate::Upcasters::build) before any read. Its
+/// `Debug` is its message, so that `build().expect(..)` at start-up says what to fix.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChainError {
     /// Two steps read one type at one version.
@@ -48,6 +49,12 @@ pub enum ChainError {
         /// The type made.
         target: String,
     },
+}
+
+impl std::fmt::Debug for ChainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Why the schema registry refused a registration, or could not be read.

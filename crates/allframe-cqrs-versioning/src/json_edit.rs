@@ -1,9 +1,11 @@
 //! Editing a JSON document in place, as bytes, for the declarative steps (`rename_field`,
-//! `add_field`): one pass over the text to find an object by its path of keys, then one copy with
-//! the key replaced or a member added. It parses nothing into a tree, so a chain of such steps
-//! costs a few hundred nanoseconds on a small event instead of a parse and a write. Anything it
-//! cannot edit with certainty (an escaped key, a duplicate target key, text that is not JSON)
-//! returns `None`, and the step does the same edit on the parsed value instead.
+//! `add_field`, and `rename`'s external tag): the first step reads the text once, checking it and
+//! indexing the members of its root object (and of the object below it that a step edits); each
+//! edit replaces a key or adds a member with one move of the bytes after it and moves the indexed
+//! offsets, so the next step reads nothing again. It parses nothing into a tree, so a chain of
+//! such steps costs a fraction of a parse and a write. Anything it cannot edit with certainty (an
+//! escaped key, a duplicate or taken key, more than 16 members, text that is not JSON) is left to
+//! the step, which does the same edit on the parsed value instead.
 
 /// A member of an object: its key's span (quotes included) and whether the key has escapes.
 #[derive(Clone, Copy, Default)]
@@ -38,7 +40,8 @@ fn replace(bytes: &mut Vec<u8>, range: std::ops::Range<usize>, with: &[u8]) {
 const MAX_MEMBERS: usize = 16;
 
 /// An object's members and the index of its closing brace.
-struct Object {
+#[derive(Clone, Copy)]
+pub(crate) struct Object {
     members: [Member; MAX_MEMBERS],
     count: usize,
     close: usize,
@@ -48,6 +51,67 @@ impl Object {
     fn members(&self) -> &[Member] {
         &self.members[..self.count]
     }
+
+    /// Every offset at or after `at` moved by `delta` (an edit ending at `at`).
+    fn shift(&mut self, at: usize, delta: isize) {
+        let moved = |offset: usize| if offset >= at { offset.wrapping_add_signed(delta) } else { offset };
+        for member in &mut self.members[..self.count] {
+            member.key = (moved(member.key.0 as usize) as u32, moved(member.key.1 as usize) as u32);
+        }
+        self.close = moved(self.close);
+    }
+}
+
+/// What the declarative steps know of a JSON text from one edit to the next: whether it is
+/// well-formed, and the members of its root object and of one object below it, at their offsets
+/// in the text as it is now (each edit moves them). A chain of edits thus reads the text once.
+#[derive(Default)]
+pub(crate) enum Known {
+    /// As stored: to be checked.
+    #[default]
+    Unread,
+    /// Well-formed; its root is not an object, or an object too large to index.
+    WellFormed,
+    /// Well-formed, with its root object's members (boxed: payloads move from step to step).
+    Indexed(Box<Index>),
+}
+
+/// The members of a text's root object and of the object whose `{` is at the offset given, one
+/// key below the root.
+pub(crate) struct Index {
+    root: Object,
+    below: Option<(usize, Object)>,
+}
+
+impl Known {
+    /// Whether the text is known to be well-formed.
+    fn checked(&self) -> bool {
+        !matches!(self, Known::Unread)
+    }
+
+    /// Every indexed offset at or after `at` moved by `delta`.
+    fn shift(&mut self, at: usize, delta: isize) {
+        if let Known::Indexed(index) = self {
+            index.root.shift(at, delta);
+            if let Some((open, object)) = &mut index.below {
+                *open = if *open >= at { open.wrapping_add_signed(delta) } else { *open };
+                object.shift(at, delta);
+            }
+        }
+    }
+}
+
+/// Where the object at a path is.
+#[expect(clippy::large_enum_variant, reason = "a value on the stack for one edit, never stored")]
+enum Found {
+    /// The text has no object there.
+    Nothing,
+    /// The root object, indexed.
+    Root,
+    /// The object below the root, indexed.
+    Below,
+    /// An object deeper down, read for this edit only.
+    Deep(Object),
 }
 
 /// Renames the member `field` of the object at `path` to `to` (`quoted_to`: the new name as a
@@ -55,82 +119,161 @@ impl Object {
 /// `false`: not edited, to be done on the parsed value.
 pub(crate) fn rename(
     bytes: &mut Vec<u8>,
-    checked: bool,
+    known: &mut Known,
     path: &[String],
     field: &str,
     to: &str,
     quoted_to: &[u8],
 ) -> bool {
-    let Some(found) = find(bytes, checked, path) else { return false };
-    let Some(object) = found else { return true };
-    if object.members().iter().any(|m| m.escaped) {
-        return false;
+    let Some(found) = locate(bytes, known, path) else { return false };
+    let Some(object) = found_object(known, &found) else { return true };
+    // One pass: the member to rename, and none escaped, named twice, or already named `to`.
+    let mut named = None;
+    for member in object.members() {
+        let name = member.name(bytes);
+        if member.escaped || (name == to.as_bytes() && field != to) || (name == field.as_bytes() && named.is_some()) {
+            return false;
+        }
+        if name == field.as_bytes() {
+            named = Some(*member);
+        }
     }
-    let mut named = object.members().iter().filter(|m| m.name(bytes) == field.as_bytes());
-    let Some(&member) = named.next() else { return true };
-    if named.next().is_some() || (field != to && object.members().iter().any(|m| m.name(bytes) == to.as_bytes())) {
-        return false;
+    let Some(member) = named else { return true };
+    let (start, end) = (member.key.0 as usize, member.key.1 as usize);
+    replace(bytes, start..end, quoted_to);
+    known.shift(end, quoted_to.len() as isize - (end - start) as isize);
+    if quoted_to.contains(&b'\\') {
+        // The index keeps keys without escapes only: the next step reads the text again.
+        *known = Known::WellFormed;
     }
-    replace(bytes, member.key.0 as usize..member.key.1 as usize, quoted_to);
     true
 }
 
 /// Adds the member `field: value` (`member`: `"field":value` as JSON text) to the object at
 /// `path` in `bytes`, in place, when it has no such member; nothing to do when there is no such
 /// object. `false`: not edited, to be done on the parsed value.
-pub(crate) fn add(bytes: &mut Vec<u8>, checked: bool, path: &[String], field: &str, member: &[u8]) -> bool {
-    let Some(found) = find(bytes, checked, path) else { return false };
-    let Some(object) = found else { return true };
+pub(crate) fn add(bytes: &mut Vec<u8>, known: &mut Known, path: &[String], field: &str, member: &[u8]) -> bool {
+    let Some(found) = locate(bytes, known, path) else { return false };
+    let Some(object) = found_object(known, &found) else { return true };
     if object.members().iter().any(|m| m.escaped) {
         return false;
     }
     if object.members().iter().any(|m| m.name(bytes) == field.as_bytes()) {
         return true;
     }
-    let close = object.close;
-    if object.members().is_empty() {
-        replace(bytes, close..close, member);
-    } else {
-        replace(bytes, close..close, b",");
-        replace(bytes, close + 1..close + 1, member);
+    let (close, comma) = (object.close, usize::from(object.count > 0));
+    replace(bytes, close..close, &b","[..comma]);
+    replace(bytes, close + comma..close + comma, member);
+    known.shift(close, (comma + member.len()) as isize);
+    // The new member joins the index of its object (a full one is no longer indexed).
+    let (key_len, escaped) = string(member, 0).unwrap_or((0, true));
+    let added = Member { key: ((close + comma) as u32, (close + comma + key_len) as u32), escaped };
+    let indexed = match (&mut *known, found) {
+        (Known::Indexed(index), Found::Root) => Some(&mut index.root),
+        (Known::Indexed(index), Found::Below) => index.below.as_mut().map(|(_, below)| below),
+        _ => None,
+    };
+    if let Some(object) = indexed
+        && object.push(added).is_none()
+    {
+        *known = Known::WellFormed;
     }
     true
 }
 
-/// The object at `path`: `Some(None)` when the document has none there (a missing key, or a
-/// value that is not an object), `None` when the text cannot be edited with certainty.
-/// `checked`: the text is known to be well-formed JSON (an edit of text read before), so values
-/// are skipped by brackets and quotes alone instead of being checked.
-fn find(bytes: &[u8], checked: bool, path: &[String]) -> Option<Option<Object>> {
-    let root = skip_ws(bytes, 0);
-    // The whole document is read once: a root object with its members, anything else skipped.
-    let (end, mut object) = if bytes.get(root) == Some(&b'{') {
-        let object = object(bytes, root, checked)?;
-        (object.close + 1, Some(object))
-    } else {
-        (skip_value(bytes, root)?, None)
-    };
-    if !checked && skip_ws(bytes, end) != bytes.len() {
-        return None;
+/// Renames the root object's one member `old` (serde's external tag of an enum variant) to `to`
+/// (`quoted_to`: as a JSON string); nothing to do when the root is not an object with that one
+/// member. `false`: not edited, to be done on the parsed value.
+pub(crate) fn rename_tag(bytes: &mut Vec<u8>, known: &mut Known, old: &str, to: &str, quoted_to: &[u8]) -> bool {
+    let Some(found) = locate(bytes, known, &[]) else { return false };
+    let Some(root) = found_object(known, &found) else { return true };
+    let members = root.members();
+    if members.iter().any(|m| m.escaped) {
+        return false;
     }
-    for key in path {
-        let Some(current) = object else { return Some(None) };
-        let mut found = None;
-        for member in current.members() {
-            if member.escaped {
+    match members {
+        [member] if member.name(bytes) == old.as_bytes() => rename(bytes, known, &[], old, to, quoted_to),
+        // Duplicate keys of one object parse as one member: left to the parsed value.
+        [_, _, ..] if members.iter().any(|m| m.name(bytes) == old.as_bytes()) => false,
+        _ => true,
+    }
+}
+
+impl Object {
+    /// `member` added at the end (`None`: the object is full).
+    fn push(&mut self, member: Member) -> Option<()> {
+        *self.members.get_mut(self.count)? = member;
+        self.count += 1;
+        Some(())
+    }
+}
+
+/// The object `found` names, copied out of `known` or of the search.
+fn found_object(known: &Known, found: &Found) -> Option<Object> {
+    match (known, found) {
+        (Known::Indexed(index), Found::Root) => Some(index.root),
+        (Known::Indexed(index), Found::Below) => index.below.map(|(_, below)| below),
+        (_, Found::Deep(object)) => Some(*object),
+        _ => None,
+    }
+}
+
+/// Where the object at `path` is (`Found::Nothing` when the document has none there: a missing
+/// key, or a value that is not an object), reading the text into `known` first when it has not
+/// been read; `None` when the text cannot be edited with certainty.
+fn locate(bytes: &[u8], known: &mut Known, path: &[String]) -> Option<Found> {
+    if !matches!(known, Known::Indexed(..)) {
+        let (checked, root) = (known.checked(), skip_ws(bytes, 0));
+        // The whole document is read once: a root object with its members, anything else skipped.
+        let (end, indexed) = if bytes.get(root) == Some(&b'{') {
+            let object = object(bytes, root, checked)?;
+            (object.close + 1, Some(object))
+        } else {
+            (skip_value(bytes, root)?, None)
+        };
+        if !checked && skip_ws(bytes, end) != bytes.len() {
+            return None;
+        }
+        *known = indexed.map_or(Known::WellFormed, |root| Known::Indexed(Box::new(Index { root, below: None })));
+    }
+    let Known::Indexed(index) = known else { return Some(Found::Nothing) };
+    let Index { root, below } = &mut **index;
+    let Some((first, deeper)) = path.split_first() else { return Some(Found::Root) };
+    let Some(open) = member_object(bytes, root, first)? else { return Some(Found::Nothing) };
+    // The object below the root is read once for the steps that edit it (the text is known to be
+    // well-formed by now).
+    if !matches!(below, Some((at, _)) if *at == open) {
+        *below = Some((open, object(bytes, open, true)?));
+    }
+    let below = (*below)?.1;
+    if deeper.is_empty() {
+        return Some(Found::Below);
+    }
+    let mut current = below;
+    for key in deeper {
+        let Some(open) = member_object(bytes, &current, key)? else { return Some(Found::Nothing) };
+        current = object(bytes, open, true)?;
+    }
+    Some(Found::Deep(current))
+}
+
+/// Where the object that is the value of `object`'s member `key` opens: `Some(None)` when there
+/// is no such member or its value is not an object, `None` when that cannot be told with
+/// certainty (an escaped key, a duplicate one).
+fn member_object(bytes: &[u8], object: &Object, key: &str) -> Option<Option<usize>> {
+    let mut found = None;
+    for member in object.members() {
+        if member.escaped {
+            return None;
+        }
+        if member.name(bytes) == key.as_bytes() {
+            if found.is_some() {
                 return None;
             }
-            if member.name(bytes) == key.as_bytes() {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(value_after_key(bytes, member.key.1 as usize)?);
-            }
+            found = Some(value_after_key(bytes, member.key.1 as usize)?);
         }
-        let Some(value) = found else { return Some(None) };
-        object = if bytes.get(value) == Some(&b'{') { Some(self::object(bytes, value, checked)?) } else { None };
     }
-    Some(object)
+    Some(found.filter(|&value| bytes.get(value) == Some(&b'{')))
 }
 
 /// Where the value after a key ending at `key_end` starts.
@@ -156,9 +299,7 @@ fn scan_object(bytes: &[u8], open: usize, checked: bool, mut into: Option<&mut O
     loop {
         let (key_end, escaped) = string(bytes, at)?;
         if let Some(object) = into.as_deref_mut() {
-            let key = (u32::try_from(at).ok()?, u32::try_from(key_end).ok()?);
-            *object.members.get_mut(object.count)? = Member { key, escaped };
-            object.count += 1;
+            object.push(Member { key: (u32::try_from(at).ok()?, u32::try_from(key_end).ok()?), escaped })?;
         }
         let value = value_after_key(bytes, key_end)?;
         let end = if checked { skip_checked(bytes, value)? } else { skip_value(bytes, value)? };
@@ -277,7 +418,7 @@ mod tests {
     fn renamed(text: &[u8], path: &[String], field: &str, to: &str) -> Option<Vec<u8>> {
         let mut bytes = text.to_vec();
         let quoted = serde_json::to_vec(to).unwrap();
-        rename(&mut bytes, false, path, field, to, &quoted).then_some(bytes)
+        rename(&mut bytes, &mut Known::Unread, path, field, to, &quoted).then_some(bytes)
     }
 
     #[test]
@@ -288,10 +429,10 @@ mod tests {
             r#"{"Deposited": {"cents": 5, "note": "a \"b\" {c}", "lines": [[1, {"amount": 2}]]}}"#
         );
         let mut added = text.to_vec();
-        assert!(add(&mut added, false, &path(&["Deposited"]), "channel", br#""channel":"web""#));
+        assert!(add(&mut added, &mut Known::Unread, &path(&["Deposited"]), "channel", br#""channel":"web""#));
         assert!(String::from_utf8(added).unwrap().ends_with(r#"{"amount": 2}]],"channel":"web"}}"#));
         let mut empty = b"{}".to_vec();
-        assert!(add(&mut empty, false, &[], "a", br#""a":1"#));
+        assert!(add(&mut empty, &mut Known::Unread, &[], "a", br#""a":1"#));
         assert_eq!(empty, br#"{"a":1}"#);
     }
 

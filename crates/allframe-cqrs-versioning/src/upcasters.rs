@@ -13,11 +13,23 @@ use serde_json::Value;
 
 use crate::chain::Chain;
 use crate::error::ChainError;
-use crate::json_edit;
+use crate::json_edit::{self, Known};
 
 /// The object at `path` in `value`, if there is one.
 fn at_path<'a>(value: &'a mut Value, path: &[String]) -> Option<&'a mut serde_json::Map<String, Value>> {
     path.iter().try_fold(value, |value, key| value.get_mut(key))?.as_object_mut()
+}
+
+/// `value` with serde's external tag `old` (an object whose one key it is) renamed `to`.
+fn rename_tag(value: Value, old: &str, to: &str) -> Value {
+    match value {
+        Value::Object(mut object) if object.len() == 1 && object.contains_key(old) => {
+            let inner = object.remove(old).unwrap_or_default();
+            object.insert(to.to_owned(), inner);
+            Value::Object(object)
+        }
+        other => other,
+    }
 }
 
 fn edit(mut value: Value, f: &impl Fn(&mut Value)) -> Value {
@@ -36,9 +48,8 @@ pub(crate) type Made = Vec<(Option<String>, Payload)>;
 /// A payload between steps: as stored (bytes in the store's codec), or parsed JSON, kept
 /// parsed from one JSON step to the next so that a chain parses and writes it once.
 pub(crate) enum Payload {
-    /// As stored; `true` when it is JSON text known to be well-formed (a declarative step's edit
-    /// of text it read).
-    Bytes(Vec<u8>, bool),
+    /// As stored, with what the declarative steps before know of it as JSON text.
+    Bytes(Vec<u8>, Known),
     Json(Value),
 }
 
@@ -174,7 +185,9 @@ impl<E: Event> Upcasters<E> {
             {
                 let (path, field, to) = (path.clone(), field.clone(), to.clone());
                 let quoted = serde_json::to_vec(&to).unwrap_or_default();
-                move |bytes: &mut Vec<u8>, checked| json_edit::rename(bytes, checked, &path, &field, &to, &quoted)
+                move |bytes: &mut Vec<u8>, known: &mut Known| {
+                    json_edit::rename(bytes, known, &path, &field, &to, &quoted)
+                }
             },
             move |value: &mut Value| {
                 if let Some(object) = at_path(value, &path)
@@ -200,7 +213,7 @@ impl<E: Event> Upcasters<E> {
             from,
             {
                 let (path, field) = (path.clone(), field.clone());
-                move |bytes: &mut Vec<u8>, checked| json_edit::add(bytes, checked, &path, &field, &member)
+                move |bytes: &mut Vec<u8>, known: &mut Known| json_edit::add(bytes, known, &path, &field, &member)
             },
             move |payload: &mut Value| {
                 if let Some(object) = at_path(payload, &path) {
@@ -217,22 +230,22 @@ impl<E: Event> Upcasters<E> {
         self,
         event_type: &str,
         from: u32,
-        on_bytes: impl Fn(&mut Vec<u8>, bool) -> bool + Send + Sync + 'static,
+        on_bytes: impl Fn(&mut Vec<u8>, &mut Known) -> bool + Send + Sync + 'static,
         on_value: impl Fn(&mut Value) + Send + Sync + 'static,
     ) -> Self {
         let outputs = Some(vec![event_type.to_owned()]);
         let step: StepFn = Arc::new(move |payload, codec, made| {
-            let (mut bytes, checked) = match payload {
-                Payload::Bytes(bytes, checked) if codec.is_json() => (bytes, checked),
+            let (mut bytes, mut known) = match payload {
+                Payload::Bytes(bytes, known) if codec.is_json() => (bytes, known),
                 other => {
                     made.push((None, Payload::Json(edit(other.into_json(codec)?, &on_value))));
                     return Ok(());
                 }
             };
-            let edited = if on_bytes(&mut bytes, checked) {
-                Payload::Bytes(bytes, true)
+            let edited = if on_bytes(&mut bytes, &mut known) {
+                Payload::Bytes(bytes, known)
             } else {
-                Payload::Json(edit(Payload::Bytes(bytes, false).into_json(codec)?, &on_value))
+                Payload::Json(edit(serde_json::from_slice(&bytes)?, &on_value))
             };
             made.push((None, edited));
             Ok(())
@@ -246,20 +259,21 @@ impl<E: Event> Upcasters<E> {
     pub fn rename(self, event_type: &str, from: u32, to: &str) -> Self {
         let outputs = Some(vec![to.to_owned()]);
         let (old, to) = (event_type.to_owned(), to.to_owned());
+        let quoted = serde_json::to_vec(&to).unwrap_or_default();
         let step: StepFn = Arc::new(move |payload, codec, made| {
-            if !codec.is_json() {
-                made.push((Some(to.clone()), payload));
-                return Ok(());
-            }
-            let renamed = match payload.into_json(codec)? {
-                Value::Object(mut object) if object.len() == 1 && object.contains_key(&old) => {
-                    let inner = object.remove(&old).unwrap_or_default();
-                    object.insert(to.clone(), inner);
-                    Value::Object(object)
+            let renamed = match payload {
+                payload if !codec.is_json() => payload,
+                // The stored text's tag renamed in place, when that can be done with certainty.
+                Payload::Bytes(mut bytes, mut known) => {
+                    if json_edit::rename_tag(&mut bytes, &mut known, &old, &to, &quoted) {
+                        Payload::Bytes(bytes, known)
+                    } else {
+                        Payload::Json(rename_tag(serde_json::from_slice(&bytes)?, &old, &to))
+                    }
                 }
-                other => other,
+                Payload::Json(value) => Payload::Json(rename_tag(value, &old, &to)),
             };
-            made.push((Some(to.clone()), Payload::Json(renamed)));
+            made.push((Some(to.clone()), renamed));
             Ok(())
         });
         self.step(event_type, from, outputs, step)
@@ -300,7 +314,7 @@ impl<E: Event> Upcasters<E> {
         let to = to.to_owned();
         let step: StepFn = Arc::new(move |payload, codec, made| {
             let old: Old = codec.decode(&payload.into_bytes()?)?;
-            made.push((Some(to.clone()), Payload::Bytes(codec.encode(&f(old))?, false)));
+            made.push((Some(to.clone()), Payload::Bytes(codec.encode(&f(old))?, Known::Unread)));
             Ok(())
         });
         self.step(event_type, from, outputs, step)
