@@ -106,6 +106,11 @@ pub mod cqrs {
         ProjectionState, ProjectionStatus, ReadModel, ReadModelHandle, Replay, ReplayReport, Resume, RetryReport,
         RunOptions, TransactionalReadModel,
     };
+    /// Sagas' other items (their records and streams, an instance's progress).
+    pub use allframe_cqrs_sagas as sagas;
+    pub use allframe_cqrs_sagas::{
+        Retry, Saga, SagaDefinition, SagaError, SagaOrchestrator, SagaState, Step, StepContext, StepError,
+    };
     /// Event versioning's other items (the registry's stream and record types, chain steps).
     pub use allframe_cqrs_versioning as versioning;
     pub use allframe_cqrs_versioning::{
