@@ -9,6 +9,7 @@ mod address;
 mod bank;
 mod commands;
 mod projections;
+mod sagas;
 mod schema;
 
 use std::fmt;
@@ -76,6 +77,9 @@ enum Command {
     /// The store's schema registry: list, show TYPE, check (every event against its schema and
     /// the recorded chain of upcasters).
     Schema(schema::SchemaArgs),
+    /// Saga instances on a store: list [SAGA], show SAGA ID, resume SAGA ID (one stuck in a
+    /// compensation).
+    Sagas(sagas::SagasArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -211,6 +215,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Demo(args) => commands::demo(&args).await,
         Command::Projections(args) => projections::projections(&args).await,
         Command::Schema(args) => schema::schema(&args).await,
+        Command::Sagas(args) => sagas::sagas(&args).await,
         Command::Completions { .. } => Ok(0),
     }
 }

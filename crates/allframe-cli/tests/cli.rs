@@ -429,3 +429,69 @@ async fn schema_list_show_and_check_and_copy_upcast_on_a_store_an_earlier_build_
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("account-zed"), "{}", text(&out.stderr));
 }
+
+/// A saga whose second step fails and whose first step's compensation fails while `undo_fails`.
+fn payout(undo_fails: bool) -> allframe::cqrs::SagaDefinition {
+    use allframe::cqrs::{Retry, Saga, Step, StepContext, StepError};
+    Saga::new("payout")
+        .step(
+            Step::new("reserve", |_ctx: StepContext| async { Ok::<_, StepError>(7) })
+                .compensate(move |_ctx: StepContext| async move {
+                    if undo_fails { Err(StepError::transient("the ledger is offline")) } else { Ok(()) }
+                })
+                .compensation_retry(Retry::never()),
+        )
+        .step(Step::new("charge", |_ctx: StepContext| async { Err::<(), _>(StepError::failed("card declined")) }))
+        .build()
+        .unwrap()
+}
+
+/// Runs `payout` on the AllSource store at `dir` until instance `p-1` is stuck or finished.
+fn run_payout(dir: &Path, undo_fails: bool, begin: bool) -> allframe::cqrs::SagaState {
+    use allframe::cqrs::{CommandBus, SagaOrchestrator};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let state = runtime.block_on(async {
+        let backend: allframe::DynBackend = std::sync::Arc::new(AllSourceBackend::production(dir).unwrap());
+        let bus = CommandBus::builder(backend).build().unwrap();
+        let sagas = SagaOrchestrator::builder(bus).saga(payout(undo_fails)).build().unwrap();
+        sagas.start().unwrap();
+        if begin {
+            sagas.begin("payout", "p-1", &"ada").await.unwrap();
+        }
+        let state = sagas.wait("payout", "p-1", std::time::Duration::from_secs(30)).await.unwrap();
+        sagas.stop();
+        state
+    });
+    // The runtime's tasks, and with them the store's last handles, go with it.
+    drop(runtime);
+    state
+}
+
+#[test]
+fn sagas_list_show_and_resume_a_stuck_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = run_payout(dir.path(), true, true);
+    assert_eq!(state.label(), "stuck", "{state:?}");
+    let store = format!("allsource:{}", dir.path().display());
+
+    let out = allframe(&["sagas", "list", "--store", &store]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&out.stdout);
+    assert!(listed.contains("payout") && listed.contains("p-1") && listed.contains("stuck"), "{listed}");
+    let out = allframe(&["sagas", "show", "payout", "p-1", "--store", &store]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains("stuck undoing `reserve`: the ledger is offline"), "{shown}");
+    assert!(shown.contains("charge: attempt 1 failed (card declined)"), "{shown}");
+
+    let out = allframe(&["sagas", "resume", "payout", "p-1", "--store", &store]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = allframe(&["sagas", "resume", "payout", "p-1", "--store", &store]);
+    assert_eq!(out.status.code(), Some(3), "resumed already: not stuck");
+    assert!(text(&out.stderr).contains("not stuck"), "{}", text(&out.stderr));
+    let out = allframe(&["sagas", "show", "payout", "nope", "--store", &store]);
+    assert_eq!(out.status.code(), Some(3));
+
+    // The application's orchestrator, its ledger back, honours the resume.
+    let state = run_payout(dir.path(), false, false);
+    assert_eq!(state.label(), "rolled back", "{state:?}");
+}

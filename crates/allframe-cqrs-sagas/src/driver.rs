@@ -26,27 +26,6 @@ enum Ended {
     TimedOut,
 }
 
-/// Reads instance `id`'s stream and folds it.
-pub(crate) async fn load(inner: &Inner, saga: &str, id: &str) -> Result<Progress, SagaError> {
-    let stream = stream_of(saga, id);
-    let mut progress = Progress::default();
-    loop {
-        let page = inner.backend.read_stream(&stream, progress.version, 512).await?;
-        let full = page.len() == 512;
-        for event in &page {
-            let record = Record::from_event(event).map_err(|error| SagaError::Corrupt {
-                stream: stream.clone(),
-                version: event.version,
-                reason: error.to_string(),
-            })?;
-            progress.apply(record);
-        }
-        if !full {
-            return Ok(progress);
-        }
-    }
-}
-
 /// Appends `record` at `version + 1` of the instance's stream: `Ok(false)` when someone else
 /// wrote there first (read again and decide again).
 async fn record(inner: &Inner, stream: &str, version: u64, record: &Record) -> Result<bool, SagaError> {
@@ -117,10 +96,11 @@ pub(crate) async fn drive(inner: Arc<Inner>, saga: SagaDefinition, id: String) {
 /// Does the next thing: `Some(until)` to wait until then (or to go on at once: `until` now),
 /// `None` when there is nothing more to do (finished or stuck).
 async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<Option<i64>, SagaError> {
-    let progress = load(inner, &saga.name, id).await?;
-    if !progress.started() {
-        return Ok(None);
-    }
+    let progress = match crate::inspect::load(&*inner.backend, &saga.name, id).await {
+        Ok(progress) => progress,
+        Err(SagaError::NotFound { .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    };
     let stream = stream_of(&saga.name, id);
     let now = now_micros();
     let version = progress.version;

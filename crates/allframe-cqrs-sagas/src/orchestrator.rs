@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use allframe_cqrs_commands::CommandBus;
-use allframe_cqrs_core::{DynBackend, Leases, StreamId};
+use allframe_cqrs_core::{DynBackend, Leases};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
 use crate::definition::SagaDefinition;
 use crate::driver;
 use crate::error::SagaError;
+use crate::inspect;
 use crate::progress::{Progress, SagaState};
 use crate::record::{Record, instance_of, stream_of};
 
@@ -174,11 +175,7 @@ impl SagaOrchestrator {
     /// [`SagaError::NotFound`], an unreadable record, a store error.
     pub async fn instance(&self, saga: &str, id: &str) -> Result<Progress, SagaError> {
         self.saga(saga)?;
-        let progress = driver::load(&self.inner, saga, id).await?;
-        if !progress.started() {
-            return Err(SagaError::NotFound { saga: saga.to_owned(), id: id.to_owned() });
-        }
-        Ok(progress)
+        inspect::load(&*self.inner.backend, saga, id).await
     }
 
     /// Every instance of `saga`, by id, with its state.
@@ -188,21 +185,8 @@ impl SagaOrchestrator {
     /// An unreadable record, a store error.
     pub async fn list(&self, saga: &str) -> Result<Vec<(String, SagaState)>, SagaError> {
         self.saga(saga)?;
-        let prefix = stream_of(saga, "");
-        let mut after: Option<StreamId> = Some(StreamId::from(prefix.as_str()));
-        let mut instances = Vec::new();
-        'pages: while let Some(from) = after.take() {
-            let page = self.inner.backend.list_streams(Some(from.as_str()), 256).await?;
-            let full = page.len() == 256;
-            for (stream, _) in &page {
-                let Some(id) = stream.as_str().strip_prefix(prefix.as_str()) else { break 'pages };
-                instances.push((id.to_owned(), driver::load(&self.inner, saga, id).await?.state()));
-            }
-            if full {
-                after = page.last().map(|(stream, _)| stream.clone());
-            }
-        }
-        Ok(instances)
+        let instances = inspect::list(&*self.inner.backend, Some(saga)).await?;
+        Ok(instances.into_iter().map(|instance| (instance.id, instance.progress.state())).collect())
     }
 
     /// Resumes a stuck instance: its compensation is tried again (with a fresh count of
@@ -212,16 +196,8 @@ impl SagaOrchestrator {
     ///
     /// [`SagaError::NotStuck`] when it is not stuck, [`SagaError::NotFound`], a store error.
     pub async fn resume(&self, saga: &str, id: &str) -> Result<(), SagaError> {
-        let progress = self.instance(saga, id).await?;
-        let state = progress.state();
-        if !matches!(state, SagaState::Stuck { .. }) {
-            return Err(SagaError::NotStuck { saga: saga.to_owned(), id: id.to_owned(), state: state.label() });
-        }
-        let stream = stream_of(saga, id);
-        let resumed = Record::Resumed.to_event();
-        let expected = allframe_cqrs_core::ExpectedVersion::Exact(progress.version);
-        self.inner.backend.append(&stream, expected, vec![resumed]).await?;
-        Ok(())
+        self.saga(saga)?;
+        inspect::resume(&*self.inner.backend, saga, id).await
     }
 
     /// Waits until instance `id` is finished (completed or rolled back), or stuck, for at most
