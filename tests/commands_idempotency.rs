@@ -111,6 +111,37 @@ async fn concurrent_dispatches_with_one_key_from_several_buses_append_once() {
     }
 }
 
+/// A command that the winner's events make the handler refuse (opening an account twice): a
+/// concurrent dispatch with the same key that loads the state after the winner appended must
+/// answer with the winner's outcome, not with the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_repeat_that_the_winner_would_make_refused_answers_with_the_winners_outcome() {
+    for target in targets("concurrent-refusal").await {
+        let backend = target.open().await;
+        let buses: Vec<(CommandBus, Arc<Decisions>)> = (0..4).map(|_| bank_bus(Arc::clone(&backend))).collect();
+        for round in 0..40u64 {
+            let (id, name) = (format!("r-{round}"), format!("open-r-{round}"));
+            let tasks: Vec<_> = buses
+                .iter()
+                .map(|(bus, _)| {
+                    let (bus, options, id) = (bus.clone(), key(&name), id.clone());
+                    tokio::spawn(async move { bus.dispatch_with(Open { id, owner: "ada".into() }, options).await })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                let outcome = task.await.unwrap();
+                outcomes
+                    .push(outcome.unwrap_or_else(|e| panic!("{} round {round}: a repeat refused: {e:?}", target.name)));
+            }
+            assert_eq!(outcomes.iter().filter(|o| !o.replayed).count(), 1, "{}: one dispatch appended", target.name);
+            assert!(outcomes.iter().all(|o| recorded(o) == recorded(&outcomes[0])), "{}", target.name);
+        }
+        drop((buses, backend));
+        target.cleanup().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_used_by_another_command_is_refused_and_nothing_runs() {
     for target in targets("reused").await {

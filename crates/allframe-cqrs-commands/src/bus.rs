@@ -529,7 +529,14 @@ impl<C: Command, H: AggregateHandler<C>> Run<C> for AggregateRun<C, H> {
                 Ok(events) => events,
                 Err(error) => {
                     bus.keep(&start.stream, state, version);
-                    return Err(DispatchError::Rejected { command: C::NAME, error });
+                    let rejected = DispatchError::Rejected { command: C::NAME, error };
+                    if options.idempotency_key.is_none() {
+                        return Err(rejected);
+                    }
+                    // The state may hold the events of a dispatch with the same key that won
+                    // since the check above (a second `Open` is refused): its outcome answers.
+                    failed = Some(rejected);
+                    continue;
                 }
             };
             // What this attempt appends: the events, to the command's stream at the version they
