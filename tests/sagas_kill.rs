@@ -1,4 +1,4 @@
-//! Sagas across real crashes, on a durable AllSource store: a child process (this test binary,
+//! Sagas across real crashes, on a durable AllSource store and on PostgreSQL: a child process (this test binary,
 //! run again) runs an orchestrator over bank transfers (open two accounts and fund one, withdraw,
 //! deposit, then a last step that fails for every third transfer so that those are undone), each
 //! step pausing a little so that kills land between and inside steps; it is killed with SIGKILL
@@ -7,23 +7,29 @@
 //! account's events count each command (and each compensation) exactly once.
 //!
 //! A second test kills the child while a step hangs past its timeout: the deadline passes while
-//! no process runs, and the next start times the step out and undoes it with the others.
+//! no process runs, and the next start times the step out and undoes it with the others. A third
+//! runs two children on one PostgreSQL schema, each with the backend's leases: one runs the
+//! sagas, the other stands by; the first is killed and the second finishes every transfer, each
+//! command's effect counted once. Without a PostgreSQL server the PostgreSQL parts are skipped
+//! with a notice, except under `CI=true`.
 
 #[path = "support/bank.rs"]
 mod bank;
 #[path = "support/kill.rs"]
 mod kill;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use allframe::backends::{self, Mode, OpenOptions};
 use allframe::cqrs::*;
+use allframe::postgres::PostgresBackend;
 use bank::*;
 use serde::{Deserialize, Serialize};
 
 const CHILD_DIR: &str = "ALLFRAME_SAGA_KILL_DIR";
+const CHILD_SCHEMA: &str = "ALLFRAME_SAGA_KILL_SCHEMA";
 const ROUNDS: u32 = 6;
 /// Transfers each child begins (with those earlier children left unfinished).
 const BATCH: u32 = 4;
@@ -47,8 +53,18 @@ impl Transfer {
     }
 }
 
+/// Records that this process ran `ctx`'s step (not idempotent on purpose: it counts runs).
+async fn ran(ctx: &StepContext) {
+    let name = std::env::var("ALLFRAME_SAGA_KILL_NAME").unwrap_or_default();
+    let payload = serde_json::json!({ "by": name, "step": ctx.step() }).to_string();
+    let event = allframe::NewEvent::new("Ran", payload);
+    let stream = format!("ran-{}", ctx.saga_id());
+    ctx.bus().backend().append(&stream, ExpectedVersion::Any, vec![event]).await.expect("recorded");
+}
+
 /// A pause of a few milliseconds inside a step, so that a kill often lands in one.
 async fn pause(ctx: &StepContext) {
+    ran(ctx).await;
     let n: u64 = ctx.saga_id().bytes().map(u64::from).sum();
     tokio::time::sleep(Duration::from_millis(3 + n % 11)).await;
 }
@@ -117,30 +133,93 @@ fn transfers(hang_last: bool) -> SagaDefinition {
         .expect("a valid saga")
 }
 
-async fn open(dir: &Path) -> DynBackend {
-    let address = backends::parse(&format!("allsource:{}", dir.display())).unwrap();
-    address.open(OpenOptions::new().mode(Mode::Durable)).await.expect("opens the store")
+/// Where the store is.
+#[derive(Clone, Debug)]
+enum Place {
+    AllSource(PathBuf),
+    Postgres(String),
 }
 
-fn orchestrator(backend: &DynBackend, hang_last: bool) -> SagaOrchestrator {
+impl Place {
+    fn env(&self) -> (&'static str, String) {
+        match self {
+            Place::AllSource(dir) => (CHILD_DIR, dir.display().to_string()),
+            Place::Postgres(schema) => (CHILD_SCHEMA, schema.clone()),
+        }
+    }
+
+    fn from_env() -> Option<Place> {
+        let dir = std::env::var(CHILD_DIR).ok().map(|dir| Place::AllSource(dir.into()));
+        dir.or_else(|| std::env::var(CHILD_SCHEMA).ok().map(Place::Postgres))
+    }
+}
+
+fn database_url() -> String {
+    std::env::var("ALLFRAME_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// The store at `place`, with its leases on PostgreSQL.
+async fn open(place: &Place) -> (DynBackend, Option<Arc<dyn allframe::Leases>>) {
+    match place {
+        Place::AllSource(dir) => {
+            let address = backends::parse(&format!("allsource:{}", dir.display())).unwrap();
+            (address.open(OpenOptions::new().mode(Mode::Durable)).await.expect("opens the store"), None)
+        }
+        Place::Postgres(schema) => {
+            let backend = PostgresBackend::builder(&database_url()).schema(schema).pool_size(4).connect().await;
+            let backend = backend.expect("connects");
+            let leases: Arc<dyn allframe::Leases> = Arc::new(backend.leases());
+            (Arc::new(backend), Some(leases))
+        }
+    }
+}
+
+/// The places to run on: AllSource in `dir`, and a fresh PostgreSQL schema when there is a server.
+async fn places(test: &str, dir: &Path) -> Vec<Place> {
+    let mut places = vec![Place::AllSource(dir.to_owned())];
+    let schema = format!("saga_{test}_{}", std::process::id());
+    match sqlx_drop_schema(&schema).await {
+        Ok(()) => places.push(Place::Postgres(schema)),
+        Err(error) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and no PostgreSQL: {error}"),
+        Err(error) => eprintln!("NOTICE: skipping the PostgreSQL saga kill test: {error}"),
+    }
+    places
+}
+
+async fn sqlx_drop_schema(schema: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&database_url()).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await?;
+    Ok(())
+}
+
+fn orchestrator(backend: &DynBackend, leases: Option<Arc<dyn allframe::Leases>>, hang_last: bool) -> SagaOrchestrator {
     let (bus, _) = bank_bus(Arc::clone(backend));
-    SagaOrchestrator::builder(bus).saga(transfers(hang_last)).build().unwrap()
+    let builder = SagaOrchestrator::builder(bus).saga(transfers(hang_last));
+    match leases {
+        Some(leases) => builder.with_leases(leases),
+        None => builder,
+    }
+    .build()
+    .unwrap()
 }
 
 /// The child: begins the transfers not begun yet and runs them until it is killed.
 #[test]
 #[ignore = "helper process for the saga kill tests"]
 fn saga_kill_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else { return };
+    let Some(place) = Place::from_env() else { return };
     let hang = std::env::var("ALLFRAME_SAGA_KILL_HANG").is_ok();
     let round: u32 = std::env::var("ALLFRAME_SAGA_KILL_ROUND").map_or(0, |round| round.parse().unwrap());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let backend = open(Path::new(&dir)).await;
-        let sagas = orchestrator(&backend, hang);
+        let (backend, leases) = open(&place).await;
+        let sagas = orchestrator(&backend, leases, hang);
         sagas.start().unwrap();
         println!("READY");
-        for n in round * BATCH..if hang { 1 } else { (round + 1) * BATCH } {
+        let all = std::env::var("ALLFRAME_SAGA_KILL_ALL").is_ok();
+        let batch = if all { 0..TRANSFERS } else { round * BATCH..if hang { 1 } else { (round + 1) * BATCH } };
+        for n in batch {
             match sagas.begin("transfer", &format!("t-{n}"), &Transfer { n }).await {
                 Ok(()) | Err(SagaError::AlreadyStarted { .. }) => {}
                 Err(error) => panic!("{error}"),
@@ -156,65 +235,148 @@ async fn account(backend: &DynBackend, id: &str) -> Account {
     typed.load_aggregate::<Account>(id).await.unwrap().state
 }
 
+/// Runs the transfers in the parent until each has finished, and checks how each ended and that
+/// every account holds one run of each command and compensation.
+async fn finish_and_check(place: &Place) {
+    let (backend, leases) = open(place).await;
+    let sagas = orchestrator(&backend, leases, false);
+    sagas.start().unwrap();
+    for n in 0..TRANSFERS {
+        // Those the kills left unbegun are begun now.
+        match sagas.begin("transfer", &format!("t-{n}"), &Transfer { n }).await {
+            Ok(()) | Err(SagaError::AlreadyStarted { .. }) => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    check_transfers(&sagas, &backend, place).await;
+    sagas.stop();
+}
+
+async fn check_transfers(sagas: &SagaOrchestrator, backend: &DynBackend, place: &Place) {
+    for n in 0..TRANSFERS {
+        let t = Transfer { n };
+        let state = sagas.wait("transfer", &format!("t-{n}"), Duration::from_secs(60)).await.unwrap();
+        let (src, dst, undone) = (
+            account(backend, &format!("account-{}", t.from())).await,
+            account(backend, &format!("account-{}", t.to())).await,
+            account(backend, &format!("account-undone-{n}")).await,
+        );
+        if t.refused() {
+            assert!(
+                matches!(&state, SagaState::RolledBack { step, .. } if step == "confirm"),
+                "{place:?} t-{n}: {state:?}"
+            );
+            assert_eq!((src.balance, src.events), (100, 4), "{place:?} t-{n}: opened, funded, withdrawn, given back");
+            assert_eq!((dst.balance, dst.events), (0, 3), "{place:?} t-{n}: opened, deposited, taken back");
+        } else {
+            assert_eq!(state, SagaState::Completed, "{place:?} t-{n}");
+            assert_eq!((src.balance, src.events), (90, 3), "{place:?} t-{n}: opened, funded, withdrawn");
+            assert_eq!((dst.balance, dst.events), (10, 2), "{place:?} t-{n}: opened, deposited");
+        }
+        // A step that failed (not timed out) is not undone.
+        assert_eq!(undone.events, 0, "{place:?} t-{n}");
+    }
+}
+
 #[test]
 fn killed_sagas_finish_after_a_restart_and_each_effect_counts_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut random = kill::random_from_clock("saga kill test");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let mut cut_short = Vec::new();
-    for round in 0..ROUNDS {
-        let wait = Duration::from_millis(10 + random() % 120);
-        let env = [(CHILD_DIR, dir.path().display().to_string()), ("ALLFRAME_SAGA_KILL_ROUND", round.to_string())];
-        kill::run_child("saga_kill_child", &env, wait);
-        // How many transfers the kill left unfinished.
-        cut_short.push(runtime.block_on(async {
-            let backend = open(dir.path()).await;
-            let sagas = orchestrator(&backend, false);
-            let listed = sagas.list("transfer").await.unwrap();
-            listed.iter().filter(|(_, state)| !state.is_finished()).count()
-        }));
+    for place in runtime.block_on(places("kill", dir.path())) {
+        let mut random = kill::random_from_clock("saga kill test");
+        let mut cut_short = Vec::new();
+        for round in 0..ROUNDS {
+            let wait = Duration::from_millis(10 + random() % 120);
+            let env = [place.env(), ("ALLFRAME_SAGA_KILL_ROUND", round.to_string())];
+            kill::run_child("saga_kill_child", &env, wait);
+            // How many transfers the kill left unfinished.
+            cut_short.push(runtime.block_on(async {
+                let (backend, _) = open(&place).await;
+                let listed = allframe::cqrs::sagas::list(&*backend, Some("transfer")).await.unwrap();
+                listed.iter().filter(|instance| !instance.progress.state().is_finished()).count()
+            }));
+        }
+        eprintln!("{place:?}: transfers unfinished after each kill: {cut_short:?}");
+        assert!(cut_short.iter().any(|&n| n > 0), "{place:?}: no kill landed in a transfer: the test proves nothing");
+        runtime.block_on(finish_and_check(&place));
+        if let Place::Postgres(schema) = &place {
+            runtime.block_on(sqlx_drop_schema(schema)).unwrap();
+        }
     }
-    eprintln!("transfers unfinished after each kill: {cut_short:?}");
-    assert!(cut_short.iter().any(|&n| n > 0), "no kill landed in a transfer: the test proves nothing");
-    runtime.block_on(async {
-        let backend = open(dir.path()).await;
-        let sagas = orchestrator(&backend, false);
-        sagas.start().unwrap();
+}
+
+/// Which process ran each step of transfer `n`, in order.
+async fn runs(backend: &DynBackend, n: u32) -> Vec<(String, String)> {
+    let events = backend.read_stream(&format!("ran-t-{n}"), 0, 1000).await.unwrap();
+    let ran = |e: &allframe::RecordedEvent| -> (String, String) {
+        let ran: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+        (ran["by"].as_str().unwrap().to_owned(), ran["step"].as_str().unwrap().to_owned())
+    };
+    events.iter().map(ran).collect()
+}
+
+#[test]
+fn two_processes_on_postgres_run_every_instance_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some(place) = runtime.block_on(places("two", dir.path())).into_iter().find(|p| matches!(p, Place::Postgres(_)))
+    else {
+        return;
+    };
+    // Both begin every transfer (one of them is told `AlreadyStarted` for each); one holds the
+    // lease and runs them, the other stands by.
+    let child = |name: &str| {
+        let env =
+            [place.env(), ("ALLFRAME_SAGA_KILL_ALL", "1".to_owned()), ("ALLFRAME_SAGA_KILL_NAME", name.to_owned())];
+        let mut child = kill::Spawned::start("saga_kill_child", &env);
+        assert!(child.wait_for("READY", Duration::from_secs(60)));
+        child
+    };
+    let mut children = vec![("first", child("first")), ("second", child("second"))];
+    let leader = runtime.block_on(async {
+        let (backend, _) = open(&place).await;
+        // The parent runs no orchestrator: it waits for the children, reading the store.
+        let (bus, _) = bank_bus(Arc::clone(&backend));
+        let reader = SagaOrchestrator::builder(bus).saga(transfers(false)).build().unwrap();
+        check_transfers(&reader, &backend, &place).await;
+        let mut by = std::collections::BTreeSet::new();
         for n in 0..TRANSFERS {
-            // Those the kills left unbegun are begun now.
-            match sagas.begin("transfer", &format!("t-{n}"), &Transfer { n }).await {
-                Ok(()) | Err(SagaError::AlreadyStarted { .. }) => {}
-                Err(error) => panic!("{error}"),
-            }
+            let runs = runs(&backend, n).await;
+            let steps: Vec<&str> = runs.iter().map(|(_, step)| step.as_str()).collect();
+            let expected: &[&str] = &["open", "withdraw", "deposit", "confirm"];
+            let undo: &[&str] = if (Transfer { n }).refused() { &["deposit", "withdraw"] } else { &[] };
+            assert_eq!(steps, [expected, undo].concat(), "t-{n}: each step (and undoing) ran once");
+            by.extend(runs.into_iter().map(|(name, _)| name));
         }
-        for n in 0..TRANSFERS {
-            let t = Transfer { n };
-            let state = sagas.wait("transfer", &format!("t-{n}"), Duration::from_secs(60)).await.unwrap();
-            let (src, dst, undone) = (
-                account(&backend, &format!("account-{}", t.from())).await,
-                account(&backend, &format!("account-{}", t.to())).await,
-                account(&backend, &format!("account-undone-{n}")).await,
-            );
-            if t.refused() {
-                assert!(matches!(&state, SagaState::RolledBack { step, .. } if step == "confirm"), "t-{n}: {state:?}");
-                assert_eq!((src.balance, src.events), (100, 4), "t-{n}: opened, funded, withdrawn, given back");
-                assert_eq!((dst.balance, dst.events), (0, 3), "t-{n}: opened, deposited, taken back");
-            } else {
-                assert_eq!(state, SagaState::Completed, "t-{n}");
-                assert_eq!((src.balance, src.events), (90, 3), "t-{n}: opened, funded, withdrawn");
-                assert_eq!((dst.balance, dst.events), (10, 2), "t-{n}: opened, deposited");
-            }
-            // A step that failed (not timed out) is not undone.
-            assert_eq!(undone.events, 0, "t-{n}");
-        }
-        sagas.stop();
+        assert_eq!(by.len(), 1, "one process ran every step: {by:?}");
+        by.pop_first().unwrap()
     });
+    // The one that ran them is killed; the other takes the lease over and runs a new transfer.
+    let at = children.iter().position(|(name, _)| *name == leader).unwrap();
+    children.remove(at).1.kill();
+    runtime.block_on(async {
+        let (backend, _) = open(&place).await;
+        let (bus, _) = bank_bus(Arc::clone(&backend));
+        let reader = SagaOrchestrator::builder(bus).saga(transfers(false)).build().unwrap();
+        let n = TRANSFERS + 1;
+        reader.begin("transfer", &format!("t-{n}"), &Transfer { n }).await.unwrap();
+        let state = reader.wait("transfer", &format!("t-{n}"), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(state, SagaState::Completed);
+        let survivor: Vec<String> = runs(&backend, n).await.into_iter().map(|(name, _)| name).collect();
+        assert!(survivor.len() == 4 && survivor.iter().all(|name| *name != leader), "{survivor:?}");
+    });
+    children.pop().unwrap().1.kill();
+    eprintln!("two processes on PostgreSQL: every step ran once, in the lease holder ({leader}); the other took over");
+    if let Place::Postgres(schema) = &place {
+        runtime.block_on(sqlx_drop_schema(schema)).unwrap();
+    }
 }
 
 #[test]
 fn a_timeout_that_expires_while_no_process_runs_fires_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [(CHILD_DIR, dir.path().display().to_string()), ("ALLFRAME_SAGA_KILL_HANG", "1".to_owned())];
+    let place = Place::AllSource(dir.path().to_owned());
+    let env = [place.env(), ("ALLFRAME_SAGA_KILL_HANG", "1".to_owned())];
     let mut child = kill::Spawned::start("saga_kill_child", &env);
     assert!(child.wait_for("HANGING", Duration::from_secs(60)), "the last step began");
     child.kill();
@@ -222,8 +384,8 @@ fn a_timeout_that_expires_while_no_process_runs_fires_at_the_next_start() {
     std::thread::sleep(Duration::from_millis(600));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let backend = open(dir.path()).await;
-        let sagas = orchestrator(&backend, true);
+        let (backend, leases) = open(&place).await;
+        let sagas = orchestrator(&backend, leases, true);
         sagas.start().unwrap();
         let state = sagas.wait("transfer", "t-0", Duration::from_secs(60)).await.unwrap();
         assert!(matches!(&state, SagaState::RolledBack { step, reason } if step == "confirm" && reason.contains("timed out")));

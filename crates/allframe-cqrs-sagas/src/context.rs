@@ -73,6 +73,13 @@ impl StepContext {
         &self.step
     }
 
+    /// The command bus the saga dispatches through (and, by `bus().backend()`, its store), for
+    /// what `dispatch` does not cover; effects sent without `dispatch` need their own
+    /// idempotency (`idempotency_key`).
+    pub fn bus(&self) -> &CommandBus {
+        &self.bus
+    }
+
     /// Which attempt this is (1 for the first).
     pub fn attempt(&self) -> u32 {
         self.attempt

@@ -8,10 +8,11 @@
 // `allframe-cqrs-core` directly.
 pub use allframe_cqrs_core::{
     Aggregate, AppendResult, BackendStats, BoxError, Bytes, Capabilities, Codec, CommandError, DEFAULT_PAGE_SIZE,
-    Durability, DynBackend, Envelope, Error, Event, EventData, EventId, EventStoreBackend, ExpectedVersion, Limits,
-    LoadedAggregate, Metadata, MetadataDecodeError, NewEvent, ParseEventIdError, Projection, RawSubscription,
-    RecordedEvent, Result, Snapshot, SnapshotPolicy, StartFrom, StreamId, Subscription, SubscriptionHandle,
-    SubscriptionOptions, Timestamp, Undecodable, async_trait, is_system_stream, migrate, read, schema_version,
+    Durability, DynBackend, Envelope, Error, Event, EventData, EventId, EventStoreBackend, ExpectedVersion, Lease,
+    Leases, Limits, LoadedAggregate, Metadata, MetadataDecodeError, NewEvent, ParseEventIdError, Projection,
+    RawSubscription, RecordedEvent, Result, Snapshot, SnapshotPolicy, StartFrom, StreamId, Subscription,
+    SubscriptionHandle, SubscriptionOptions, Timestamp, Undecodable, async_trait, is_system_stream, migrate, read,
+    schema_version,
 };
 
 /// Where an event is stored, as [`EventStoreBackend::find_event`] names it.
