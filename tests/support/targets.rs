@@ -58,7 +58,8 @@ pub async fn targets(test: &str) -> Vec<Target> {
         directory("allsource"),
         directory("rocksdb"),
     ];
-    let schema = format!("t_{test}_{}", std::process::id());
+    // A schema name takes `[a-z0-9_]` only: a test named `saga-stuck` gets `t_saga_stuck_PID`.
+    let schema = format!("t_{}_{}", test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), std::process::id());
     let url = database_url();
     let separator = if url.contains('?') { '&' } else { '?' };
     let postgres = Target {
