@@ -77,7 +77,7 @@ enum Command {
     /// The store's schema registry: list, show TYPE, check (every event against its schema and
     /// the recorded chain of upcasters).
     Schema(schema::SchemaArgs),
-    /// Saga instances on a store: list [SAGA], show SAGA ID, resume SAGA ID (one stuck in a
+    /// Saga instances on a store: list (of one saga or all), show SAGA ID, resume SAGA ID (one stuck in a
     /// compensation).
     Sagas(sagas::SagasArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
