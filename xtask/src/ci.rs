@@ -42,7 +42,19 @@ pub fn ci(args: &[String]) -> Result<(), String> {
         deny()?;
     }
     run("bank demo", cargo().args(["run", "-q", "-p", "allframe", "--example", "bank", "--", "--backend", "memory"]))?;
-    let saga_example = ["run", "-q", "-p", "allframe", "--example", "order_fulfilment", "--", "--backend", "memory"];
+    let saga_example = [
+        "run",
+        "-q",
+        "-p",
+        "allframe",
+        "--features",
+        "cqrs-sagas",
+        "--example",
+        "order_fulfilment",
+        "--",
+        "--backend",
+        "memory",
+    ];
     run("order fulfilment saga", cargo().args(saga_example))?;
     eprintln!("ci checks passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())

@@ -4,8 +4,8 @@
 //! shipment too, since a step that timed out may have partly run).
 //!
 //! ```text
-//! cargo run -p allframe --features cqrs-allsource --example order_fulfilment   # AllSource in ./allframe-sagas-data
-//! cargo run -p allframe --example order_fulfilment -- --backend memory          # in memory
+//! cargo run -p allframe --features cqrs-allsource,cqrs-sagas --example order_fulfilment   # AllSource in ./allframe-sagas-data
+//! cargo run -p allframe --features cqrs-sagas --example order_fulfilment -- --backend memory          # in memory
 //! ```
 //!
 //! Every instance's history is a stream of the store (`$allframe-saga:order-fulfilment:ID`): run

@@ -108,7 +108,9 @@ pub mod cqrs {
         RunOptions, TransactionalReadModel,
     };
     /// Sagas' other items (their records and streams, an instance's progress).
+    #[cfg(feature = "cqrs-sagas")]
     pub use allframe_cqrs_sagas as sagas;
+    #[cfg(feature = "cqrs-sagas")]
     pub use allframe_cqrs_sagas::{
         Retry, Saga, SagaDefinition, SagaError, SagaOrchestrator, SagaState, Step, StepContext, StepError,
     };
