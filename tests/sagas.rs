@@ -136,7 +136,7 @@ fn input() -> Transfer {
 async fn run(backend: &DynBackend, third: Third, calls: Arc<Calls>) -> (SagaOrchestrator, SagaState) {
     let bus = setup(backend).await;
     let sagas = SagaOrchestrator::builder(bus).saga(transfer_saga(third, calls)).build().unwrap();
-    sagas.start().unwrap();
+    sagas.start().await.unwrap();
     sagas.begin("transfer", "t-1", &input()).await.unwrap();
     let state = sagas.wait("transfer", "t-1", Duration::from_secs(20)).await.unwrap();
     (sagas, state)
@@ -299,7 +299,7 @@ async fn a_runner_torn_down_mid_step_is_taken_over_and_effects_count_once() {
         tokio::task::spawn_blocking(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             runtime.block_on(async {
-                runner.start().unwrap();
+                runner.start().await.unwrap();
                 runner.begin("transfer", "t-1", &input()).await.unwrap();
                 while seen.third.load(Ordering::SeqCst) == 0 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -315,7 +315,7 @@ async fn a_runner_torn_down_mid_step_is_taken_over_and_effects_count_once() {
         let calls = Arc::new(Calls::default());
         let second = SagaOrchestrator::builder(bus).saga(transfer_saga(Third::Succeed, Arc::clone(&calls))).build();
         let second = second.unwrap();
-        second.start().unwrap();
+        second.start().await.unwrap();
         let state = second.wait("transfer", "t-1", Duration::from_secs(20)).await.unwrap();
         assert!(matches!(&state, SagaState::RolledBack { step, .. } if step == "notify"), "{}: {state:?}", target.name);
         assert_eq!(calls.third.load(Ordering::SeqCst), 0, "{}: not run again after its deadline", target.name);
@@ -353,9 +353,9 @@ async fn bad_input_is_refused_with_typed_errors() {
     assert!(matches!(sagas.begin("transfer", "a:b", &input()).await, Err(SagaError::InvalidId(_))));
     assert!(matches!(sagas.begin("transfer", "", &input()).await, Err(SagaError::InvalidId(_))));
     assert!(matches!(sagas.instance("transfer", "missing").await, Err(SagaError::NotFound { .. })));
-    sagas.start().unwrap();
+    sagas.start().await.unwrap();
     let second = SagaOrchestrator::builder(bus).saga(definition).build().unwrap();
-    assert!(matches!(second.start(), Err(SagaError::AlreadyRunning(_))), "one runner per saga and store");
+    assert!(matches!(second.start().await, Err(SagaError::AlreadyRunning(_))), "one runner per saga and store");
     sagas.stop();
 
     // A step that panics is a failure: the saga undoes what was done.

@@ -10,8 +10,11 @@
 //! no process runs, and the next start times the step out and undoes it with the others. A third
 //! runs two children on one PostgreSQL schema, each with the backend's leases: one runs the
 //! sagas, the other stands by; the first is killed and the second finishes every transfer, each
-//! command's effect counted once. Without a PostgreSQL server the PostgreSQL parts are skipped
-//! with a notice, except under `CI=true`.
+//! command's effect counted once. A fourth kills a child running a choreography (payouts whose
+//! reactions send two commands each and set a timer) six times: after a restart every payout
+//! completes, its timer fired even when it came due while no process ran, and each command
+//! counts once. Without a PostgreSQL server the PostgreSQL parts are skipped with a notice,
+//! except under `CI=true`.
 
 #[path = "support/bank.rs"]
 mod bank;
@@ -215,7 +218,7 @@ fn saga_kill_child() {
     runtime.block_on(async {
         let (backend, leases) = open(&place).await;
         let sagas = orchestrator(&backend, leases, hang);
-        sagas.start().unwrap();
+        sagas.start().await.unwrap();
         println!("READY");
         let all = std::env::var("ALLFRAME_SAGA_KILL_ALL").is_ok();
         let batch = if all { 0..TRANSFERS } else { round * BATCH..if hang { 1 } else { (round + 1) * BATCH } };
@@ -240,7 +243,7 @@ async fn account(backend: &DynBackend, id: &str) -> Account {
 async fn finish_and_check(place: &Place) {
     let (backend, leases) = open(place).await;
     let sagas = orchestrator(&backend, leases, false);
-    sagas.start().unwrap();
+    sagas.start().await.unwrap();
     for n in 0..TRANSFERS {
         // Those the kills left unbegun are begun now.
         match sagas.begin("transfer", &format!("t-{n}"), &Transfer { n }).await {
@@ -386,7 +389,7 @@ fn a_timeout_that_expires_while_no_process_runs_fires_at_the_next_start() {
     runtime.block_on(async {
         let (backend, leases) = open(&place).await;
         let sagas = orchestrator(&backend, leases, true);
-        sagas.start().unwrap();
+        sagas.start().await.unwrap();
         let state = sagas.wait("transfer", "t-0", Duration::from_secs(60)).await.unwrap();
         assert!(matches!(&state, SagaState::RolledBack { step, reason } if step == "confirm" && reason.contains("timed out")));
         let history = sagas.instance("transfer", "t-0").await.unwrap().history;
@@ -396,4 +399,146 @@ fn a_timeout_that_expires_while_no_process_runs_fires_at_the_next_start() {
         assert_eq!(account(&backend, "account-dst-0").await.balance, 0);
         sagas.stop();
     });
+}
+
+/// Payouts written as reactions: an account's opening opens its fee account and funds it with
+/// 100, then sets a timer; when the timer fires, 30 moves to the fee account and the instance
+/// completes. Each reaction pauses between its commands, so kills land inside reactions, and
+/// its timer often comes due while no process runs.
+struct Payouts;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Payout {
+    funded: bool,
+}
+
+impl Payouts {
+    async fn pause(ctx: &Reaction) {
+        let n: u64 = ctx.saga_id().bytes().map(u64::from).sum();
+        tokio::time::sleep(Duration::from_millis(3 + n % 11)).await;
+    }
+}
+
+#[async_trait]
+impl Choreography for Payouts {
+    const NAME: &'static str = "payouts";
+    // Every opening of the store's life, whenever the first process started.
+    const FROM_BEGINNING: bool = true;
+    type Event = BankEvent;
+    type State = Payout;
+
+    fn correlate(&self, event: &Envelope<BankEvent>) -> Correlation {
+        match (&event.event, event.stream_id.as_str().strip_prefix("account-p-")) {
+            (BankEvent::Opened { .. }, Some(n)) => Correlation::Start(n.to_owned()),
+            _ => Correlation::Ignore,
+        }
+    }
+
+    async fn react(&self, state: &mut Payout, _: &Envelope<BankEvent>, ctx: &mut Reaction) -> Result<(), StepError> {
+        let n = ctx.saga_id().to_owned();
+        ctx.dispatch(Open { id: format!("fee-{n}"), owner: "bank".into() }).await?;
+        Self::pause(ctx).await;
+        ctx.dispatch(Deposit { id: format!("p-{n}"), amount: 100 }).await?;
+        state.funded = true;
+        ctx.schedule("settle", Duration::from_millis(30))?;
+        Ok(())
+    }
+
+    async fn wake(&self, state: &mut Payout, _: &str, ctx: &mut Reaction) -> Result<(), StepError> {
+        assert!(state.funded);
+        let n = ctx.saga_id().to_owned();
+        ctx.dispatch(Withdraw { id: format!("p-{n}"), amount: 30 }).await?;
+        Self::pause(ctx).await;
+        ctx.dispatch(Deposit { id: format!("fee-{n}"), amount: 30 }).await?;
+        ctx.complete();
+        Ok(())
+    }
+}
+
+fn payouts_orchestrator(backend: &DynBackend, leases: Option<Arc<dyn allframe::Leases>>) -> SagaOrchestrator {
+    let (bus, _) = bank_bus(Arc::clone(backend));
+    let builder = SagaOrchestrator::builder(bus).choreography(Payouts);
+    match leases {
+        Some(leases) => builder.with_leases(leases),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+/// Opens payout accounts `range` (each under a key: opened once however often this runs).
+async fn open_payouts(bus: &CommandBus, range: std::ops::Range<u32>) {
+    for n in range {
+        let options = CommandOptions::new().idempotency_key(format!("open-p-{n}"));
+        bus.dispatch_with(Open { id: format!("p-{n}"), owner: "ada".into() }, options).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The child: opens this round's payout accounts while the choreography runs, until killed.
+#[test]
+#[ignore = "helper process for the choreography kill test"]
+fn choreography_kill_child() {
+    let Some(place) = Place::from_env() else { return };
+    let round: u32 = std::env::var("ALLFRAME_SAGA_KILL_ROUND").unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (backend, leases) = open(&place).await;
+        let sagas = payouts_orchestrator(&backend, leases);
+        sagas.start().await.unwrap();
+        println!("READY");
+        let (bus, _) = bank_bus(Arc::clone(&backend));
+        open_payouts(&bus, round * BATCH..(round + 1) * BATCH).await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+}
+
+#[test]
+fn killed_choreographies_finish_after_a_restart_and_each_effect_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for place in runtime.block_on(places("chor", dir.path())) {
+        let mut random = kill::random_from_clock("choreography kill test");
+        let mut cut_short = Vec::new();
+        for round in 0..ROUNDS {
+            let wait = Duration::from_millis(5 + random() % 100);
+            let env = [place.env(), ("ALLFRAME_SAGA_KILL_ROUND", round.to_string())];
+            kill::run_child("choreography_kill_child", &env, wait);
+            // How many instances the kill left reacting or with a timer set.
+            cut_short.push(runtime.block_on(async {
+                let (backend, _) = open(&place).await;
+                let listed = allframe::cqrs::sagas::list(&*backend, Some("payouts")).await.unwrap();
+                let timers = listed.iter().filter(|i| !i.progress.timers().is_empty()).count();
+                let unfinished = listed.iter().filter(|i| !i.progress.state().is_finished()).count();
+                (unfinished, timers)
+            }));
+        }
+        eprintln!("{place:?}: payouts (unfinished, with a timer set) after each kill: {cut_short:?}");
+        assert!(
+            cut_short.iter().any(|&(_, timers)| timers > 0),
+            "{place:?}: no kill left a timer to come due while no process ran: the test proves nothing"
+        );
+        runtime.block_on(async {
+            let (backend, leases) = open(&place).await;
+            let sagas = payouts_orchestrator(&backend, leases);
+            sagas.start().await.unwrap();
+            let (bus, _) = bank_bus(Arc::clone(&backend));
+            // Those the kills left unopened are opened now.
+            open_payouts(&bus, 0..TRANSFERS).await;
+            for n in 0..TRANSFERS {
+                let state = sagas.wait("payouts", &n.to_string(), Duration::from_secs(60)).await.unwrap();
+                assert_eq!(state, SagaState::Completed, "{place:?} payout {n}");
+                let (payout, fee) = (
+                    account(&backend, &format!("account-p-{n}")).await,
+                    account(&backend, &format!("account-fee-{n}")).await,
+                );
+                assert_eq!((payout.balance, payout.events), (70, 3), "{place:?} p-{n}: opened, funded, paid out once");
+                assert_eq!((fee.balance, fee.events), (30, 2), "{place:?} fee-{n}: opened, paid once");
+            }
+            sagas.stop();
+        });
+        if let Place::Postgres(schema) = &place {
+            runtime.block_on(sqlx_drop_schema(schema)).unwrap();
+        }
+    }
 }

@@ -54,7 +54,7 @@ pub async fn sagas(args: &SagasArgs) -> Result<u8, CliError> {
         SagaError::NotStuck { .. } => CliError::new(
             &store,
             error.to_string(),
-            "only an instance whose compensation failed every attempt waits for a resume",
+            "only an instance whose compensation (or, for a choreography, reaction) failed every attempt waits for a resume",
         ),
         other => CliError::new(&store, other.to_string(), "saga instances are the streams `$allframe-saga:SAGA:ID`"),
     };
@@ -65,16 +65,21 @@ pub async fn sagas(args: &SagasArgs) -> Result<u8, CliError> {
                 println!("no saga instances in {store}");
                 return Ok(0);
             }
-            println!("{:<24} {:<20} {:<12} {:>5}  LAST", "SAGA", "ID", "STATE", "STEPS");
+            println!("{:<24} {:<20} {:<12} {:>5}  LAST", "SAGA", "ID", "STATE", "DONE");
             for instance in &instances {
                 let progress = &instance.progress;
                 let last = progress.history.last().map_or("", Record::event_type);
+                // Steps done, or a choreography's reactions.
+                let done = match progress.is_choreography() {
+                    true => progress.history.iter().filter(|record| matches!(record, Record::Reacted { .. })).count(),
+                    false => progress.outputs.len(),
+                };
                 println!(
                     "{:<24} {:<20} {:<12} {:>5}  {}",
                     instance.saga,
                     instance.id,
                     progress.state().label(),
-                    progress.outputs.len(),
+                    done,
                     last.trim_start_matches("allframe.Saga")
                 );
             }
@@ -83,8 +88,14 @@ pub async fn sagas(args: &SagasArgs) -> Result<u8, CliError> {
         }
         Action::Show { saga, id } => {
             let progress = sagas::load(&*backend, saga, id).await.map_err(error)?;
-            println!("{saga} {id}: {}", describe(&progress.state()));
+            println!("{saga} {id}: {}", describe(&progress));
             println!("input: {}", progress.input);
+            if progress.is_choreography() {
+                println!("state: {}", progress.data);
+                for (timer, when) in progress.timers() {
+                    println!("timer `{timer}` at {}", Timestamp::from_micros(*when).to_rfc3339());
+                }
+            }
             for (version, record) in (1..).zip(&progress.history) {
                 println!("{version:>4}  {}", line(record));
             }
@@ -92,16 +103,19 @@ pub async fn sagas(args: &SagasArgs) -> Result<u8, CliError> {
         }
         Action::Resume { saga, id } => {
             sagas::resume(&*backend, saga, id).await.map_err(error)?;
-            println!("{saga} {id}: resumed; its orchestrator tries the compensation again");
+            println!("{saga} {id}: resumed; its orchestrator tries the failed compensation or reaction again");
             Ok(0)
         }
     }
 }
 
-fn describe(state: &allframe::cqrs::SagaState) -> String {
+fn describe(progress: &allframe::cqrs::sagas::Progress) -> String {
     use allframe::cqrs::SagaState;
-    match state {
+    match &progress.state() {
         SagaState::Waiting { until } => format!("waiting until {}", Timestamp::from_micros(*until).to_rfc3339()),
+        SagaState::Stuck { step, error } if progress.is_choreography() => {
+            format!("stuck reacting to {step}: {error} (resume it when fixed)")
+        }
         SagaState::Stuck { step, error } => format!("stuck undoing `{step}`: {error} (resume it when fixed)"),
         SagaState::RolledBack { step, reason } => format!("rolled back at `{step}`: {reason}"),
         other => other.label().to_owned(),
@@ -140,6 +154,20 @@ fn line(record: &Record) -> String {
             None => format!("{step}: undoing failed, attempt {attempt} ({error}); stuck"),
         },
         Record::Resumed => "resumed by an operator".into(),
+        Record::Sleeping { step, until } => format!("{step}: asleep{}", at(&Some(*until))),
+        Record::Received { trigger } => format!("received {trigger}"),
+        Record::Reacting { trigger, attempt } => format!("reacting to {trigger}, attempt {attempt}"),
+        Record::Reacted { trigger, state, timers } => {
+            let timers: Vec<&str> = timers.keys().map(String::as_str).collect();
+            format!("reacted to {trigger}: state {state}, timers {timers:?}")
+        }
+        Record::ReactionFailed { trigger, attempt, error, retry_at } => match retry_at {
+            Some(when) => format!(
+                "reacting to {trigger} failed, attempt {attempt} ({error}); again at {}",
+                Timestamp::from_micros(*when).to_rfc3339()
+            ),
+            None => format!("reacting to {trigger} failed, attempt {attempt} ({error}); stuck"),
+        },
         Record::Completed => "completed".into(),
         Record::RolledBack { step, reason } => format!("rolled back at `{step}`: {reason}"),
     }

@@ -454,7 +454,7 @@ fn run_payout(dir: &Path, undo_fails: bool, begin: bool) -> allframe::cqrs::Saga
         let backend: allframe::DynBackend = std::sync::Arc::new(AllSourceBackend::production(dir).unwrap());
         let bus = CommandBus::builder(backend).build().unwrap();
         let sagas = SagaOrchestrator::builder(bus).saga(payout(undo_fails)).build().unwrap();
-        sagas.start().unwrap();
+        sagas.start().await.unwrap();
         if begin {
             sagas.begin("payout", "p-1", &"ada").await.unwrap();
         }

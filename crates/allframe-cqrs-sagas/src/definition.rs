@@ -10,8 +10,11 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 
+use allframe_cqrs_core::{Envelope, Event};
+
 use crate::context::{StepContext, StepError};
 use crate::error::SagaError;
+use crate::route::{Routed, Router};
 
 /// What a step or a compensation does, type-erased.
 pub(crate) type Action = Arc<dyn Fn(StepContext) -> BoxFuture<'static, Result<Value, StepError>> + Send + Sync>;
@@ -75,6 +78,8 @@ pub struct Step {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Retry,
     pub(crate) compensation_retry: Retry,
+    /// A delay step's sleep.
+    pub(crate) delay: Option<Duration>,
 }
 
 impl std::fmt::Debug for Step {
@@ -84,6 +89,7 @@ impl std::fmt::Debug for Step {
             .field("compensated", &self.compensation.is_some())
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("delay", &self.delay)
             .finish()
     }
 }
@@ -104,7 +110,18 @@ impl Step {
             timeout: None,
             retry: Retry::never(),
             compensation_retry: Retry::times(5, Duration::from_millis(100)),
+            delay: None,
         }
+    }
+
+    /// A step that only waits, for `delay` ("send the reminder three days later"). The time it
+    /// wakes is stored when it begins, so it passes while no process runs, and a process that
+    /// starts after it wakes the saga at once; the wait holds no slot of
+    /// [`max_concurrent_steps`](crate::SagaOrchestratorBuilder::max_concurrent_steps).
+    pub fn delay(name: &str, delay: Duration) -> Self {
+        let mut step = Step::new(name, |_ctx: StepContext| async { Ok::<_, StepError>(()) });
+        step.delay = Some(delay);
+        step
     }
 
     /// What undoes the step when a later step fails (or this one times out), run with the
@@ -145,6 +162,7 @@ impl Step {
 pub struct Saga {
     name: String,
     steps: Vec<Step>,
+    router: Option<Router>,
 }
 
 /// A checked saga, ready for a [`SagaOrchestrator`](crate::SagaOrchestrator).
@@ -152,6 +170,8 @@ pub struct Saga {
 pub struct SagaDefinition {
     pub(crate) name: Arc<str>,
     pub(crate) steps: Arc<[Step]>,
+    /// What begins an instance from an event, if anything does.
+    pub(crate) router: Option<Router>,
 }
 
 impl SagaDefinition {
@@ -170,8 +190,9 @@ impl SagaDefinition {
     }
 }
 
-/// Whether `name` may name a saga or a step: it goes into stream ids and idempotency keys.
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a saga, a step or a timer: it goes into stream ids and idempotency
+/// keys.
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -180,7 +201,31 @@ fn valid_name(name: &str) -> bool {
 impl Saga {
     /// A saga called `name` (letters, digits, `-`, `_`, `.`; at most 64 bytes).
     pub fn new(name: &str) -> Self {
-        Saga { name: name.to_owned(), steps: Vec::new() }
+        Saga { name: name.to_owned(), steps: Vec::new(), router: None }
+    }
+
+    /// Begins an instance for each event that `start` maps to an instance id and an input
+    /// (`None`: not this saga's). The orchestrator's router reads the log after the position it
+    /// had reached when the saga first ran (events stored before are not its business) and
+    /// begins each instance once: a second event mapped to a running id is passed over, as a
+    /// second [`SagaOrchestrator::begin`](crate::SagaOrchestrator::begin) would be refused.
+    ///
+    /// Events are decoded as `E` when their stored type is one of `E::EVENT_TYPES` (every
+    /// type when `E` lists none; then an event that does not decode as `E` is not this saga's).
+    pub fn start_on<E, I, F>(mut self, start: F) -> Self
+    where
+        E: Event,
+        I: Serialize,
+        F: Fn(&Envelope<E>) -> Option<(String, I)> + Send + Sync + 'static,
+    {
+        self.router = Some(Router::typed::<E, _>(&[], move |envelope| {
+            let (id, input) = start(envelope)?;
+            Some(match serde_json::to_value(input) {
+                Ok(input) => Routed::Begin { id, input },
+                Err(error) => Routed::Refused(format!("its input is not JSON: {error}")),
+            })
+        }));
+        self
     }
 
     /// Adds `step` after the others.
@@ -218,6 +263,6 @@ impl Saga {
                 return refuse(format!("step `{}`: a retry policy needs at least one attempt", step.name));
             }
         }
-        Ok(SagaDefinition { name: self.name.into(), steps: self.steps.into() })
+        Ok(SagaDefinition { name: self.name.into(), steps: self.steps.into(), router: self.router })
     }
 }

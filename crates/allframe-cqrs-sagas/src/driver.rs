@@ -3,6 +3,7 @@
 //! appended expecting the version read, so a second runner (or an operator's resume) is noticed
 //! as a conflict and the driver reads again instead of acting on what it saw.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use allframe_cqrs_core::{Error, ExpectedVersion};
 use futures_util::FutureExt;
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::context::{Direction, StepContext, StepError};
 use crate::definition::{Action, SagaDefinition, Step};
@@ -20,21 +22,71 @@ use crate::progress::{Next, Progress};
 use crate::record::{Record, now_micros, stream_of};
 
 /// How an attempt ended.
-enum Ended {
+pub(crate) enum Ended {
     Done(Value),
     Error(StepError),
     TimedOut,
 }
 
-/// Appends `record` at `version + 1` of the instance's stream: `Ok(false)` when someone else
+/// Appends `records` after `version` of the instance's stream: `Ok(false)` when someone else
 /// wrote there first (read again and decide again).
-async fn record(inner: &Inner, stream: &str, version: u64, record: &Record) -> Result<bool, SagaError> {
+pub(crate) async fn record_all(
+    inner: &Inner,
+    stream: &str,
+    version: u64,
+    records: &[Record],
+) -> Result<bool, SagaError> {
     let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-    match inner.backend.append(stream, expected, vec![record.to_event()]).await {
+    let events = records.iter().map(Record::to_event).collect();
+    match inner.backend.append(stream, expected, events).await {
         Ok(_) => Ok(true),
-        // Another writer (a second runner, an operator's resume): read again.
+        // Another writer (a second runner, an operator's resume, the router): read again.
         Err(Error::Conflict { .. }) => Ok(false),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// [`record_all`] of one record.
+async fn record(inner: &Inner, stream: &str, version: u64, record: &Record) -> Result<bool, SagaError> {
+    record_all(inner, stream, version, std::slice::from_ref(record)).await
+}
+
+/// What a driver does after one decision.
+pub(crate) enum Then {
+    /// Decide again at once.
+    Now,
+    /// Decide again at this time (µs since the epoch), or when woken.
+    Until(i64),
+    /// Nothing more to do for now: the stream's version it last saw.
+    Exit(u64),
+}
+
+/// Runs `once` until it exits or the orchestrator stops: `Some(version)` it saw last, `None`
+/// when stopped. A wait ends early when `wake` is notified (something new for the instance).
+pub(crate) async fn drive_loop<F, Fut>(inner: &Inner, wake: &Notify, what: &str, mut once: F) -> Option<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Then, SagaError>>,
+{
+    let mut stopped = inner.stopped.subscribe();
+    loop {
+        if *stopped.borrow() {
+            return None;
+        }
+        let wait = match once().await {
+            Ok(Then::Now) => continue,
+            Ok(Then::Until(until)) => Duration::from_micros(until.saturating_sub(now_micros()).max(0) as u64),
+            Ok(Then::Exit(version)) => return Some(version),
+            Err(error) => {
+                tracing::warn!(instance = what, %error, "driving a saga instance failed; trying again");
+                Duration::from_millis(200)
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+            _ = stopped.changed() => return None,
+        }
     }
 }
 
@@ -42,6 +94,14 @@ async fn record(inner: &Inner, stream: &str, version: u64, record: &Record) -> R
 /// failure.
 async fn attempt(action: &Action, context: StepContext, deadline: Option<i64>) -> Ended {
     let run = AssertUnwindSafe(action(context)).catch_unwind();
+    ended(run, deadline).await
+}
+
+/// How `run` ends by `deadline`: done, failed (a panic is a failure), or timed out.
+pub(crate) async fn ended<F>(run: F, deadline: Option<i64>) -> Ended
+where
+    F: Future<Output = std::thread::Result<Result<Value, StepError>>>,
+{
     let outcome = match deadline {
         Some(deadline) => {
             let left = Duration::from_micros(deadline.saturating_sub(now_micros()).max(0) as u64);
@@ -66,39 +126,18 @@ async fn attempt(action: &Action, context: StepContext, deadline: Option<i64>) -
     }
 }
 
-/// Drives instance `id` of `saga` until it is finished, stuck, or the orchestrator stops.
-pub(crate) async fn drive(inner: Arc<Inner>, saga: SagaDefinition, id: String) {
-    let mut stopped = inner.stopped.subscribe();
-    loop {
-        if *stopped.borrow() {
-            return;
-        }
-        match step_once(&inner, &saga, &id).await {
-            Ok(Some(until)) => {
-                let wait = Duration::from_micros(until.saturating_sub(now_micros()).max(0) as u64);
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    _ = stopped.changed() => return,
-                }
-            }
-            Ok(None) => return,
-            Err(error) => {
-                tracing::warn!(saga = %saga.name, id, %error, "driving a saga instance failed; trying again");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = stopped.changed() => return,
-                }
-            }
-        }
-    }
+/// Drives instance `id` of `saga` until it is finished, stuck, or the orchestrator stops (see
+/// [`drive_loop`]).
+pub(crate) async fn drive(inner: Arc<Inner>, saga: SagaDefinition, id: String, wake: Arc<Notify>) -> Option<u64> {
+    let what = stream_of(&saga.name, &id);
+    drive_loop(&inner, &wake, &what, || step_once(&inner, &saga, &id)).await
 }
 
-/// Does the next thing: `Some(until)` to wait until then (or to go on at once: `until` now),
-/// `None` when there is nothing more to do (finished or stuck).
-async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<Option<i64>, SagaError> {
+/// Does the next thing.
+async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<Then, SagaError> {
     let progress = match crate::inspect::load(&*inner.backend, &saga.name, id).await {
         Ok(progress) => progress,
-        Err(SagaError::NotFound { .. }) => return Ok(None),
+        Err(SagaError::NotFound { .. }) => return Ok(Then::Exit(0)),
         Err(error) => return Err(error),
     };
     let stream = stream_of(&saga.name, id);
@@ -106,14 +145,21 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<Opt
     let version = progress.version;
     let step_named = |name: &str| saga.step(name).ok_or_else(|| unknown_step(&stream, version, name));
     match progress.next(saga, now) {
-        Next::Finished | Next::Stuck => Ok(None),
-        Next::Wait { until } => Ok(Some(until)),
-        Next::Complete => record(inner, &stream, version, &Record::Completed).await.map(|_| Some(now)),
+        Next::Finished | Next::Stuck => Ok(Then::Exit(version)),
+        Next::Wait { until } => Ok(Then::Until(until)),
+        Next::Complete => record(inner, &stream, version, &Record::Completed).await.map(|_| Then::Now),
         Next::RollBack { step, reason } => {
-            record(inner, &stream, version, &Record::RolledBack { step, reason }).await.map(|_| Some(now))
+            record(inner, &stream, version, &Record::RolledBack { step, reason }).await.map(|_| Then::Now)
         }
         Next::TimeOut { step, attempt } => {
-            record(inner, &stream, version, &Record::StepTimedOut { step, attempt }).await.map(|_| Some(now))
+            record(inner, &stream, version, &Record::StepTimedOut { step, attempt }).await.map(|_| Then::Now)
+        }
+        Next::Sleep { step, until } => {
+            record(inner, &stream, version, &Record::Sleeping { step, until }).await.map(|_| Then::Now)
+        }
+        Next::Wake { step } => {
+            let done = Record::StepCompleted { step, output: Value::Null };
+            record(inner, &stream, version, &done).await.map(|_| Then::Now)
         }
         Next::Run { step, attempt, deadline, begun } => {
             let definition = step_named(&step)?;
@@ -123,7 +169,7 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<Opt
                     let deadline = definition.timeout.map(|timeout| now + timeout.as_micros() as i64);
                     let started = Record::StepStarted { step: step.clone(), attempt, deadline };
                     if !record(inner, &stream, version, &started).await? {
-                        return Ok(Some(now));
+                        return Ok(Then::Now);
                     }
                     (deadline, version + 1)
                 }
@@ -143,7 +189,7 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<Opt
                     Record::StepFailed { step, attempt, error: error.to_string(), retry_at }
                 }
             };
-            record(inner, &stream, version, &result).await.map(|_| Some(now))
+            record(inner, &stream, version, &result).await.map(|_| Then::Now)
         }
         Next::Undo { step, attempt, deadline, begun } => {
             let definition = step_named(&step)?;
@@ -156,7 +202,7 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<Opt
                     let deadline = definition.timeout.map(|timeout| now + timeout.as_micros() as i64);
                     let started = Record::CompensationStarted { step: step.clone(), attempt, deadline };
                     if !record(inner, &stream, version, &started).await? {
-                        return Ok(Some(now));
+                        return Ok(Then::Now);
                     }
                     (deadline, version + 1)
                 }
@@ -183,7 +229,7 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<Opt
                     Record::CompensationFailed { step, attempt, error, retry_at }
                 }
             };
-            record(inner, &stream, version, &result).await.map(|_| Some(now))
+            record(inner, &stream, version, &result).await.map(|_| Then::Now)
         }
     }
 }

@@ -14,6 +14,13 @@
 //! which may have partly run), last first; a compensation that keeps failing leaves the
 //! instance stuck, visible, until an operator resumes it ([`SagaOrchestrator::resume`]).
 //!
+//! A saga can also be written as reactions ([`Choreography`]): a handler that the orchestrator
+//! gives the events it correlates to an instance (and the instance's own timers), which decides
+//! the next commands; its state is kept in the instance's stream with each reaction. Either
+//! kind starts from a command ([`SagaOrchestrator::begin`]) or from an event
+//! ([`Saga::start_on`], [`Correlation::Start`]), correlated by an id the application chooses;
+//! either can wait without holding a process ([`Step::delay`], [`Reaction::schedule`]).
+//!
 //! ```
 //! # use allframe_cqrs_sagas::{Saga, Step, StepError, Retry};
 //! # use std::time::Duration;
@@ -29,6 +36,7 @@
 //! # Ok::<(), allframe_cqrs_sagas::SagaError>(())
 //! ```
 
+mod choreography;
 mod context;
 mod definition;
 mod driver;
@@ -36,12 +44,15 @@ mod error;
 mod inspect;
 mod orchestrator;
 mod progress;
+mod reactions;
 mod record;
+mod route;
 
+pub use choreography::{Choreography, Correlation, Reaction};
 pub use context::{StepContext, StepError};
 pub use definition::{Retry, Saga, SagaDefinition, Step};
 pub use error::SagaError;
 pub use inspect::{Instance, list, load, resume};
-pub use orchestrator::{SagaOrchestrator, SagaOrchestratorBuilder};
+pub use orchestrator::{RouterStatus, SagaOrchestrator, SagaOrchestratorBuilder};
 pub use progress::{Progress, SagaState};
-pub use record::{Record, SAGA_STREAM_PREFIX, instance_of, stream_of};
+pub use record::{Record, SAGA_STREAM_PREFIX, Trigger, instance_of, stream_of};

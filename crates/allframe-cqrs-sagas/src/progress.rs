@@ -1,12 +1,12 @@
 //! Where an instance is, folded from its records, and what it does next: the one place that
 //! decides, so that a runner resuming after a crash and one that never stopped decide alike.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 
 use crate::definition::SagaDefinition;
-use crate::record::Record;
+use crate::record::{Record, Trigger};
 
 /// The state an instance is in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +76,24 @@ pub struct Progress {
     pub version: u64,
     /// Every record, in order.
     pub history: Vec<Record>,
+    /// A choreography's state after its last reaction, as JSON (null before the first, and for
+    /// orchestrations).
+    pub data: Value,
     started: bool,
+    /// A delay step asleep, and until when.
+    sleeping: Option<(String, i64)>,
+    /// Whether the instance is a choreography's (it received something to react to).
+    choreography: bool,
+    /// What a choreography received and has not reacted to yet, in order.
+    inbox: VecDeque<Trigger>,
+    /// The highest log position routed to it.
+    routed_through: u64,
+    /// A choreography's timers: name and when each fires.
+    timers: BTreeMap<String, i64>,
+    /// The reaction under way (its process may have died during it).
+    reacting: Option<(Trigger, u32)>,
+    /// The last failed reaction: its trigger, attempt, when to try again (none: stuck), why.
+    reaction_failed: Option<(Trigger, u32, Option<i64>, String)>,
     /// The forward attempt under way, if any.
     open: Option<Open>,
     /// The last failed attempt of the current step and when to try again.
@@ -113,8 +130,23 @@ pub(crate) enum Next {
     RollBack { step: String, reason: String },
     /// Nothing until an operator resumes it.
     Stuck,
+    /// A delay step begins: it sleeps until `until`.
+    Sleep { step: String, until: i64 },
+    /// A delay step's time has come: it is done.
+    Wake { step: String },
     /// Nothing ever again.
     Finished,
+}
+
+/// What a choreography's instance does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NextReaction {
+    /// React to `trigger` (`begun`: its `Reacting` is already recorded, as for [`Next::Run`]).
+    React { trigger: Trigger, attempt: u32, begun: bool },
+    /// Nothing until then (a timer, or a retry).
+    Wait { until: i64 },
+    /// Nothing until something is routed to it (or it is resumed).
+    Idle,
 }
 
 impl Progress {
@@ -144,6 +176,7 @@ impl Progress {
             }
             Record::StepCompleted { step, output } => {
                 self.open = None;
+                self.sleeping = None;
                 self.failed = None;
                 self.outputs.push((step.clone(), output.clone()));
             }
@@ -175,6 +208,37 @@ impl Progress {
             Record::Resumed => {
                 self.undo_failed = None;
                 self.undo_attempts.clear();
+                // A stuck reaction is tried again at once, from its first attempt.
+                if let Some((trigger, _, None, error)) = self.reaction_failed.take() {
+                    self.reaction_failed = Some((trigger, 0, Some(i64::MIN), error));
+                }
+            }
+            Record::Sleeping { step, until } => self.sleeping = Some((step.clone(), *until)),
+            Record::Received { trigger } => {
+                self.choreography = true;
+                match trigger {
+                    // Routed before (the router ran again after a crash): already queued.
+                    Trigger::Event { position, .. } if *position <= self.routed_through => {}
+                    Trigger::Event { position, .. } => {
+                        self.routed_through = *position;
+                        self.inbox.push_back(trigger.clone());
+                    }
+                    _ => self.inbox.push_back(trigger.clone()),
+                }
+            }
+            Record::Reacting { trigger, attempt } => self.reacting = Some((trigger.clone(), *attempt)),
+            Record::Reacted { trigger, state, timers } => {
+                self.reacting = None;
+                self.reaction_failed = None;
+                if self.inbox.front() == Some(trigger) {
+                    self.inbox.pop_front();
+                }
+                self.data = state.clone();
+                self.timers = timers.clone();
+            }
+            Record::ReactionFailed { trigger, attempt, error, retry_at } => {
+                self.reacting = None;
+                self.reaction_failed = Some((trigger.clone(), *attempt, *retry_at, error.clone()));
             }
             Record::Completed | Record::RolledBack { .. } => self.finished = Some(record.clone()),
         }
@@ -190,6 +254,9 @@ impl Progress {
             Some(_) => return SagaState::Completed,
             None => {}
         }
+        if self.choreography {
+            return self.reaction_state();
+        }
         if self.failure.is_some() {
             return match &self.undo_failed {
                 Some((step, _, None)) => SagaState::Stuck { step: step.clone(), error: self.last_undo_error() },
@@ -197,9 +264,70 @@ impl Progress {
                 _ => SagaState::Compensating,
             };
         }
+        if let Some((_, until)) = &self.sleeping {
+            return SagaState::Waiting { until: *until };
+        }
         match &self.failed {
             Some((_, _, Some(until))) if self.open.is_none() => SagaState::Waiting { until: *until },
             _ => SagaState::Running,
+        }
+    }
+
+    /// A choreography's state: stuck on a reaction, waiting for a retry or a timer, or running
+    /// (reacting, or ready to react to what comes).
+    fn reaction_state(&self) -> SagaState {
+        match &self.reaction_failed {
+            Some((trigger, _, None, error)) => {
+                return SagaState::Stuck { step: trigger.to_string(), error: error.clone() };
+            }
+            Some((_, _, Some(until), _)) if self.reacting.is_none() => return SagaState::Waiting { until: *until },
+            _ => {}
+        }
+        if self.reacting.is_some() || !self.inbox.is_empty() {
+            return SagaState::Running;
+        }
+        match self.timers.values().min() {
+            Some(until) => SagaState::Waiting { until: *until },
+            None => SagaState::Running,
+        }
+    }
+
+    /// A choreography's timers: name and when each fires (µs since the epoch).
+    pub fn timers(&self) -> &BTreeMap<String, i64> {
+        &self.timers
+    }
+
+    /// Whether the instance is a choreography's.
+    pub fn is_choreography(&self) -> bool {
+        self.choreography
+    }
+
+    /// What a choreography's instance does next at time `now`: a reaction under way first (a
+    /// runner died during it), then a failed one when its retry is due, then what it received
+    /// in order, then its timers as they come due.
+    pub(crate) fn next_reaction(&self, now: i64) -> NextReaction {
+        if let Some((trigger, attempt)) = &self.reacting {
+            return NextReaction::React { trigger: trigger.clone(), attempt: *attempt, begun: true };
+        }
+        match &self.reaction_failed {
+            Some((_, _, None, _)) => return NextReaction::Idle,
+            Some((_, _, Some(until), _)) if *until > now => return NextReaction::Wait { until: *until },
+            Some((trigger, attempt, Some(_), _)) => {
+                return NextReaction::React { trigger: trigger.clone(), attempt: attempt + 1, begun: false };
+            }
+            None => {}
+        }
+        if let Some(trigger) = self.inbox.front() {
+            return NextReaction::React { trigger: trigger.clone(), attempt: 1, begun: false };
+        }
+        match self.timers.iter().min_by_key(|(name, at)| (**at, (*name).clone())) {
+            Some((name, at)) if *at <= now => NextReaction::React {
+                trigger: Trigger::Timer { name: name.clone(), at: *at },
+                attempt: 1,
+                begun: false,
+            },
+            Some((_, at)) => NextReaction::Wait { until: *at },
+            None => NextReaction::Idle,
         }
     }
 
@@ -252,6 +380,13 @@ impl Progress {
             };
         }
         let Some(step) = saga.steps.get(self.outputs.len()) else { return Next::Complete };
+        if let Some(delay) = step.delay {
+            return match &self.sleeping {
+                Some((asleep, until)) if *asleep == step.name && *until > now => Next::Wait { until: *until },
+                Some((asleep, _)) if *asleep == step.name => Next::Wake { step: step.name.clone() },
+                _ => Next::Sleep { step: step.name.clone(), until: now.saturating_add(delay.as_micros() as i64) },
+            };
+        }
         if let Some(open) = &self.open {
             if open.deadline.is_some_and(|deadline| deadline <= now) {
                 return Next::TimeOut { step: open.step.clone(), attempt: open.attempt };

@@ -175,7 +175,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = backend()?;
     let bus = CommandBus::builder(Arc::clone(&backend)).discover().build()?;
     let sagas = SagaOrchestrator::builder(bus).saga(fulfilment()?).build()?;
-    sagas.start()?;
+    sagas.start().await?;
 
     let orders = [
         Order { id: "order-1".into(), quantity: 2, cents: 4_999, carrier: "fast".into() },

@@ -112,7 +112,8 @@ pub mod cqrs {
     pub use allframe_cqrs_sagas as sagas;
     #[cfg(feature = "cqrs-sagas")]
     pub use allframe_cqrs_sagas::{
-        Retry, Saga, SagaDefinition, SagaError, SagaOrchestrator, SagaState, Step, StepContext, StepError,
+        Choreography, Correlation, Reaction, Retry, Saga, SagaDefinition, SagaError, SagaOrchestrator, SagaState, Step,
+        StepContext, StepError,
     };
     /// Event versioning's other items (the registry's stream and record types, chain steps).
     pub use allframe_cqrs_versioning as versioning;
