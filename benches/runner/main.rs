@@ -9,6 +9,7 @@
 mod machine;
 mod projections;
 mod report;
+mod sagas;
 mod targets;
 mod workloads;
 

@@ -151,6 +151,7 @@ async fn run_all(target: &str, store: &Store, scale: Scale) -> Result<Vec<Measur
     out.push(measure("catch_up_subscription", "event delivered (records)", runs));
 
     out.push(crate::projections::live_lag(store, target, duration).await?);
+    out.extend(crate::sagas::run(target, scale).await?);
     out.extend(crate::projections::catch_up(target, scale).await?);
     #[cfg(feature = "postgres")]
     if crate::projections::has_transactions(target) {
@@ -260,6 +261,8 @@ pub(crate) fn median(target: &str, workload: &str, unit: &str, mut runs: Vec<(f6
         "loads/s"
     } else if workload.starts_with("dispatch") {
         "commands/s"
+    } else if workload.starts_with("saga_") {
+        "orders/s"
     } else {
         "events/s"
     }
