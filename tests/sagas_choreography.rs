@@ -141,14 +141,13 @@ async fn a_choreography_reacts_to_events_and_to_its_timers_and_each_effect_count
         let mut sorted = kinds(&paid.history);
         let (first, last) = (sorted.first().copied(), sorted.last().copied());
         assert_eq!((first, last), (Some("Started"), Some("Completed")), "{}", target.name);
+        // What was received may come before or after the reaction to the one before it, and
+        // the bonus may be received before the instance completes (it is never reacted to).
+        let received = sorted.iter().filter(|kind| **kind == "Received").count();
+        assert!((2..=3).contains(&received), "{}: {sorted:?}", target.name);
+        sorted.retain(|kind| *kind != "Received");
         sorted.sort_unstable();
-        // What was received may come before or after the reaction to the one before it.
-        assert_eq!(
-            sorted,
-            ["Completed", "Reacted", "Reacted", "Reacting", "Reacting", "Received", "Received", "Started"],
-            "{}",
-            target.name
-        );
+        assert_eq!(sorted, ["Completed", "Reacted", "Reacted", "Reacting", "Reacting", "Started"], "{}", target.name);
         let reacted: Vec<&str> = (paid.history.iter())
             .filter_map(|record| match record {
                 Record::Reacted { trigger: Trigger::Event { event_type, .. }, .. } => Some(event_type.as_str()),

@@ -152,26 +152,27 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<The
             record(inner, &stream, version, &Record::RolledBack { step, reason }).await.map(|_| Then::Now)
         }
         Next::TimeOut { step, attempt } => {
-            record(inner, &stream, version, &Record::StepTimedOut { step, attempt }).await.map(|_| Then::Now)
+            let records = with_next(saga, progress.clone(), None, Record::StepTimedOut { step, attempt });
+            record_all(inner, &stream, version, &records).await.map(|_| Then::Now)
         }
         Next::Sleep { step, until } => {
             record(inner, &stream, version, &Record::Sleeping { step, until }).await.map(|_| Then::Now)
         }
         Next::Wake { step } => {
-            let done = Record::StepCompleted { step, output: Value::Null };
-            record(inner, &stream, version, &done).await.map(|_| Then::Now)
+            let records = with_next(saga, progress.clone(), None, Record::StepCompleted { step, output: Value::Null });
+            record_all(inner, &stream, version, &records).await.map(|_| Then::Now)
         }
         Next::Run { step, attempt, deadline, begun } => {
             let definition = step_named(&step)?;
-            let (deadline, version) = match begun {
-                true => (deadline, version),
+            let (deadline, version, started) = match begun {
+                true => (deadline, version, None),
                 false => {
                     let deadline = definition.timeout.map(|timeout| now + timeout.as_micros() as i64);
                     let started = Record::StepStarted { step: step.clone(), attempt, deadline };
                     if !record(inner, &stream, version, &started).await? {
                         return Ok(Then::Now);
                     }
-                    (deadline, version + 1)
+                    (deadline, version + 1, Some(started))
                 }
             };
             let context = context(inner, saga, id, definition, Direction::Do, attempt, &progress);
@@ -189,22 +190,23 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<The
                     Record::StepFailed { step, attempt, error: error.to_string(), retry_at }
                 }
             };
-            record(inner, &stream, version, &result).await.map(|_| Then::Now)
+            let records = with_next(saga, progress, started, result);
+            record_all(inner, &stream, version, &records).await.map(|_| Then::Now)
         }
         Next::Undo { step, attempt, deadline, begun } => {
             let definition = step_named(&step)?;
             let Some(compensation) = &definition.compensation else {
                 return Err(unknown_step(&stream, version, &step));
             };
-            let (deadline, version) = match begun {
-                true => (deadline, version),
+            let (deadline, version, started) = match begun {
+                true => (deadline, version, None),
                 false => {
                     let deadline = definition.timeout.map(|timeout| now + timeout.as_micros() as i64);
                     let started = Record::CompensationStarted { step: step.clone(), attempt, deadline };
                     if !record(inner, &stream, version, &started).await? {
                         return Ok(Then::Now);
                     }
-                    (deadline, version + 1)
+                    (deadline, version + 1, Some(started))
                 }
             };
             let context = context(inner, saga, id, definition, Direction::Undo, attempt, &progress);
@@ -229,9 +231,36 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<The
                     Record::CompensationFailed { step, attempt, error, retry_at }
                 }
             };
-            record(inner, &stream, version, &result).await.map(|_| Then::Now)
+            let records = with_next(saga, progress, started, result);
+            record_all(inner, &stream, version, &records).await.map(|_| Then::Now)
         }
     }
+}
+
+/// The records to append after `result`: it, and the intent of what comes next when that is
+/// already decided (the next step's or compensation's start, a delay's sleep, the end), so that
+/// a saga takes one append per step rather than two. The next runner, or this one, finds the
+/// intent recorded and acts on it as on any begun attempt.
+fn with_next(saga: &SagaDefinition, mut progress: Progress, started: Option<Record>, result: Record) -> Vec<Record> {
+    if let Some(started) = started {
+        progress.apply(started);
+    }
+    progress.apply(result.clone());
+    let now = now_micros();
+    let deadline = |step: &str| saga.step(step).and_then(|s| s.timeout).map(|t| now + t.as_micros() as i64);
+    let next = match progress.next(saga, now) {
+        Next::Run { step, attempt, begun: false, .. } => {
+            Some(Record::StepStarted { deadline: deadline(&step), step, attempt })
+        }
+        Next::Undo { step, attempt, begun: false, .. } => {
+            Some(Record::CompensationStarted { deadline: deadline(&step), step, attempt })
+        }
+        Next::Complete => Some(Record::Completed),
+        Next::RollBack { step, reason } => Some(Record::RolledBack { step, reason }),
+        Next::Sleep { step, until } => Some(Record::Sleeping { step, until }),
+        _ => None,
+    };
+    std::iter::once(result).chain(next).collect()
 }
 
 fn unknown_step(stream: &str, version: u64, step: &str) -> SagaError {
