@@ -6,6 +6,12 @@
 //! until every transfer has finished, and checks that each ended as it should and that every
 //! account's events count each command (and each compensation) exactly once.
 //!
+//! Another kills the child at each step boundary in turn (each action's start, after its intent
+//! is recorded and before any effect, and its end, after its effects and before its result is
+//! recorded, in both directions), on AllSource and on PostgreSQL: after each, a restarted
+//! orchestrator ends the transfer as it should, each command counted once (and the test fails
+//! when the keys change from one process to the next).
+//!
 //! A second test kills the child while a step hangs past its timeout: the deadline passes while
 //! no process runs, and the next start times the step out and undoes it with the others. A third
 //! runs two children on one PostgreSQL schema, each with the backend's leases: one runs the
@@ -65,6 +71,16 @@ async fn ran(ctx: &StepContext) {
     ctx.bus().backend().append(&stream, ExpectedVersion::Any, vec![event]).await.expect("recorded");
 }
 
+/// Where a child stops for the parent's kill, in the boundary test: `STEP:do|undo:in|out`, the
+/// start of an action (its intent recorded, nothing done) or its end (everything done, the
+/// result not recorded). The process that reaches it says so and waits to be killed.
+async fn boundary(label: &str) {
+    if std::env::var("ALLFRAME_SAGA_KILL_AT").is_ok_and(|at| at == label) {
+        println!("AT {label}");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
 /// A pause of a few milliseconds inside a step, so that a kill often lands in one.
 async fn pause(ctx: &StepContext) {
     ran(ctx).await;
@@ -76,43 +92,54 @@ fn transfers(hang_last: bool) -> SagaDefinition {
     Saga::new("transfer")
         .step(Step::new("open", |ctx: StepContext| async move {
             let t: Transfer = ctx.input()?;
+            boundary("open:do:in").await;
             ctx.dispatch(Open { id: t.from(), owner: "ada".into() }).await?;
             pause(&ctx).await;
             ctx.dispatch(Open { id: t.to(), owner: "bob".into() }).await?;
             ctx.dispatch(Deposit { id: t.from(), amount: 100 }).await?;
+            boundary("open:do:out").await;
             Ok(())
         }))
         .step(
             Step::new("withdraw", |ctx: StepContext| async move {
                 let t: Transfer = ctx.input()?;
+                boundary("withdraw:do:in").await;
                 pause(&ctx).await;
                 ctx.dispatch(Withdraw { id: t.from(), amount: 10 }).await?;
+                boundary("withdraw:do:out").await;
                 Ok(())
             })
             .compensate(|ctx: StepContext| async move {
                 let t: Transfer = ctx.input()?;
+                boundary("withdraw:undo:in").await;
                 pause(&ctx).await;
                 ctx.dispatch(Deposit { id: t.from(), amount: 10 }).await?;
+                boundary("withdraw:undo:out").await;
                 Ok(())
             }),
         )
         .step(
             Step::new("deposit", |ctx: StepContext| async move {
                 let t: Transfer = ctx.input()?;
+                boundary("deposit:do:in").await;
                 ctx.dispatch(Deposit { id: t.to(), amount: 10 }).await?;
                 pause(&ctx).await;
+                boundary("deposit:do:out").await;
                 Ok(())
             })
             .compensate(|ctx: StepContext| async move {
                 let t: Transfer = ctx.input()?;
+                boundary("deposit:undo:in").await;
                 ctx.dispatch(Withdraw { id: t.to(), amount: 10 }).await?;
                 pause(&ctx).await;
+                boundary("deposit:undo:out").await;
                 Ok(())
             }),
         )
         .step(
             Step::new("confirm", move |ctx: StepContext| async move {
                 let t: Transfer = ctx.input()?;
+                boundary("confirm:do:in").await;
                 pause(&ctx).await;
                 if hang_last {
                     println!("HANGING");
@@ -121,12 +148,15 @@ fn transfers(hang_last: bool) -> SagaDefinition {
                 if t.refused() {
                     return Err(StepError::failed("the transfer is refused"));
                 }
+                boundary("confirm:do:out").await;
                 Ok(())
             })
             .compensate(|ctx: StepContext| async move {
                 let t: Transfer = ctx.input()?;
+                boundary("confirm:undo:in").await;
                 // The step's own undoing, counted in an account of its own.
                 ctx.dispatch(Open { id: format!("undone-{}", t.n), owner: "audit".into() }).await?;
+                boundary("confirm:undo:out").await;
                 Ok(())
             })
             // Long enough not to pass between the kills, except where a test wants it to.
@@ -221,7 +251,12 @@ fn saga_kill_child() {
         sagas.start().await.unwrap();
         println!("READY");
         let all = std::env::var("ALLFRAME_SAGA_KILL_ALL").is_ok();
-        let batch = if all { 0..TRANSFERS } else { round * BATCH..if hang { 1 } else { (round + 1) * BATCH } };
+        let one: Option<u32> = std::env::var("ALLFRAME_SAGA_KILL_ONE").ok().map(|n| n.parse().unwrap());
+        let batch = match one {
+            Some(n) => n..n + 1,
+            None if all => 0..TRANSFERS,
+            None => round * BATCH..if hang { 1 } else { (round + 1) * BATCH },
+        };
         for n in batch {
             match sagas.begin("transfer", &format!("t-{n}"), &Transfer { n }).await {
                 Ok(()) | Err(SagaError::AlreadyStarted { .. }) => {}
@@ -256,7 +291,12 @@ async fn finish_and_check(place: &Place) {
 }
 
 async fn check_transfers(sagas: &SagaOrchestrator, backend: &DynBackend, place: &Place) {
-    for n in 0..TRANSFERS {
+    check_range(sagas, backend, place, 0..TRANSFERS).await;
+}
+
+/// Checks how transfers `range` ended and that their accounts hold one run of each command.
+async fn check_range(sagas: &SagaOrchestrator, backend: &DynBackend, place: &Place, range: std::ops::Range<u32>) {
+    for n in range {
         let t = Transfer { n };
         let state = sagas.wait("transfer", &format!("t-{n}"), Duration::from_secs(60)).await.unwrap();
         let (src, dst, undone) = (
@@ -302,6 +342,52 @@ fn killed_sagas_finish_after_a_restart_and_each_effect_counts_once() {
         eprintln!("{place:?}: transfers unfinished after each kill: {cut_short:?}");
         assert!(cut_short.iter().any(|&n| n > 0), "{place:?}: no kill landed in a transfer: the test proves nothing");
         runtime.block_on(finish_and_check(&place));
+        if let Place::Postgres(schema) = &place {
+            runtime.block_on(sqlx_drop_schema(schema)).unwrap();
+        }
+    }
+}
+
+/// The boundaries a refused transfer crosses (its compensations run), and the end of the last
+/// step, which only a transfer that is not refused reaches.
+const BOUNDARIES: [&str; 12] = [
+    "open:do:in",
+    "open:do:out",
+    "withdraw:do:in",
+    "withdraw:do:out",
+    "deposit:do:in",
+    "deposit:do:out",
+    "confirm:do:in",
+    "deposit:undo:in",
+    "deposit:undo:out",
+    "withdraw:undo:in",
+    "withdraw:undo:out",
+    "confirm:do:out",
+];
+
+#[test]
+fn a_kill_at_every_step_boundary_leaves_each_effect_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    for place in runtime.block_on(places("edge", dir.path())) {
+        for (i, at) in (0u32..).zip(BOUNDARIES) {
+            // Refused transfers (multiples of 3) undo their steps; the last boundary needs one
+            // that completes.
+            let n = 102 + 3 * i + u32::from(at == "confirm:do:out");
+            let env =
+                [place.env(), ("ALLFRAME_SAGA_KILL_ONE", n.to_string()), ("ALLFRAME_SAGA_KILL_AT", at.to_owned())];
+            let mut child = kill::Spawned::start("saga_kill_child", &env);
+            assert!(child.wait_for(&format!("AT {at}"), Duration::from_secs(60)), "{place:?}: the child reached {at}");
+            child.kill();
+            runtime.block_on(async {
+                let (backend, leases) = open(&place).await;
+                let sagas = orchestrator(&backend, leases, false);
+                sagas.start().await.unwrap();
+                check_range(&sagas, &backend, &place, n..n + 1).await;
+                sagas.stop();
+            });
+        }
+        eprintln!("{place:?}: killed at each of {} step boundaries; every transfer ended right", BOUNDARIES.len());
         if let Place::Postgres(schema) = &place {
             runtime.block_on(sqlx_drop_schema(schema)).unwrap();
         }
