@@ -249,7 +249,6 @@ fn saga_kill_child() {
         let (backend, leases) = open(&place).await;
         let sagas = orchestrator(&backend, leases, hang);
         sagas.start().await.unwrap();
-        println!("READY");
         let all = std::env::var("ALLFRAME_SAGA_KILL_ALL").is_ok();
         let one: Option<u32> = std::env::var("ALLFRAME_SAGA_KILL_ONE").ok().map(|n| n.parse().unwrap());
         let batch = match one {
@@ -257,10 +256,15 @@ fn saga_kill_child() {
             None if all => 0..TRANSFERS,
             None => round * BATCH..if hang { 1 } else { (round + 1) * BATCH },
         };
-        for n in batch {
+        for (i, n) in batch.enumerate() {
             match sagas.begin("transfer", &format!("t-{n}"), &Transfer { n }).await {
                 Ok(()) | Err(SagaError::AlreadyStarted { .. }) => {}
                 Err(error) => panic!("{error}"),
+            }
+            // The parent's clock starts once a transfer is begun, however slow the machine is
+            // to get there, so that its kill lands in the transfers' work.
+            if i == 0 {
+                println!("READY");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -526,7 +530,10 @@ impl Choreography for Payouts {
         Self::pause(ctx).await;
         ctx.dispatch(Deposit { id: format!("p-{n}"), amount: 100 }).await?;
         state.funded = true;
-        ctx.schedule("settle", Duration::from_millis(30))?;
+        // Short for half of them (kills land in their `wake`), long for the others (their
+        // timers come due while no process runs).
+        let after = if n.parse::<u32>().is_ok_and(|n| n % 2 == 0) { 20 } else { 250 };
+        ctx.schedule("settle", Duration::from_millis(after))?;
         Ok(())
     }
 
@@ -572,9 +579,19 @@ fn choreography_kill_child() {
         let (backend, leases) = open(&place).await;
         let sagas = payouts_orchestrator(&backend, leases);
         sagas.start().await.unwrap();
-        println!("READY");
         let (bus, _) = bank_bus(Arc::clone(&backend));
-        open_payouts(&bus, round * BATCH..(round + 1) * BATCH).await;
+        let first = round * BATCH;
+        open_payouts(&bus, first..first + 1).await;
+        // The parent's clock starts once the first payout has reacted (and set its timer),
+        // however slow the machine is to get there.
+        loop {
+            match sagas.instance("payouts", &first.to_string()).await {
+                Ok(progress) if !progress.timers().is_empty() || progress.state().is_finished() => break,
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        println!("READY");
+        open_payouts(&bus, first + 1..(round + 1) * BATCH).await;
         tokio::time::sleep(Duration::from_secs(3600)).await;
     });
 }
@@ -587,7 +604,7 @@ fn killed_choreographies_finish_after_a_restart_and_each_effect_counts_once() {
         let mut random = kill::random_from_clock("choreography kill test");
         let mut cut_short = Vec::new();
         for round in 0..ROUNDS {
-            let wait = Duration::from_millis(5 + random() % 100);
+            let wait = Duration::from_millis(5 + random() % 200);
             let env = [place.env(), ("ALLFRAME_SAGA_KILL_ROUND", round.to_string())];
             kill::run_child("choreography_kill_child", &env, wait);
             // How many instances the kill left reacting or with a timer set.
