@@ -647,8 +647,8 @@ async fn deliver(inner: &Inner, delivery: &Delivery<'_>) -> Result<Delivered, Sa
             let started = Record::Started { input: Value::Null }.to_event_with_id(&stream, 0);
             match inner.backend.append(&stream, ExpectedVersion::NoStream, vec![started, received.clone()]).await {
                 Ok(_) => return Ok(Delivered::Routed),
-                // It exists: continue it.
-                Err(Error::Conflict { .. }) => {}
+                // It exists (begun by this event's earlier routing, or another): continue it.
+                Err(Error::Conflict { .. } | Error::DuplicateEventId { .. }) => {}
                 Err(error) => return Err(error.into()),
             }
         }
