@@ -402,3 +402,83 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Saga, Step, StepContext, StepError};
+
+    fn event(position: u64) -> Trigger {
+        Trigger::Event { position, event_type: "Opened".into() }
+    }
+
+    fn received(position: u64) -> Record {
+        Record::Received { trigger: event(position) }
+    }
+
+    #[test]
+    fn an_event_routed_twice_is_reacted_to_once_and_in_order() {
+        let started = Record::Started { input: Value::Null };
+        let progress = Progress::fold([started, received(5), received(5), received(9)]);
+        assert_eq!(progress.inbox.len(), 2, "the repeat of position 5 is passed over");
+        assert_eq!(progress.next_reaction(0), NextReaction::React { trigger: event(5), attempt: 1, begun: false });
+        let reacting = Record::Reacting { trigger: event(5), attempt: 1 };
+        let mut progress = Progress::fold(progress.history.clone().into_iter().chain([reacting]));
+        assert_eq!(progress.next_reaction(0), NextReaction::React { trigger: event(5), attempt: 1, begun: true });
+        progress.apply(Record::Reacted { trigger: event(5), state: Value::from(1), timers: BTreeMap::new() });
+        assert_eq!(progress.next_reaction(0), NextReaction::React { trigger: event(9), attempt: 1, begun: false });
+        assert_eq!(progress.data, Value::from(1));
+    }
+
+    #[test]
+    fn a_failed_reaction_is_retried_then_stuck_until_resumed() {
+        let mut progress = Progress::fold([Record::Started { input: Value::Null }, received(3)]);
+        let failed =
+            |attempt, retry_at| Record::ReactionFailed { trigger: event(3), attempt, error: "busy".into(), retry_at };
+        progress.apply(failed(1, Some(100)));
+        assert_eq!(progress.next_reaction(50), NextReaction::Wait { until: 100 });
+        assert_eq!(progress.state(), SagaState::Waiting { until: 100 });
+        assert_eq!(progress.next_reaction(100), NextReaction::React { trigger: event(3), attempt: 2, begun: false });
+        progress.apply(failed(2, None));
+        assert!(matches!(progress.state(), SagaState::Stuck { .. }));
+        assert_eq!(progress.next_reaction(i64::MAX), NextReaction::Idle);
+        progress.apply(Record::Resumed);
+        assert_eq!(progress.next_reaction(0), NextReaction::React { trigger: event(3), attempt: 1, begun: false });
+    }
+
+    #[test]
+    fn timers_fire_when_due_what_was_received_first() {
+        let timers = BTreeMap::from([("late".to_owned(), 500), ("soon".to_owned(), 200)]);
+        let mut progress = Progress::fold([
+            Record::Started { input: Value::Null },
+            received(1),
+            Record::Reacted { trigger: event(1), state: Value::Null, timers },
+        ]);
+        assert_eq!(progress.next_reaction(100), NextReaction::Wait { until: 200 });
+        assert_eq!(progress.state(), SagaState::Waiting { until: 200 });
+        let soon = Trigger::Timer { name: "soon".into(), at: 200 };
+        assert_eq!(progress.next_reaction(300), NextReaction::React { trigger: soon, attempt: 1, begun: false });
+        progress.apply(received(2));
+        assert_eq!(progress.next_reaction(300), NextReaction::React { trigger: event(2), attempt: 1, begun: false });
+    }
+
+    #[test]
+    fn a_delay_step_sleeps_until_its_stored_time() {
+        let noop = |_ctx: StepContext| async { Ok::<_, StepError>(()) };
+        let saga = Saga::new("s").step(Step::delay("wait", Duration::from_micros(1_000))).step(Step::new("go", noop));
+        let saga = saga.build().unwrap();
+        let mut progress = Progress::fold([Record::Started { input: Value::Null }]);
+        assert_eq!(progress.next(&saga, 10), Next::Sleep { step: "wait".into(), until: 1_010 });
+        progress.apply(Record::Sleeping { step: "wait".into(), until: 1_010 });
+        assert_eq!(progress.state(), SagaState::Waiting { until: 1_010 });
+        assert_eq!(progress.next(&saga, 500), Next::Wait { until: 1_010 });
+        assert_eq!(progress.next(&saga, 1_010), Next::Wake { step: "wait".into() });
+        progress.apply(Record::StepCompleted { step: "wait".into(), output: Value::Null });
+        assert!(
+            matches!(progress.next(&saga, 1_010), Next::Run { step, attempt: 1, begun: false, .. } if step == "go")
+        );
+    }
+}
