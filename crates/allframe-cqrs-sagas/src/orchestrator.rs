@@ -2,9 +2,9 @@
 //!
 //! A running orchestrator tails the store's log for its sagas' records: an instance that began
 //! (or was resumed by an operator, or received an event) and has not finished gets a driver
-//! task, which runs it to its end or to its next wait. On start it reads the log from the
-//! beginning, so instances that a crash interrupted, and timeouts that passed while no process
-//! ran, are picked up. Starting an instance is an append to its stream expecting none, so an id
+//! task, which runs it to its end or to its next wait. On start it finds the unfinished
+//! instances from their streams' last records, so instances that a crash interrupted, and
+//! timeouts that passed while no process ran, are picked up. Starting an instance is an append to its stream expecting none, so an id
 //! is started once, from any process; running it is the business of the one orchestrator that
 //! holds the sagas' lease.
 //!
@@ -413,8 +413,20 @@ async fn tail(inner: Arc<Inner>) {
         let status = RouterStatus { saga: saga.clone(), position: routed[saga], ..RouterStatus::default() };
         inner.routers.lock().unwrap_or_else(PoisonError::into_inner).insert(saga.clone(), status);
     }
-    let mut open: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut after = 0;
+    // The unfinished instances, from the instances' streams rather than the whole log; the
+    // log is read from the head read before listing them (or from the routers' checkpoints, if
+    // lower), so that an instance begun meanwhile is seen in the log.
+    let (mut open, mut after) = loop {
+        match unfinished(&inner).await {
+            Ok(found) => break found,
+            Err(error) => tracing::warn!(%error, "listing the sagas' instances failed; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stopped.changed() => return,
+        }
+    };
+    after = routed.values().copied().fold(after, u64::min);
     let mut live = false;
     loop {
         if *stopped.borrow() {
@@ -479,6 +491,42 @@ async fn tail(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// The log's head, then the instances of this orchestrator's sagas that have not finished (nor
+/// wait stuck for an operator), found from their streams' last records.
+async fn unfinished(inner: &Inner) -> Result<(BTreeSet<(String, String)>, u64), SagaError> {
+    let head = inner.backend.head_position().await?;
+    let mut open = BTreeSet::new();
+    for saga in inner.sagas.keys() {
+        let prefix = stream_of(saga, "");
+        let mut after = prefix.clone();
+        'pages: loop {
+            let page = inner.backend.list_streams(Some(&after), PAGE).await?;
+            for (stream, version) in &page {
+                if !stream.as_str().starts_with(&prefix) {
+                    break 'pages;
+                }
+                let Some((_, id)) = instance_of(stream.as_str()) else { continue };
+                let last = inner.backend.read_stream(stream.as_str(), version.saturating_sub(1), 1).await?;
+                let ended = matches!(
+                    last.first().map(Record::from_event),
+                    Some(Ok(Record::Completed
+                        | Record::RolledBack { .. }
+                        | Record::CompensationFailed { retry_at: None, .. }
+                        | Record::ReactionFailed { retry_at: None, .. }))
+                );
+                if !ended {
+                    open.insert((saga.clone(), id.to_owned()));
+                }
+            }
+            match page.last() {
+                Some((stream, _)) if page.len() == PAGE => after = stream.as_str().to_owned(),
+                _ => break,
+            }
+        }
+    }
+    Ok((open, head))
 }
 
 /// Where saga `saga`'s router is: its checkpoint, or, the first time, the log's head (the
