@@ -41,11 +41,13 @@ async fn react_once(inner: &Inner, reactor: &dyn Reactor, id: &str) -> Result<Th
         NextReaction::Wait { until } => return Ok(Then::Until(until)),
         NextReaction::React { trigger, attempt, begun } => (trigger, attempt, begun),
     };
+    let mut after = progress.clone();
     if !begun {
         let reacting = Record::Reacting { trigger: trigger.clone(), attempt };
-        if !record_all(inner, &stream, version, &[reacting]).await? {
+        if !record_all(inner, &stream, version, std::slice::from_ref(&reacting)).await? {
             return Ok(Then::Now);
         }
+        after.apply(reacting);
         version += 1;
     }
     let mut timers = progress.timers().clone();
@@ -91,7 +93,23 @@ async fn react_once(inner: &Inner, reactor: &dyn Reactor, id: &str) -> Result<Th
         // A reaction runs without a deadline; were one given, its end would be a failure.
         Ended::TimedOut => vec![failure(reactor, &trigger, attempt, StepError::failed("it timed out"))],
     };
-    record_result(inner, &stream, version, &records).await
+    record_result(inner, &stream, version, &with_next(after, records)).await
+}
+
+/// `records` (a reaction's result) and, when what the instance reacts to next is already there
+/// (something received, a timer due), the intent to react to it: one append per reaction
+/// rather than two. The next attempt finds that intent recorded and acts on it.
+fn with_next(mut progress: crate::progress::Progress, mut records: Vec<Record>) -> Vec<Record> {
+    for record in &records {
+        progress.apply(record.clone());
+    }
+    if progress.state().is_finished() {
+        return records;
+    }
+    if let NextReaction::React { trigger, attempt, begun: false } = progress.next_reaction(now_micros()) {
+        records.push(Record::Reacting { trigger, attempt });
+    }
+    records
 }
 
 /// Records a reaction's result after `version`. When the router appended events to the
@@ -135,4 +153,38 @@ async fn event_at(
         Some(event) if event.position == position => Ok(event),
         _ => Err(format!("the log has no event at position {position}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::progress::Progress;
+
+    fn event(position: u64) -> Trigger {
+        Trigger::Event { position, event_type: "Opened".into() }
+    }
+
+    #[test]
+    fn a_reaction_is_recorded_with_the_intent_to_react_to_what_waits_next() {
+        let reacted =
+            |position| Record::Reacted { trigger: event(position), state: Value::Null, timers: BTreeMap::new() };
+        let mut progress = Progress::fold([
+            Record::Started { input: Value::Null },
+            Record::Received { trigger: event(1) },
+            Record::Received { trigger: event(2) },
+            Record::Reacting { trigger: event(1), attempt: 1 },
+        ]);
+        let records = with_next(progress.clone(), vec![reacted(1)]);
+        assert_eq!(records, [reacted(1), Record::Reacting { trigger: event(2), attempt: 1 }]);
+        // Nothing waits after the last one; nothing follows a completion.
+        progress.apply(reacted(1));
+        progress.apply(Record::Reacting { trigger: event(2), attempt: 1 });
+        assert_eq!(with_next(progress.clone(), vec![reacted(2)]), [reacted(2)]);
+        progress.apply(Record::Received { trigger: event(3) });
+        assert_eq!(with_next(progress, vec![reacted(2), Record::Completed]), [reacted(2), Record::Completed]);
+    }
 }
