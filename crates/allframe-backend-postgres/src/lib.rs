@@ -42,6 +42,7 @@
 #![forbid(unsafe_code)]
 
 mod errors;
+mod group;
 mod json;
 mod leases;
 mod listen;
@@ -90,12 +91,17 @@ pub const DEFAULT_LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The version of the newest embedded migration (the schema version this crate writes).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "event store", include_str!("../migrations/0001_event_store.sql")),
     (2, "checkpoints", include_str!("../migrations/0002_checkpoints.sql")),
+    (3, "group commit", include_str!("../migrations/0003_group_commit.sql")),
 ];
+
+/// Default number of append groups a backend has in flight at once
+/// ([`PostgresBuilder::group_commit`]).
+pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 2;
 
 /// How event and snapshot payloads are stored.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -124,6 +130,7 @@ pub struct PostgresBuilder {
     application_name: Option<String>,
     tcp_keepalive: Option<Duration>,
     listener_health: listen::HealthCheck,
+    groups_in_flight: usize,
     limits: Limits,
 }
 
@@ -145,6 +152,7 @@ impl PostgresBuilder {
                 interval: DEFAULT_LISTENER_CHECK_INTERVAL,
                 timeout: DEFAULT_LISTENER_CHECK_TIMEOUT,
             },
+            groups_in_flight: DEFAULT_GROUPS_IN_FLIGHT,
             limits: Limits::default(),
         }
     }
@@ -240,6 +248,21 @@ impl PostgresBuilder {
         self
     }
 
+    /// Group commit: how many groups of appends this backend has in flight at once (default
+    /// [`DEFAULT_GROUPS_IN_FLIGHT`]); 0 turns group commit off.
+    ///
+    /// With group commit on, appends made while earlier ones are in flight go to the server
+    /// together, as one statement and one transaction (one WAL flush), each still checked on
+    /// its own: an append whose expected version does not match fails alone. A lone appender
+    /// pays one round trip per append as before; many concurrent appenders share commits.
+    /// Positions are still assigned under the log's position lock (decision 0201), so more
+    /// groups in flight only overlap one group's round trip with another's commit: two is
+    /// enough (docs/decisions/0203-postgres-group-commit.md).
+    pub fn group_commit(mut self, groups_in_flight: usize) -> Self {
+        self.groups_in_flight = groups_in_flight;
+        self
+    }
+
     /// Input limits (default [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -302,6 +325,16 @@ impl PostgresBuilder {
         let durability = durability_of(&synchronous_commit, &fsync);
         let signal = Arc::new(CommitSignal::new(head.max(0) as u64));
         let channel = format!("allframe_{}", self.schema);
+        let committer = (self.groups_in_flight > 0).then(|| {
+            let context = group::GroupContext {
+                pool: pool.clone(),
+                sql: sql.append_group.clone(),
+                json: self.payload == PayloadEncoding::Jsonb,
+                channel: self.live_notifications.then(|| channel.clone()),
+                signal: Arc::clone(&signal),
+            };
+            group::GroupCommitter::start(context, self.groups_in_flight)
+        });
         let listener = self.live_notifications.then(|| {
             let config = listen::ListenConfig {
                 options: options.clone(),
@@ -321,6 +354,8 @@ impl PostgresBuilder {
                 signal,
                 channel: self.live_notifications.then_some(channel),
                 listener,
+                committer,
+                groups_in_flight: self.groups_in_flight,
                 retries: self.retries.unwrap_or_else(|| self.pool_size.saturating_add(1).clamp(3, 64)),
                 limits: self.limits,
             }),
@@ -388,6 +423,8 @@ struct Queries {
     open: Sql,
     head: Sql,
     append: Sql,
+    /// Several appends in one statement (group commit).
+    append_group: Sql,
     find_ids: Sql,
     stream_version: Sql,
     /// Casts JSON texts to `jsonb` as an append does, to find one the server refuses.
@@ -431,6 +468,8 @@ impl Queries {
             head: sql("SELECT position FROM {s}.log_head"),
             append: sql("SELECT stream_version, first_position, last_position \
                  FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            append_group: sql("SELECT ok, stream_version, first_position, last_position \
+                 FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
             find_ids: sql("SELECT t.n, e.stream_id, e.version, e.position \
                  FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n) JOIN {s}.events e ON e.event_id = t.id"),
             stream_version: sql("SELECT version FROM {s}.streams WHERE stream_id = $1"),
@@ -493,6 +532,9 @@ struct Inner {
     /// The NOTIFY channel, when live notifications are on.
     channel: Option<String>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// The group commit queue, when group commit is on.
+    committer: Option<group::GroupCommitter>,
+    groups_in_flight: usize,
     retries: u32,
     limits: Limits,
 }
@@ -771,26 +813,11 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-#[async_trait]
-impl EventStoreBackend for PostgresBackend {
-    fn name(&self) -> &'static str {
-        BACKEND_NAME
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        let mut capabilities = Capabilities::full(self.inner.durability, true);
-        capabilities.json_payloads = self.inner.payload == PayloadEncoding::Jsonb;
-        capabilities.live_notifications = self.inner.channel.is_some();
-        capabilities
-    }
-
-    async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
-        self.inner.limits.check_append(stream, &events)?;
-        if events.is_empty() {
-            let current = self.current_version(stream).await?;
-            expected.check(stream, current)?;
-            return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
-        }
+impl PostgresBackend {
+    /// One append in its own statement (`append_events`): the path without group commit, and
+    /// the one an append of a failed group takes. Its errors are exact: a conflict (after the
+    /// retry check), a duplicate event id, a payload the server refuses, named.
+    async fn append_alone(&self, stream: &str, expected: ExpectedVersion, events: &[NewEvent]) -> Result<AppendResult> {
         let ids: Vec<PgUuid> = events.iter().map(|e| PgUuid(e.metadata.event_id.0)).collect();
         let types: Vec<&str> = events.iter().map(|e| &*e.event_type).collect();
         let (json, binary): (Option<Vec<&str>>, Option<Vec<&[u8]>>) = match self.inner.payload {
@@ -838,7 +865,7 @@ impl EventStoreBackend for PostgresBackend {
                 let code = errors::sqlstate(&error);
                 if code.as_deref() == Some(errors::WRONG_EXPECTED_VERSION) {
                     // A retry of a stored append is recognised before the version check.
-                    if let Some(original) = self.find_retry(stream, &events).await? {
+                    if let Some(original) = self.find_retry(stream, events).await? {
                         return Ok(original);
                     }
                     let actual = errors::detail(&error).and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
@@ -847,7 +874,7 @@ impl EventStoreBackend for PostgresBackend {
                 if errors::is_unique_violation(&error) {
                     match errors::constraint(&error) {
                         Some("events_event_id_key") => {
-                            if let Some(original) = self.find_retry(stream, &events).await? {
+                            if let Some(original) = self.find_retry(stream, events).await? {
                                 return Ok(original);
                             }
                         }
@@ -872,6 +899,57 @@ impl EventStoreBackend for PostgresBackend {
                 }
                 Err(errors::map("append", error))
             }
+        }
+    }
+}
+
+#[async_trait]
+impl EventStoreBackend for PostgresBackend {
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut capabilities = Capabilities::full(self.inner.durability, true);
+        capabilities.json_payloads = self.inner.payload == PayloadEncoding::Jsonb;
+        capabilities.live_notifications = self.inner.channel.is_some();
+        capabilities
+    }
+
+    async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        self.inner.limits.check_append(stream, &events)?;
+        if events.is_empty() {
+            let current = self.current_version(stream).await?;
+            expected.check(stream, current)?;
+            return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
+        }
+        let Some(committer) = &self.inner.committer else {
+            return self.append_alone(stream, expected, &events).await;
+        };
+        if self.inner.payload == PayloadEncoding::Jsonb {
+            for event in &events {
+                self.check_payload(&event.event_type, &event.payload)?;
+            }
+        }
+        let metadata: Vec<Vec<u8>> = events.iter().map(|e| e.metadata.encode()).collect();
+        let events = Arc::new(events);
+        match committer.submit(stream, expected_code(expected), Arc::clone(&events), metadata).await {
+            group::Outcome::Stored(result) => Ok(result),
+            group::Outcome::Conflict { actual } => {
+                // A retry of a stored append is recognised before the version check.
+                if let Some(original) = self.find_retry(stream, &events).await? {
+                    return Ok(original);
+                }
+                Err(Error::Conflict { stream: StreamId::from(stream), expected, actual })
+            }
+            // The group failed as a whole (nothing of it stored, or, after a lost connection,
+            // perhaps all of it): alone, the append gets its exact outcome, and event ids make
+            // it idempotent.
+            // Without retries, a lost connection is the caller's to handle, as on the single path.
+            group::Outcome::Failed { lost: Some(error) } if self.inner.retries == 0 => {
+                Err(Error::backend(BACKEND_NAME, true, error))
+            }
+            group::Outcome::Failed { .. } => self.append_alone(stream, expected, &events).await,
         }
     }
 
@@ -1083,6 +1161,7 @@ impl EventStoreBackend for PostgresBackend {
         details.insert("pool_connections".into(), self.inner.pool.size().to_string());
         details.insert("pool_idle".into(), self.inner.pool.num_idle().to_string());
         details.insert("schema_version".into(), SCHEMA_VERSION.to_string());
+        details.insert("groups_in_flight".into(), self.inner.groups_in_flight.to_string());
         Ok(stats)
     }
 
