@@ -47,8 +47,8 @@ pub mod allsource {
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs-postgres")))]
 pub mod postgres {
     pub use allframe_backend_postgres::{
-        DEFAULT_LISTENER_CHECK_INTERVAL, DEFAULT_LISTENER_CHECK_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_TCP_KEEPALIVE_IDLE,
-        PayloadEncoding, PostgresBackend, PostgresBuilder, SCHEMA_VERSION,
+        DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_LISTENER_CHECK_INTERVAL, DEFAULT_LISTENER_CHECK_TIMEOUT, DEFAULT_SCHEMA,
+        DEFAULT_TCP_KEEPALIVE_IDLE, PayloadEncoding, PostgresBackend, PostgresBuilder, SCHEMA_VERSION,
     };
 }
 
