@@ -90,6 +90,9 @@ pub const DEFAULT_LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Default wait for the LISTEN task's check to be answered.
 pub const DEFAULT_LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often a reader of a read replica looks again for a commit the primary announced.
+const REPLICA_POLL: Duration = Duration::from_millis(2);
+
 /// The version of the newest embedded migration (the schema version this crate writes).
 pub const SCHEMA_VERSION: i64 = 3;
 
@@ -131,6 +134,7 @@ pub struct PostgresBuilder {
     tcp_keepalive: Option<Duration>,
     listener_health: listen::HealthCheck,
     groups_in_flight: usize,
+    read_replica: Option<String>,
     limits: Limits,
 }
 
@@ -153,6 +157,7 @@ impl PostgresBuilder {
                 timeout: DEFAULT_LISTENER_CHECK_TIMEOUT,
             },
             groups_in_flight: DEFAULT_GROUPS_IN_FLIGHT,
+            read_replica: None,
             limits: Limits::default(),
         }
     }
@@ -263,6 +268,21 @@ impl PostgresBuilder {
         self
     }
 
+    /// Reads the log from a streaming replica (a hot standby of the primary at the builder's
+    /// URL) while appends and every other write go to the primary.
+    ///
+    /// Served by the replica: `read_all`, `read_stream`, `head_position`, `list_streams` and
+    /// snapshots, so subscriptions, projections and aggregate loads read there. Checkpoints,
+    /// stream versions and event-id lookups stay on the primary, whose answers decide writes.
+    /// A replica replays commits in the primary's commit order, which is position order, so a
+    /// subscriber reading it never skips an event; it only lags: an acknowledged append becomes
+    /// readable once the replica has replayed it (`pg_stat_replication.replay_lag`).
+    /// `url` is a full connection URL (the replica's user and database may differ).
+    pub fn read_replica(mut self, url: impl Into<String>) -> Self {
+        self.read_replica = Some(url.into());
+        self
+    }
+
     /// Input limits (default [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -274,20 +294,8 @@ impl PostgresBuilder {
     /// Fails with [`Error::NotAStore`] when migrations are off and the schema has no tables.
     pub async fn connect(self) -> Result<PostgresBackend> {
         validate_schema(&self.schema)?;
-        let mut options = PgConnectOptions::from_str(&self.url)
-            .map_err(|e| errors::config(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name(self.application_name.as_deref().unwrap_or(&format!("allframe:{}", self.schema)));
-        if let Some(timeout) = self.statement_timeout {
-            options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
-        }
-        if let Some(idle) = self.tcp_keepalive {
-            let idle = idle.as_secs().max(1);
-            options = options.options([
-                ("tcp_keepalives_idle", idle),
-                ("tcp_keepalives_interval", idle.min(10)),
-                ("tcp_keepalives_count", 3),
-            ]);
-        }
+        let options = self.connect_options(&self.url)?;
+        let replica_options = self.read_replica.as_deref().map(|url| self.connect_options(url)).transpose()?;
         if self.run_migrations {
             run_migrations(&options, &self.schema, self.acquire_timeout).await?;
         }
@@ -322,6 +330,10 @@ impl PostgresBuilder {
                 };
                 read().map_err(|e| errors::map("opening the store", e))
             })?;
+        let read_pool = match replica_options {
+            Some(replica) => Some(self.read_pool(replica, &sql).await?),
+            None => None,
+        };
         let durability = durability_of(&synchronous_commit, &fsync);
         let signal = Arc::new(CommitSignal::new(head.max(0) as u64));
         let channel = format!("allframe_{}", self.schema);
@@ -356,10 +368,58 @@ impl PostgresBuilder {
                 listener,
                 committer,
                 groups_in_flight: self.groups_in_flight,
+                read_pool,
                 retries: self.retries.unwrap_or_else(|| self.pool_size.saturating_add(1).clamp(3, 64)),
                 limits: self.limits,
             }),
         })
+    }
+}
+
+impl PostgresBuilder {
+    /// The connection settings for `url`: the application name, statement timeout and
+    /// keepalive of this builder.
+    fn connect_options(&self, url: &str) -> Result<PgConnectOptions> {
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| errors::config(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name(self.application_name.as_deref().unwrap_or(&format!("allframe:{}", self.schema)));
+        if let Some(timeout) = self.statement_timeout {
+            options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
+        }
+        if let Some(idle) = self.tcp_keepalive {
+            let idle = idle.as_secs().max(1);
+            options = options.options([
+                ("tcp_keepalives_idle", idle),
+                ("tcp_keepalives_interval", idle.min(10)),
+                ("tcp_keepalives_count", 3),
+            ]);
+        }
+        Ok(options)
+    }
+
+    /// The pool of the read replica, once it has answered with the store's head.
+    async fn read_pool(&self, options: PgConnectOptions, sql: &Queries) -> Result<PgPool> {
+        let pool = PgPoolOptions::new()
+            .max_connections(self.pool_size)
+            .min_connections(0)
+            .acquire_timeout(self.acquire_timeout)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| errors::map("connecting to the read replica", e))?;
+        if let Err(error) = sqlx::query_scalar::<_, i64>(sql.head.clone()).fetch_one(&pool).await {
+            return Err(if errors::sqlstate(&error).as_deref() == Some("42P01") {
+                Error::NotAStore {
+                    backend: BACKEND_NAME,
+                    path: self.schema.clone().into(),
+                    reason: "the read replica has no AllFrame tables in this schema (is it a replica of the primary?)"
+                        .into(),
+                }
+            } else {
+                errors::map("opening the store on the read replica", error)
+            });
+        }
+        Ok(pool)
     }
 }
 
@@ -532,6 +592,8 @@ struct Inner {
     /// The NOTIFY channel, when live notifications are on.
     channel: Option<String>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// The read replica's pool, when reads go to a replica.
+    read_pool: Option<PgPool>,
     /// The group commit queue, when group commit is on.
     committer: Option<group::GroupCommitter>,
     groups_in_flight: usize,
@@ -593,6 +655,11 @@ impl PostgresBackend {
         self.inner.pool.close().await;
     }
 
+    /// The pool that serves reads of the log: the read replica's, or the primary's.
+    fn reader(&self) -> &PgPool {
+        self.inner.read_pool.as_ref().unwrap_or(&self.inner.pool)
+    }
+
     /// Runs `attempt` until it succeeds, fails with an error other than a lost connection, or
     /// the retries are used up.
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> std::result::Result<T, sqlx::Error>
@@ -603,7 +670,7 @@ impl PostgresBackend {
         let mut tries = 0;
         loop {
             match attempt().await {
-                Err(error) if errors::connection_lost(&error) && tries < self.inner.retries => {
+                Err(error) if errors::retryable(&error) && tries < self.inner.retries => {
                     tries += 1;
                     tracing::debug!(%error, tries, "postgres: connection lost, retrying");
                     // The first retry goes at once (another pooled connection is likely fine);
@@ -964,7 +1031,7 @@ impl EventStoreBackend for PostgresBackend {
         self.retrying(|| {
             let stream_id = &stream_id;
             async move {
-                let mut rows = sqlx::query(sql.clone()).bind(stream).bind(after).bind(limit).fetch(&self.inner.pool);
+                let mut rows = sqlx::query(sql.clone()).bind(stream).bind(after).bind(limit).fetch(self.reader());
                 let mut out = Vec::new();
                 while let Some(row) = rows.try_next().await? {
                     out.push(self.decode_event(&row, Some(stream_id)));
@@ -990,7 +1057,7 @@ impl EventStoreBackend for PostgresBackend {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let after = to_i64(after_position);
         self.retrying(|| async move {
-            let mut rows = sqlx::query(sql.clone()).bind(after).bind(limit).fetch(&self.inner.pool);
+            let mut rows = sqlx::query(sql.clone()).bind(after).bind(limit).fetch(self.reader());
             let mut out = Vec::new();
             while let Some(row) = rows.try_next().await? {
                 out.push(self.decode_event(&row, None));
@@ -1010,7 +1077,7 @@ impl EventStoreBackend for PostgresBackend {
     async fn head_position(&self) -> Result<u64> {
         let sql = &self.inner.sql.head;
         let head: i64 = self
-            .retrying(|| sqlx::query_scalar(sql.clone()).fetch_one(&self.inner.pool))
+            .retrying(|| sqlx::query_scalar(sql.clone()).fetch_one(self.reader()))
             .await
             .map_err(|e| errors::map("head_position", e))?;
         Ok(head.max(0) as u64)
@@ -1024,9 +1091,9 @@ impl EventStoreBackend for PostgresBackend {
         let rows: Vec<(String, i64)> = self
             .retrying(|| match after {
                 Some(after) => {
-                    sqlx::query_as(sql.list_streams_after.clone()).bind(after).bind(limit).fetch_all(&self.inner.pool)
+                    sqlx::query_as(sql.list_streams_after.clone()).bind(after).bind(limit).fetch_all(self.reader())
                 }
-                None => sqlx::query_as(sql.list_streams_first.clone()).bind(limit).fetch_all(&self.inner.pool),
+                None => sqlx::query_as(sql.list_streams_first.clone()).bind(limit).fetch_all(self.reader()),
             })
             .await
             .map_err(|e| errors::map("list_streams", e))?;
@@ -1099,7 +1166,7 @@ impl EventStoreBackend for PostgresBackend {
         }
         let sql = &self.inner.sql.get_snapshot;
         let row: Option<(i64, Option<String>, Option<Vec<u8>>, i64)> = self
-            .retrying(|| sqlx::query_as(sql.clone()).bind(stream).fetch_optional(&self.inner.pool))
+            .retrying(|| sqlx::query_as(sql.clone()).bind(stream).fetch_optional(self.reader()))
             .await
             .map_err(|e| errors::map("get_latest_snapshot", e))?;
         let Some((version, json, binary, taken_at)) = row else { return Ok(None) };
@@ -1162,12 +1229,18 @@ impl EventStoreBackend for PostgresBackend {
         details.insert("pool_idle".into(), self.inner.pool.num_idle().to_string());
         details.insert("schema_version".into(), SCHEMA_VERSION.to_string());
         details.insert("groups_in_flight".into(), self.inner.groups_in_flight.to_string());
+        details.insert("read_replica".into(), self.inner.read_pool.is_some().to_string());
         Ok(stats)
     }
 
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         // Without notifications, commits of other processes are only seen by polling.
         let max_wait = if self.inner.channel.is_some() { max_wait } else { max_wait.min(Duration::from_millis(50)) };
+        if self.inner.read_pool.is_some() && self.inner.signal.head() > after_position {
+            // Committed on the primary, not yet readable on the replica: poll while it catches up.
+            tokio::time::sleep(max_wait.min(REPLICA_POLL)).await;
+            return Ok(());
+        }
         self.inner.signal.wait_past(after_position, max_wait).await;
         Ok(())
     }
