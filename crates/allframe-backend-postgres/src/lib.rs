@@ -310,7 +310,7 @@ impl PostgresBuilder {
             .await
             .map_err(|e| errors::map("connecting", e))?;
         let sql = Queries::new(&self.schema);
-        let (head, synchronous_commit, fsync) = sqlx::query(sql.open.clone())
+        let (mut head, synchronous_commit, fsync, stored) = sqlx::query(sql.open.clone())
             .fetch_one(&pool)
             .await
             .map_err(|e| {
@@ -326,10 +326,38 @@ impl PostgresBuilder {
             })
             .and_then(|row| {
                 let read = || -> std::result::Result<_, sqlx::Error> {
-                    Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?))
+                    Ok((
+                        row.try_get::<i64, _>(0)?,
+                        row.try_get::<String, _>(1)?,
+                        row.try_get::<String, _>(2)?,
+                        row.try_get::<i64, _>(3)?,
+                    ))
                 };
                 read().map_err(|e| errors::map("opening the store", e))
             })?;
+        if stored > head {
+            // The counter is behind the log: the tables were restored one by one, or edited by
+            // hand. New positions must go above every stored one (contract point 4).
+            match sqlx::query_scalar::<_, i64>(sql.repair_head.clone()).fetch_one(&pool).await {
+                Ok(repaired) => {
+                    tracing::warn!(
+                        schema = %self.schema, counter = head, stored, repaired,
+                        "postgres: the position counter (log_head) was below the highest stored position; raised it"
+                    );
+                    head = repaired;
+                }
+                // A read-only role cannot raise it; its reads are right anyway.
+                Err(error) if errors::sqlstate(&error).as_deref() == Some("42501") => {
+                    tracing::warn!(
+                        schema = %self.schema, counter = head, stored,
+                        "postgres: the position counter (log_head) is below the highest stored position; \
+                         appends will fail until a role that may update log_head connects"
+                    );
+                    head = stored;
+                }
+                Err(error) => return Err(errors::map("raising the position counter", error)),
+            }
+        }
         let read_pool = match replica_options {
             Some(replica) => Some(self.read_pool(replica, &sql).await?),
             None => None,
@@ -480,7 +508,10 @@ async fn run_migrations(options: &PgConnectOptions, schema: &str, acquire_timeou
 /// interpolation.
 #[derive(Debug)]
 struct Queries {
+    /// The head, the durability settings and the highest stored position.
     open: Sql,
+    /// Raises the position counter to the highest stored position (after a partial restore).
+    repair_head: Sql,
     head: Sql,
     append: Sql,
     /// Several appends in one statement (group commit).
@@ -522,9 +553,11 @@ impl Queries {
         let quoted = quote_schema(schema);
         let sql = |text: &str| Sql(text.replace("{s}", &quoted).into());
         Queries {
-            open: sql(
-                "SELECT position, current_setting('synchronous_commit'), current_setting('fsync') FROM {s}.log_head",
-            ),
+            open: sql("SELECT h.position, current_setting('synchronous_commit'), current_setting('fsync'), \
+                 (SELECT coalesce(max(position), 0) FROM {s}.events) FROM {s}.log_head h"),
+            repair_head: sql("UPDATE {s}.log_head \
+                 SET position = greatest(position, (SELECT coalesce(max(position), 0) FROM {s}.events)) \
+                 WHERE id RETURNING position"),
             head: sql("SELECT position FROM {s}.log_head"),
             append: sql("SELECT stream_version, first_position, last_position \
                  FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
