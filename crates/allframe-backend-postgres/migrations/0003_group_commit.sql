@@ -42,6 +42,7 @@ DECLARE
     v_start bigint;
     v_found boolean;
     v_expected bigint;
+    v_sum bigint;
     v_total bigint := 0;
     v_next bigint;
     v_last bigint;
@@ -54,13 +55,16 @@ BEGIN
     END LOOP;
     -- Streams are locked in one order (byte order of their ids) by every group, so two groups
     -- never wait for each other in a cycle; append_events locks one stream only.
-    FOR v_stream, v_members IN
-        SELECT t.s, array_agg(t.i ORDER BY t.i)
+    FOR v_stream, v_members, v_sum IN
+        SELECT t.s, array_agg(t.i ORDER BY t.i), sum(p_counts[t.i])
         FROM unnest(p_streams) WITH ORDINALITY AS t (s, i)
         GROUP BY t.s ORDER BY t.s COLLATE "C"
     LOOP
         LOOP
-            SELECT version INTO v_current FROM streams WHERE stream_id = v_stream FOR NO KEY UPDATE;
+            -- Lock the stream and bump it as if every one of its appends will be stored (the
+            -- usual case: one statement, as in append_events); set right below if not.
+            UPDATE streams SET version = version + v_sum WHERE stream_id = v_stream
+                RETURNING version - v_sum INTO v_current;
             v_found := FOUND;
             IF NOT v_found THEN
                 v_current := 0;
@@ -79,20 +83,18 @@ BEGIN
                     v_current := v_current + p_counts[i];
                 END IF;
             END LOOP;
-            EXIT WHEN v_current = v_start;
             IF v_found THEN
-                UPDATE streams SET version = v_current WHERE stream_id = v_stream;
+                IF v_current <> v_start + v_sum THEN
+                    UPDATE streams SET version = v_current WHERE stream_id = v_stream;
+                END IF;
                 EXIT;
             END IF;
+            EXIT WHEN v_current = 0;
             INSERT INTO streams (stream_id, version) VALUES (v_stream, v_current) ON CONFLICT (stream_id) DO NOTHING;
             EXIT WHEN FOUND;
             -- Another transaction created the stream meanwhile: decide again under its lock.
         END LOOP;
-        FOREACH i IN ARRAY v_members LOOP
-            IF v_ok[i] THEN
-                v_total := v_total + p_counts[i];
-            END IF;
-        END LOOP;
+        v_total := v_total + (v_current - v_start);
     END LOOP;
     IF v_total > 0 THEN
         -- The global position lock, taken last and held until commit (decision 0201).

@@ -56,7 +56,10 @@ pub(crate) enum Outcome {
 /// What the group task needs, fixed for the backend's life.
 pub(crate) struct GroupContext {
     pub(crate) pool: PgPool,
+    /// `append_group`, for groups of several appends.
     pub(crate) sql: Sql,
+    /// `append_events`, for a group of one (cheaper: no per-append bookkeeping).
+    pub(crate) single_sql: Sql,
     pub(crate) json: bool,
     pub(crate) channel: Option<String>,
     pub(crate) signal: Arc<CommitSignal>,
@@ -152,6 +155,50 @@ async fn execute(context: &GroupContext, group: Vec<Pending>) {
     }
 }
 
+/// A group of one append: one call of `append_events`, which raises on a wrong expected version.
+#[allow(clippy::too_many_arguments)]
+async fn call_alone(
+    context: &GroupContext,
+    pending: &Pending,
+    ids: Vec<PgUuid>,
+    types: Vec<&str>,
+    json: Vec<&str>,
+    bytes: Vec<&[u8]>,
+    metadata: Vec<&[u8]>,
+    created: Vec<PgTimestamp>,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let rows: Result<Vec<(i64, i64, i64)>, sqlx::Error> = sqlx::query_as(context.single_sql.clone())
+        .bind(&pending.stream)
+        .bind(pending.expected)
+        .bind(&ids)
+        .bind(&types)
+        .bind(context.json.then_some(&json))
+        .bind((!context.json).then_some(&bytes))
+        .bind(&metadata)
+        .bind(&created)
+        .bind(context.channel.as_deref())
+        .fetch_all(&context.pool)
+        .await;
+    match rows {
+        Ok(rows) => {
+            let Some(&(version, first, last)) = rows.first() else {
+                return Err(sqlx::Error::Protocol("append_events answered no row".into()));
+            };
+            Ok(vec![Outcome::Stored(AppendResult {
+                stream_version: version.max(0) as u64,
+                first_position: first.max(0) as u64,
+                last_position: last.max(0) as u64,
+                deduplicated: false,
+            })])
+        }
+        Err(error) if crate::errors::sqlstate(&error).as_deref() == Some(crate::errors::WRONG_EXPECTED_VERSION) => {
+            let actual = crate::errors::detail(&error).and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+            Ok(vec![Outcome::Conflict { actual }])
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// One call of `append_group`: every append's outcome, in the group's order.
 async fn call(context: &GroupContext, group: &[Pending]) -> Result<Vec<Outcome>, sqlx::Error> {
     let total: usize = group.iter().map(|p| p.events.len()).sum();
@@ -183,6 +230,9 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<Vec<Outcome>,
             metadata.push(meta.as_slice());
             created.push(PgTimestamp::from_unix_micros(event.metadata.timestamp.as_micros()));
         }
+    }
+    if let [alone] = group {
+        return call_alone(context, alone, ids, types, json, bytes, metadata, created).await;
     }
     let rows: Vec<(bool, i64, i64, i64)> = sqlx::query_as(context.sql.clone())
         .bind(&streams)

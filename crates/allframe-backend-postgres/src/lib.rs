@@ -369,6 +369,7 @@ impl PostgresBuilder {
             let context = group::GroupContext {
                 pool: pool.clone(),
                 sql: sql.append_group.clone(),
+                single_sql: sql.append.clone(),
                 json: self.payload == PayloadEncoding::Jsonb,
                 channel: self.live_notifications.then(|| channel.clone()),
                 signal: Arc::clone(&signal),
