@@ -63,6 +63,7 @@ pub(crate) struct GroupContext {
     pub(crate) json: bool,
     pub(crate) channel: Option<String>,
     pub(crate) signal: Arc<CommitSignal>,
+    pub(crate) visibility: Arc<crate::horizon::Visibility>,
 }
 
 /// The queue into the group task. Dropping it (with the backend) ends the task once the
@@ -122,17 +123,29 @@ async fn run(mut queue: mpsc::UnboundedReceiver<Pending>, context: Arc<GroupCont
             group.push(pending);
         }
         let context = Arc::clone(&context);
-        tokio::spawn(async move {
-            execute(&context, group).await;
-            drop(slot);
-        });
+        tokio::spawn(async move { execute(&context, group, slot).await });
     }
 }
 
-/// Runs one group and answers each of its callers.
-async fn execute(context: &GroupContext, group: Vec<Pending>) {
-    let outcomes = match call(context, &group).await {
-        Ok(outcomes) => outcomes,
+/// Runs one group and answers each of its callers once its appends are visible. The group's
+/// slot is given back as soon as it has committed.
+async fn execute(context: &GroupContext, group: Vec<Pending>, slot: tokio::sync::OwnedSemaphorePermit) {
+    let called = call(context, &group).await;
+    drop(slot);
+    let outcomes = match called {
+        Ok((outcomes, visible_below)) => {
+            let last = outcomes
+                .iter()
+                .filter_map(|outcome| match outcome {
+                    Outcome::Stored(result) => Some(result.last_position),
+                    _ => None,
+                })
+                .max();
+            if let Some(last) = last {
+                context.visibility.wait(last, visible_below).await;
+            }
+            outcomes
+        }
         Err(error) => {
             tracing::debug!(%error, appends = group.len(), "postgres: group append failed; its appends go alone");
             let lost = crate::errors::connection_lost(&error).then(|| Arc::new(error));
@@ -166,8 +179,8 @@ async fn call_alone(
     bytes: Vec<&[u8]>,
     metadata: Vec<&[u8]>,
     created: Vec<PgTimestamp>,
-) -> Result<Vec<Outcome>, sqlx::Error> {
-    let rows: Result<Vec<(i64, i64, i64)>, sqlx::Error> = sqlx::query_as(context.single_sql.clone())
+) -> Result<(Vec<Outcome>, u64), sqlx::Error> {
+    let rows: Result<Vec<(i64, i64, i64, i64)>, sqlx::Error> = sqlx::query_as(context.single_sql.clone())
         .bind(&pending.stream)
         .bind(pending.expected)
         .bind(&ids)
@@ -181,26 +194,28 @@ async fn call_alone(
         .await;
     match rows {
         Ok(rows) => {
-            let Some(&(version, first, last)) = rows.first() else {
+            let Some(&(version, first, last, visible_below)) = rows.first() else {
                 return Err(sqlx::Error::Protocol("append_events answered no row".into()));
             };
-            Ok(vec![Outcome::Stored(AppendResult {
+            let stored = AppendResult {
                 stream_version: version.max(0) as u64,
                 first_position: first.max(0) as u64,
                 last_position: last.max(0) as u64,
                 deduplicated: false,
-            })])
+            };
+            Ok((vec![Outcome::Stored(stored)], visible_below.max(0) as u64))
         }
         Err(error) if crate::errors::sqlstate(&error).as_deref() == Some(crate::errors::WRONG_EXPECTED_VERSION) => {
             let actual = crate::errors::detail(&error).and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
-            Ok(vec![Outcome::Conflict { actual }])
+            Ok((vec![Outcome::Conflict { actual }], 0))
         }
         Err(error) => Err(error),
     }
 }
 
-/// One call of `append_group`: every append's outcome, in the group's order.
-async fn call(context: &GroupContext, group: &[Pending]) -> Result<Vec<Outcome>, sqlx::Error> {
+/// One call of `append_group`: every append's outcome, in the group's order, and the horizon
+/// its events are below once committed (if nothing older was running).
+async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>, u64), sqlx::Error> {
     let total: usize = group.iter().map(|p| p.events.len()).sum();
     let mut streams = Vec::with_capacity(group.len());
     let mut expected = Vec::with_capacity(group.len());
@@ -234,7 +249,7 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<Vec<Outcome>,
     if let [alone] = group {
         return call_alone(context, alone, ids, types, json, bytes, metadata, created).await;
     }
-    let rows: Vec<(bool, i64, i64, i64)> = sqlx::query_as(context.sql.clone())
+    let rows: Vec<(bool, i64, i64, i64, i64)> = sqlx::query_as(context.sql.clone())
         .bind(&streams)
         .bind(&expected)
         .bind(&counts)
@@ -256,9 +271,10 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<Vec<Outcome>,
             group.len()
         )));
     }
-    Ok(rows
+    let visible_below = rows.first().map_or(0, |row| row.4.max(0) as u64);
+    let outcomes = rows
         .into_iter()
-        .map(|(stored, version, first, last)| {
+        .map(|(stored, version, first, last, _)| {
             if stored {
                 Outcome::Stored(AppendResult {
                     stream_version: version.max(0) as u64,
@@ -270,5 +286,6 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<Vec<Outcome>,
                 Outcome::Conflict { actual: version.max(0) as u64 }
             }
         })
-        .collect())
+        .collect();
+    Ok((outcomes, visible_below))
 }

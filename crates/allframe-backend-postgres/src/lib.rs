@@ -43,6 +43,7 @@
 
 mod errors;
 mod group;
+mod horizon;
 mod json;
 mod leases;
 mod listen;
@@ -90,8 +91,15 @@ pub const DEFAULT_LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Default wait for the LISTEN task's check to be answered.
 pub const DEFAULT_LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often a reader of a read replica looks again for a commit the primary announced.
-const REPLICA_POLL: Duration = Duration::from_millis(2);
+/// Default longest wait for an append to become visible ([`PostgresBuilder::visibility_wait`]).
+pub const DEFAULT_VISIBILITY_WAIT: Duration = Duration::from_secs(5);
+
+/// Most events one transaction can store: positions are `(transaction id << 16) + n`.
+pub const MAX_EVENTS_PER_TRANSACTION: usize = 65_535;
+
+/// How often a reader looks again for a commit that was announced but is not readable yet
+/// (an older transaction still holds the horizon, or the read replica has not replayed it).
+const ANNOUNCED_POLL: Duration = Duration::from_millis(2);
 
 /// The version of the newest embedded migration (the schema version this crate writes).
 pub const SCHEMA_VERSION: i64 = 3;
@@ -99,7 +107,7 @@ pub const SCHEMA_VERSION: i64 = 3;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "event store", include_str!("../migrations/0001_event_store.sql")),
     (2, "checkpoints", include_str!("../migrations/0002_checkpoints.sql")),
-    (3, "group commit", include_str!("../migrations/0003_group_commit.sql")),
+    (3, "transaction horizon", include_str!("../migrations/0003_transaction_horizon.sql")),
 ];
 
 /// Default number of append groups a backend has in flight at once
@@ -135,6 +143,7 @@ pub struct PostgresBuilder {
     listener_health: listen::HealthCheck,
     groups_in_flight: usize,
     read_replica: Option<String>,
+    visibility_wait: Duration,
     limits: Limits,
 }
 
@@ -158,6 +167,7 @@ impl PostgresBuilder {
             },
             groups_in_flight: DEFAULT_GROUPS_IN_FLIGHT,
             read_replica: None,
+            visibility_wait: DEFAULT_VISIBILITY_WAIT,
             limits: Limits::default(),
         }
     }
@@ -283,6 +293,20 @@ impl PostgresBuilder {
         self
     }
 
+    /// The longest an append waits, once committed, for older transactions to finish so that it
+    /// is visible to every reader (default [`DEFAULT_VISIBILITY_WAIT`]).
+    ///
+    /// Readers read below the oldest transaction still open in the cluster (decision 0203), so
+    /// an append is acknowledged once every older transaction has ended: usually at once. A
+    /// transaction left open (idle in transaction) holds that back; after this wait the append
+    /// is acknowledged anyway (it is committed and durable; readers see it once that
+    /// transaction ends) and a warning names the transaction. See
+    /// [`PostgresBackend::horizon_status`].
+    pub fn visibility_wait(mut self, wait: Duration) -> Self {
+        self.visibility_wait = wait;
+        self
+    }
+
     /// Input limits (default [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -294,11 +318,19 @@ impl PostgresBuilder {
     /// Fails with [`Error::NotAStore`] when migrations are off and the schema has no tables.
     pub async fn connect(self) -> Result<PostgresBackend> {
         validate_schema(&self.schema)?;
+        if self.limits.max_events_per_append > MAX_EVENTS_PER_TRANSACTION {
+            return Err(errors::config(format!(
+                "limits.max_events_per_append is {}; one transaction stores at most {MAX_EVENTS_PER_TRANSACTION} events",
+                self.limits.max_events_per_append
+            )));
+        }
         let options = self.connect_options(&self.url)?;
         let replica_options = self.read_replica.as_deref().map(|url| self.connect_options(url)).transpose()?;
         if self.run_migrations {
             run_migrations(&options, &self.schema, self.acquire_timeout).await?;
         }
+        let sql = Queries::new(&self.schema);
+        let check_epoch = sql.check_epoch.clone();
         let pool = PgPoolOptions::new()
             .max_connections(self.pool_size)
             .min_connections(0)
@@ -306,19 +338,25 @@ impl PostgresBuilder {
             // A lost connection is detected by the failing operation, which is then retried;
             // testing before each acquire would cost a round trip per operation.
             .test_before_acquire(false)
+            // Before a connection is used: positions from this cluster's transaction ids must go
+            // above every stored one (after a restore into another cluster they would not).
+            .after_connect(move |connection, _| {
+                let check_epoch = check_epoch.clone();
+                Box::pin(async move { epoch_checked(connection, check_epoch).await })
+            })
             .connect_with(options.clone())
             .await
             .map_err(|e| errors::map("connecting", e))?;
-        let sql = Queries::new(&self.schema);
-        let (mut head, synchronous_commit, fsync, stored) = sqlx::query(sql.open.clone())
+        let (head, synchronous_commit, fsync) = sqlx::query(sql.open.clone())
             .fetch_one(&pool)
             .await
             .map_err(|e| {
-                if errors::sqlstate(&e).as_deref() == Some("42P01") {
+                if matches!(errors::sqlstate(&e).as_deref(), Some("42P01" | "42883")) {
                     Error::NotAStore {
                         backend: BACKEND_NAME,
                         path: self.schema.clone().into(),
-                        reason: "the schema has no AllFrame tables; run PostgresBackend::migrate first".into(),
+                        reason: "the schema has no AllFrame tables of this version; run PostgresBackend::migrate first"
+                            .into(),
                     }
                 } else {
                     errors::map("opening the store", e)
@@ -326,38 +364,10 @@ impl PostgresBuilder {
             })
             .and_then(|row| {
                 let read = || -> std::result::Result<_, sqlx::Error> {
-                    Ok((
-                        row.try_get::<i64, _>(0)?,
-                        row.try_get::<String, _>(1)?,
-                        row.try_get::<String, _>(2)?,
-                        row.try_get::<i64, _>(3)?,
-                    ))
+                    Ok((row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?, row.try_get::<String, _>(2)?))
                 };
                 read().map_err(|e| errors::map("opening the store", e))
             })?;
-        if stored > head {
-            // The counter is behind the log: the tables were restored one by one, or edited by
-            // hand. New positions must go above every stored one (contract point 4).
-            match sqlx::query_scalar::<_, i64>(sql.repair_head.clone()).fetch_one(&pool).await {
-                Ok(repaired) => {
-                    tracing::warn!(
-                        schema = %self.schema, counter = head, stored, repaired,
-                        "postgres: the position counter (log_head) was below the highest stored position; raised it"
-                    );
-                    head = repaired;
-                }
-                // A read-only role cannot raise it; its reads are right anyway.
-                Err(error) if errors::sqlstate(&error).as_deref() == Some("42501") => {
-                    tracing::warn!(
-                        schema = %self.schema, counter = head, stored,
-                        "postgres: the position counter (log_head) is below the highest stored position; \
-                         appends will fail until a role that may update log_head connects"
-                    );
-                    head = stored;
-                }
-                Err(error) => return Err(errors::map("raising the position counter", error)),
-            }
-        }
         let read_pool = match replica_options {
             Some(replica) => Some(self.read_pool(replica, &sql).await?),
             None => None,
@@ -365,6 +375,12 @@ impl PostgresBuilder {
         let durability = durability_of(&synchronous_commit, &fsync);
         let signal = Arc::new(CommitSignal::new(head.max(0) as u64));
         let channel = format!("allframe_{}", self.schema);
+        let visibility = horizon::Visibility::start(
+            pool.clone(),
+            sql.horizon.clone(),
+            sql.horizon_status.clone(),
+            self.visibility_wait,
+        );
         let committer = (self.groups_in_flight > 0).then(|| {
             let context = group::GroupContext {
                 pool: pool.clone(),
@@ -373,6 +389,7 @@ impl PostgresBuilder {
                 json: self.payload == PayloadEncoding::Jsonb,
                 channel: self.live_notifications.then(|| channel.clone()),
                 signal: Arc::clone(&signal),
+                visibility: Arc::clone(&visibility),
             };
             group::GroupCommitter::start(context, self.groups_in_flight)
         });
@@ -396,6 +413,7 @@ impl PostgresBuilder {
                 channel: self.live_notifications.then_some(channel),
                 listener,
                 committer,
+                visibility,
                 groups_in_flight: self.groups_in_flight,
                 read_pool,
                 retries: self.retries.unwrap_or_else(|| self.pool_size.saturating_add(1).clamp(3, 64)),
@@ -509,10 +527,14 @@ async fn run_migrations(options: &PgConnectOptions, schema: &str, acquire_timeou
 /// interpolation.
 #[derive(Debug)]
 struct Queries {
-    /// The head, the durability settings and the highest stored position.
+    /// The head and the durability settings.
     open: Sql,
-    /// Raises the position counter to the highest stored position (after a partial restore).
-    repair_head: Sql,
+    /// Raises the transaction id offset when this cluster's ids are below the stored positions.
+    check_epoch: Sql,
+    /// The horizon: every position below it belongs to a finished transaction.
+    horizon: Sql,
+    /// Committed events at or above the horizon, and the oldest transaction holding an id.
+    horizon_status: Sql,
     head: Sql,
     append: Sql,
     /// Several appends in one statement (group commit).
@@ -552,17 +574,29 @@ impl SqlSafeStr for Sql {
 impl Queries {
     fn new(schema: &str) -> Self {
         let quoted = quote_schema(schema);
-        let sql = |text: &str| Sql(text.replace("{s}", &quoted).into());
+        // The horizon, read in the statement that uses it (one snapshot): the oldest transaction
+        // still running gives it, and no later event can appear below it (decision 0203).
+        let horizon = format!(
+            "(SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + xid_offset) << 16 FROM {quoted}.log_epoch)"
+        );
+        let sql = |text: &str| Sql(text.replace("{h}", &horizon).replace("{s}", &quoted).into());
         Queries {
-            open: sql("SELECT h.position, current_setting('synchronous_commit'), current_setting('fsync'), \
-                 (SELECT coalesce(max(position), 0) FROM {s}.events) FROM {s}.log_head h"),
-            repair_head: sql("UPDATE {s}.log_head \
-                 SET position = greatest(position, (SELECT coalesce(max(position), 0) FROM {s}.events)) \
-                 WHERE id RETURNING position"),
-            head: sql("SELECT position FROM {s}.log_head"),
-            append: sql("SELECT stream_version, first_position, last_position \
+            open: sql("SELECT (SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {h}), \
+                 current_setting('synchronous_commit'), current_setting('fsync')"),
+            check_epoch: sql("SELECT {s}.check_epoch()"),
+            horizon: sql("SELECT {h}"),
+            horizon_status: sql("SELECT (SELECT count(*) FROM {s}.events WHERE position >= {h}), \
+                 b.pid, b.application_name, b.datname, b.state, \
+                 extract(epoch FROM now() - b.xact_start)::float8 \
+                 FROM (SELECT 1) AS one LEFT JOIN LATERAL ( \
+                 SELECT pid, coalesce(application_name, '') AS application_name, coalesce(datname, '') AS datname, \
+                 coalesce(state, '') AS state, xact_start FROM pg_stat_activity \
+                 WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
+                 ORDER BY age(backend_xid) DESC LIMIT 1) AS b ON true"),
+            head: sql("SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {h}"),
+            append: sql("SELECT stream_version, first_position, last_position, visible_below \
                  FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-            append_group: sql("SELECT ok, stream_version, first_position, last_position \
+            append_group: sql("SELECT ok, stream_version, first_position, last_position, visible_below \
                  FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
             find_ids: sql("SELECT t.n, e.stream_id, e.version, e.position \
                  FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n) JOIN {s}.events e ON e.event_id = t.id"),
@@ -573,7 +607,7 @@ impl Queries {
                  WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
             ),
             read_all: sql("SELECT position, version, event_type, payload::text, payload_bytes, metadata, stream_id \
-                 FROM {s}.events WHERE position > $1 ORDER BY position LIMIT $2"),
+                 FROM {s}.events WHERE position > $1 AND position < {h} ORDER BY position LIMIT $2"),
             list_streams_first: sql("SELECT stream_id, version FROM {s}.streams ORDER BY stream_id LIMIT $1"),
             list_streams_after: sql(
                 "SELECT stream_id, version FROM {s}.streams WHERE stream_id > $1 ORDER BY stream_id LIMIT $2",
@@ -601,10 +635,11 @@ impl Queries {
             // whatever this session's setting is: the appends it must cover may have committed
             // asynchronously on other pooled connections with another setting.
             flush: sql("UPDATE {s}.log_head SET position = position WHERE id; SET LOCAL synchronous_commit = on"),
-            stats: sql("SELECT h.position, (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
+            stats: sql("SELECT (SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {h}), \
+                 (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
                  pg_total_relation_size('{s}.events'::regclass), pg_database_size(current_database()), \
                  current_setting('server_version'), current_setting('synchronous_commit'), \
-                 current_setting('fsync') FROM {s}.log_head h"),
+                 current_setting('fsync'), (SELECT count(*) FROM {s}.events WHERE position < {h})"),
         }
     }
 }
@@ -628,6 +663,8 @@ struct Inner {
     listener: Option<tokio::task::JoinHandle<()>>,
     /// The read replica's pool, when reads go to a replica.
     read_pool: Option<PgPool>,
+    /// The horizon, for acknowledging appends once they are visible.
+    visibility: Arc<horizon::Visibility>,
     /// The group commit queue, when group commit is on.
     committer: Option<group::GroupCommitter>,
     groups_in_flight: usize,
@@ -855,6 +892,92 @@ impl PostgresBackend {
     }
 }
 
+/// Runs `check_epoch` on a new connection (see the migration 3). A schema without it (not a
+/// store yet, or an older version) is left to `connect`, which says what is missing.
+async fn epoch_checked(connection: &mut sqlx::PgConnection, check_epoch: Sql) -> std::result::Result<(), sqlx::Error> {
+    match sqlx::query_scalar::<_, i64>(check_epoch).fetch_one(connection).await {
+        Ok(0) => Ok(()),
+        Ok(moved) => {
+            tracing::warn!(
+                moved,
+                "postgres: this cluster's transaction ids are below the stored positions (a restore into another \
+                 cluster?); raised the offset so that new positions go above every stored one"
+            );
+            Ok(())
+        }
+        Err(error) if matches!(errors::sqlstate(&error).as_deref(), Some("42P01" | "42883" | "3F000")) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// What holds readers back ([`PostgresBackend::horizon_status`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HorizonStatus {
+    /// Committed events readers cannot read yet, because an older transaction is still open.
+    pub held_back_events: u64,
+    /// The oldest transaction holding a transaction id in the cluster (any database), which is
+    /// what the horizon waits for; `None` when no other session holds one.
+    pub oldest_transaction: Option<OpenTransaction>,
+}
+
+/// A session with an open transaction that holds a transaction id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenTransaction {
+    /// Its server process id (for `pg_terminate_backend`).
+    pub pid: i32,
+    /// Its `application_name`.
+    pub application_name: String,
+    /// Its database.
+    pub database: String,
+    /// Its state (`active`, `idle in transaction`, ...).
+    pub state: String,
+    /// How long its transaction has been open.
+    pub open_for: Duration,
+}
+
+impl std::fmt::Display for OpenTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} ({}, database {}, {}) open for {:.1} s",
+            self.pid,
+            if self.application_name.is_empty() { "no application_name" } else { &self.application_name },
+            self.database,
+            self.state,
+            self.open_for.as_secs_f64()
+        )
+    }
+}
+
+impl PostgresBackend {
+    /// What holds readers back now: committed events not yet readable, and the oldest open
+    /// transaction in the cluster, whose end they wait for (decision 0203). A transaction left
+    /// open holds every reader of every store on the cluster back; end it with
+    /// `pg_terminate_backend(pid)`, and bound it with `idle_in_transaction_session_timeout`.
+    pub async fn horizon_status(&self) -> Result<HorizonStatus> {
+        let sql = &self.inner.sql.horizon_status;
+        let row = self
+            .retrying(|| sqlx::query(sql.clone()).fetch_one(&self.inner.pool))
+            .await
+            .map_err(|e| errors::map("horizon_status", e))?;
+        let read = || -> std::result::Result<_, sqlx::Error> {
+            let held_back: i64 = row.try_get(0)?;
+            let oldest = match row.try_get::<Option<i32>, _>(1)? {
+                Some(pid) => Some(OpenTransaction {
+                    pid,
+                    application_name: row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                    database: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                    state: row.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+                    open_for: Duration::from_secs_f64(row.try_get::<Option<f64>, _>(5)?.unwrap_or(0.0).max(0.0)),
+                }),
+                None => None,
+            };
+            Ok(HorizonStatus { held_back_events: held_back.max(0) as u64, oldest_transaction: oldest })
+        };
+        read().map_err(|e| errors::map("horizon_status", e))
+    }
+}
+
 /// The durability mode that the server settings `synchronous_commit` and `fsync` give.
 fn durability_of(synchronous_commit: &str, fsync: &str) -> Durability {
     if fsync == "off" {
@@ -934,7 +1057,7 @@ impl PostgresBackend {
         let expected_code = expected_code(expected);
         let sql = &self.inner.sql.append;
         let attempt = || {
-            sqlx::query_as::<_, (i64, i64, i64)>(sql.clone())
+            sqlx::query_as::<_, (i64, i64, i64, i64)>(sql.clone())
                 .bind(stream)
                 .bind(expected_code)
                 .bind(&ids)
@@ -950,7 +1073,7 @@ impl PostgresBackend {
         };
         match self.retrying(attempt).await {
             Ok(rows) => {
-                let Some(&(version, first, last)) = rows.first() else {
+                let Some(&(version, first, last, visible_below)) = rows.first() else {
                     return Err(Error::backend(BACKEND_NAME, false, "the append function returned no row"));
                 };
                 let result = AppendResult {
@@ -959,6 +1082,8 @@ impl PostgresBackend {
                     last_position: last as u64,
                     deduplicated: false,
                 };
+                // Acknowledged once visible to every reader (older transactions have ended).
+                self.inner.visibility.wait(result.last_position, visible_below.max(0) as u64).await;
                 self.inner.signal.publish(result.last_position);
                 Ok(result)
             }
@@ -1239,17 +1364,16 @@ impl EventStoreBackend for PostgresBackend {
 
     async fn stats(&self) -> Result<BackendStats> {
         let sql = &self.inner.sql.stats;
-        type StatsRow = (i64, i64, i64, i64, i64, String, String, String);
-        let (head, streams, snapshots, events_bytes, database_bytes, server_version, synchronous_commit, fsync): StatsRow = self
+        type StatsRow = (i64, i64, i64, i64, i64, String, String, String, i64);
+        let (head, streams, snapshots, events_bytes, database_bytes, server_version, synchronous_commit, fsync, events): StatsRow = self
             .retrying(|| sqlx::query_as(sql.clone()).fetch_one(&self.inner.pool))
             .await
             .map_err(|e| errors::map("stats", e))?;
         // The mode in force now (a configuration reload may have changed it since connect;
         // `capabilities()` keeps the one seen at connect).
         let mut stats = BackendStats::new(BACKEND_NAME, durability_of(&synchronous_commit, &fsync));
-        // Positions have no gaps (an aborted append rolls its positions back), so the head is
-        // also the number of events.
-        stats.events = head.max(0) as u64;
+        // Positions are not contiguous (they come from transaction ids): the events are counted.
+        stats.events = events.max(0) as u64;
         stats.head_position = head.max(0) as u64;
         stats.streams = streams.max(0) as u64;
         stats.snapshots = snapshots.max(0) as u64;
@@ -1264,15 +1388,21 @@ impl EventStoreBackend for PostgresBackend {
         details.insert("schema_version".into(), SCHEMA_VERSION.to_string());
         details.insert("groups_in_flight".into(), self.inner.groups_in_flight.to_string());
         details.insert("read_replica".into(), self.inner.read_pool.is_some().to_string());
+        let horizon = self.horizon_status().await?;
+        details.insert("horizon_held_back_events".into(), horizon.held_back_events.to_string());
+        if let Some(oldest) = horizon.oldest_transaction {
+            details.insert("oldest_transaction".into(), oldest.to_string());
+        }
         Ok(stats)
     }
 
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         // Without notifications, commits of other processes are only seen by polling.
         let max_wait = if self.inner.channel.is_some() { max_wait } else { max_wait.min(Duration::from_millis(50)) };
-        if self.inner.read_pool.is_some() && self.inner.signal.head() > after_position {
-            // Committed on the primary, not yet readable on the replica: poll while it catches up.
-            tokio::time::sleep(max_wait.min(REPLICA_POLL)).await;
+        if self.inner.signal.head() > after_position {
+            // Announced (committed), not yet readable: an older transaction still holds the
+            // horizon, or the read replica has not replayed it. Look again shortly.
+            tokio::time::sleep(max_wait.min(ANNOUNCED_POLL)).await;
             return Ok(());
         }
         self.inner.signal.wait_past(after_position, max_wait).await;

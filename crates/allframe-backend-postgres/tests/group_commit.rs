@@ -1,9 +1,9 @@
 //! Group commit (docs/decisions/0203-postgres-group-commit.md): appends made while others are
 //! in flight go to the server together, in one transaction, and each is still checked alone.
 //!
-//! To make a group deterministic, a test session holds the log's position lock: the first
-//! append (a group of its own) waits for it, the appends made meanwhile queue up and form the
-//! next group, which runs once the session lets go. Rows of one transaction share their
+//! To make a group deterministic, a test session holds the lock of the stream `first`: the
+//! first append (to it; a group of its own) waits for it, the appends made meanwhile queue up
+//! and form the next group, which runs once the session lets go. Rows of one transaction share their
 //! `xmin`, which shows what was grouped.
 
 mod common;
@@ -16,20 +16,14 @@ use allframe_backend_postgres::{PayloadEncoding, PostgresBackend};
 use allframe_cqrs_core::{AppendResult, Error, EventId, EventStoreBackend, ExpectedVersion, NewEvent, Result};
 use sqlx::{Connection, PgConnection};
 
-/// A session holding the position lock of `schema` until [`Held::release`].
+/// A session holding the lock of the stream `first` of `schema` until [`Held::release`].
 struct Held {
     session: PgConnection,
 }
 
 impl Held {
     async fn take(schema: &str) -> Held {
-        let mut session = PgConnection::connect(&common::database_url()).await.expect("connect");
-        sqlx::query("BEGIN").execute(&mut session).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {schema}.log_head SET position = position WHERE id")))
-            .execute(&mut session)
-            .await
-            .unwrap();
-        Held { session }
+        Held { session: common::hold_stream(schema, "first").await }
     }
 
     async fn release(mut self) {
@@ -53,7 +47,7 @@ async fn wait_until_blocked(application: &str) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("no append of {application} waited for the position lock");
+    panic!("no append of {application} waited for the stream's lock");
 }
 
 /// Starts an append in a task of its own, and gives it time to reach the queue.
@@ -138,18 +132,20 @@ async fn a_conflicting_append_fails_alone(encoding: PayloadEncoding) {
     assert_ne!(writers(&schema, "first").await, vec![group_xid.clone()], "the blocked append was a group of its own");
     assert!(writers(&schema, "s3").await.is_empty(), "nothing stored for the conflicting appends");
 
-    // Positions follow the queue, contiguous within each append, and the log holds exactly these.
-    let mut stored = vec![first, ok_any, ok_exact, *racer];
-    stored.sort_by_key(|r| r.first_position);
-    assert_eq!(stored[0].first_position, 2, "the blocked append comes first");
-    for pair in stored.windows(2) {
-        assert_eq!(pair[1].first_position, pair[0].last_position + 1, "positions without a gap: {stored:?}");
+    // The blocked append's transaction came first; the group's appends have contiguous
+    // positions (one transaction), in the order they were queued; the log holds exactly these.
+    let mut grouped = vec![ok_any, ok_exact, *racer];
+    grouped.sort_by_key(|r| r.first_position);
+    assert!(first.last_position < grouped[0].first_position, "the blocked append comes first");
+    assert!(ok_any.last_position < ok_exact.first_position, "queue order within the group");
+    for pair in grouped.windows(2) {
+        assert_eq!(pair[1].first_position, pair[0].last_position + 1, "one transaction's positions: {grouped:?}");
     }
     assert_eq!((ok_any.stream_version, ok_any.last_position - ok_any.first_position), (2, 1));
     assert_eq!(ok_exact.stream_version, 2);
     let log = backend.read_all(0, 100).await.unwrap();
     assert_eq!(log.len(), 6, "1 + 1 + 2 + 1 + 1 events");
-    assert!(log.iter().enumerate().all(|(i, e)| e.position == i as u64 + 1));
+    assert!(common::increasing(&log));
     assert_eq!(backend.stream_version("s3").await.unwrap(), 0);
 }
 
@@ -241,10 +237,11 @@ async fn concurrent_appenders_share_transactions() {
     }
     let log = backend.read_all(0, 1000).await.unwrap();
     assert_eq!(log.len(), 640);
-    assert!(log.iter().enumerate().all(|(i, e)| e.position == i as u64 + 1), "positions 1..=640");
+    assert!(common::increasing(&log), "positions increase along the log");
+    let at: std::collections::HashMap<u64, u64> = log.iter().map(|e| (e.position, e.version)).collect();
     for result in &acknowledged {
         assert_eq!(result.first_position, result.last_position);
-        assert_eq!(log[result.first_position as usize - 1].version, result.stream_version);
+        assert_eq!(at.get(&result.first_position), Some(&result.stream_version), "stored where reported");
     }
     let mut session = PgConnection::connect(&common::database_url()).await.expect("connect");
     let transactions: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -133,7 +133,8 @@ async fn a_subscriber_on_a_hot_standby_skips_nothing_and_only_lags() {
             .unwrap();
     assert!(on_standby >= 1, "the reader's connections are on the standby");
     let written = reader.append("through-reader", ExpectedVersion::NoStream, vec![NewEvent::new("W", "{}")]).await;
-    assert_eq!(written.expect("an append through the replica-reading backend").first_position, total as u64 + 1);
+    let written = written.expect("an append through the replica-reading backend");
+    assert!(written.first_position > log.last().expect("events").position, "it goes on after the log");
     eprintln!("{total} events tailed on the standby; the standby was up to {max_behind} positions behind the primary");
     reader.close().await;
 }

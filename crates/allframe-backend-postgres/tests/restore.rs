@@ -1,8 +1,9 @@
 //! Backups that do not break the log (contract point 4 across a restore): a store dumped with
 //! `pg_dump` and restored with `pg_restore` into a fresh database reads back the same, and new
-//! appends get positions above every restored one. The same holds after a partial restore that
-//! left the position counter behind the events (tables restored one by one): the backend
-//! raises the counter when it connects.
+//! appends get positions above every restored one. Positions come from transaction ids
+//! (decision 0203), which start again near zero in a fresh cluster: the same holds when the
+//! stored positions are far above what this cluster's ids give, because the backend raises its
+//! offset on every new connection (`check_epoch`).
 //!
 //! Needs `pg_dump` and `pg_restore` on the PATH (the PostgreSQL client package); without them
 //! the test skips with a notice, except under `CI=true`, where it fails.
@@ -91,30 +92,41 @@ async fn after_a_dump_and_restore_new_appends_go_above_every_restored_position()
     assert_eq!(restored.get_latest_snapshot("account-1").await.unwrap().map(|s| s.version), Some(3));
     let next = restored.append("after-restore", ExpectedVersion::NoStream, vec![NewEvent::new("New", "{}")]).await;
     let next = next.expect("an append after the restore");
-    assert_eq!(next.first_position, head + 1, "new positions go on above every restored one");
+    assert!(next.first_position > head, "new positions go on above every restored one");
     let next = restored.append("account-2", ExpectedVersion::Any, vec![NewEvent::new("New", "{}")]).await.unwrap();
-    assert!(next.first_position > head + 1 && next.stream_version > 1, "streams go on where they were");
+    assert!(next.first_position > head && next.stream_version > 1, "streams go on where they were");
     restored.close().await;
 
-    // A partial restore: the events, streams and migrations came back, but the position counter
-    // holds an older value (here: reset), as when tables are restored one by one.
-    let partial_db = format!("{schema}_partial");
-    admin(&format!("CREATE DATABASE {partial_db}")).await;
-    run(Command::new("pg_restore").args(["--no-owner", "-d", &database(&partial_db)]).arg(&dump));
-    let mut conn = sqlx::PgConnection::connect(&database(&partial_db)).await.expect("connect");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("UPDATE {schema}.log_head SET position = 3")))
+    // A restore into a cluster whose transaction ids are far below the ones that gave the
+    // stored positions (a fresh cluster: ids start again near zero). Here the restored
+    // positions are moved up by 2^50 instead (as if made with transaction ids around 2^34):
+    // the backend raises its offset on connecting, so new positions go above them.
+    let lower_db = format!("{schema}_lower");
+    admin(&format!("CREATE DATABASE {lower_db}")).await;
+    run(Command::new("pg_restore").args(["--no-owner", "-d", &database(&lower_db)]).arg(&dump));
+    let mut conn = sqlx::PgConnection::connect(&database(&lower_db)).await.expect("connect");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("UPDATE {schema}.events SET position = position + (1::bigint << 50)")))
         .execute(&mut conn)
         .await
         .unwrap();
     conn.close().await.unwrap();
-    let partial = PostgresBackend::builder(&database(&partial_db)).schema(&schema).connect().await.expect("connect");
-    assert_eq!(partial.head_position().await.unwrap(), head, "the counter is raised to the highest stored position");
-    let next = partial.append("after-partial", ExpectedVersion::NoStream, vec![NewEvent::new("New", "{}")]).await;
-    assert_eq!(next.expect("an append after a partial restore").first_position, head + 1);
-    partial.close().await;
+    let lower = PostgresBackend::builder(&database(&lower_db)).schema(&schema).connect().await.expect("connect");
+    let moved = head + (1 << 50);
+    assert_eq!(lower.head_position().await.unwrap(), moved, "every restored event is readable");
+    let next = lower.append("after-lower", ExpectedVersion::NoStream, vec![NewEvent::new("New", "{}")]).await;
+    let next = next.expect("an append after the restore");
+    assert!(
+        next.first_position > moved,
+        "new positions go above every restored one: {} <= {moved}",
+        next.first_position
+    );
+    let log = lower.get_all_events().await.unwrap();
+    assert_eq!(log.len(), before.len() + 1);
+    assert_eq!(log.last().map(|e| e.position), Some(next.first_position), "the new event comes last");
+    lower.close().await;
 
     let _ = std::fs::remove_file(&dump);
-    for db in [restored_db, partial_db] {
+    for db in [restored_db, lower_db] {
         admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
     }
 }

@@ -232,3 +232,22 @@ pub async fn wait_for_replica_schema(schema: &str) {
     }
     panic!("the replica did not replay the creation of schema {schema} within 10 s");
 }
+
+/// A session holding the lock of `stream` in `schema` (the advisory lock every append to it
+/// takes before writing, decision 0203) until its transaction ends: appends to that stream wait.
+pub async fn hold_stream(schema: &str, stream: &str) -> sqlx::PgConnection {
+    let mut session = sqlx::PgConnection::connect(&database_url()).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut session).await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
+        .bind(schema)
+        .bind(stream)
+        .execute(&mut session)
+        .await
+        .expect("take the stream's lock");
+    session
+}
+
+/// Whether positions strictly increase along `log`.
+pub fn increasing(log: &[RecordedEvent]) -> bool {
+    log.windows(2).all(|pair| pair[0].position < pair[1].position)
+}
