@@ -61,9 +61,10 @@ pub(crate) struct GroupContext {
     /// `append_events`, for a group of one (cheaper: no per-append bookkeeping).
     pub(crate) single_sql: Sql,
     pub(crate) json: bool,
-    pub(crate) channel: Option<String>,
     pub(crate) signal: Arc<CommitSignal>,
     pub(crate) visibility: Arc<crate::horizon::Visibility>,
+    /// Wakes other processes' subscribers after the commit, when live notifications are on.
+    pub(crate) notifier: Option<Arc<crate::horizon::Notifier>>,
 }
 
 /// The queue into the group task. Dropping it (with the backend) ends the task once the
@@ -161,6 +162,9 @@ async fn execute(context: &GroupContext, group: Vec<Pending>, slot: tokio::sync:
         .max();
     if let Some(last) = last {
         context.signal.publish(last);
+        if let Some(notifier) = &context.notifier {
+            notifier.announce(last);
+        }
     }
     for (pending, outcome) in group.into_iter().zip(outcomes) {
         // A caller that went away needs no answer.
@@ -189,7 +193,7 @@ async fn call_alone(
         .bind((!context.json).then_some(&bytes))
         .bind(&metadata)
         .bind(&created)
-        .bind(context.channel.as_deref())
+        .bind(None::<&str>)
         .fetch_all(&context.pool)
         .await;
     match rows {
@@ -260,7 +264,8 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>
         .bind((!context.json).then_some(&bytes))
         .bind(&metadata)
         .bind(&created)
-        .bind(context.channel.as_deref())
+        // NOTIFY is sent after the commit, outside the group (`horizon::Notifier`).
+        .bind(None::<&str>)
         // Read up to ReadyForQuery, which the server sends after the commit.
         .fetch_all(&context.pool)
         .await?;

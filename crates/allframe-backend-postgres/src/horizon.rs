@@ -145,3 +145,56 @@ async fn warn_blocked(pool: &PgPool, status_sql: &Sql, waited: Duration) {
          (set idle_in_transaction_session_timeout and statement_timeout; see docs/POSTGRES.md)"
     );
 }
+
+/// Sends the NOTIFY that wakes other processes' subscribers, after the commit and outside the
+/// append's transaction: a transaction that NOTIFYs holds PostgreSQL's database-wide notify
+/// lock from its commit's start to its end (WAL flush included), which would queue every
+/// append behind every other again. Many appends finishing together send one NOTIFY (with the
+/// highest position); a notification is only a hint, so one lost in a crash only delays
+/// subscribers until they look again.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    pending: AtomicU64,
+    wake: Notify,
+}
+
+impl Notifier {
+    /// Starts the task that sends notifications on `channel` through `pool`.
+    pub(crate) fn start(pool: PgPool, channel: String) -> Arc<Notifier> {
+        let notifier = Arc::new(Notifier { pending: AtomicU64::new(0), wake: Notify::new() });
+        tokio::spawn(notify(Arc::downgrade(&notifier), pool, channel));
+        notifier
+    }
+
+    /// Announces that events up to `position` are readable.
+    pub(crate) fn announce(&self, position: u64) {
+        self.pending.fetch_max(position, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+async fn notify(notifier: std::sync::Weak<Notifier>, pool: PgPool, channel: String) {
+    let mut sent = 0;
+    loop {
+        let position = {
+            let Some(live) = notifier.upgrade() else { return };
+            let wake = live.wake.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            let position = live.pending.load(Ordering::SeqCst);
+            if position <= sent {
+                // Look again now and then, in case the backend went away.
+                let _ = tokio::time::timeout(Duration::from_secs(1), wake).await;
+                continue;
+            }
+            position
+        };
+        match sqlx::query("SELECT pg_notify($1, $2)").bind(&channel).bind(position.to_string()).execute(&pool).await {
+            Ok(_) => sent = position,
+            Err(error) => {
+                tracing::debug!(%error, "postgres: NOTIFY failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

@@ -381,15 +381,16 @@ impl PostgresBuilder {
             sql.horizon_status.clone(),
             self.visibility_wait,
         );
+        let notifier = self.live_notifications.then(|| horizon::Notifier::start(pool.clone(), channel.clone()));
         let committer = (self.groups_in_flight > 0).then(|| {
             let context = group::GroupContext {
                 pool: pool.clone(),
                 sql: sql.append_group.clone(),
                 single_sql: sql.append.clone(),
                 json: self.payload == PayloadEncoding::Jsonb,
-                channel: self.live_notifications.then(|| channel.clone()),
                 signal: Arc::clone(&signal),
                 visibility: Arc::clone(&visibility),
+                notifier: notifier.clone(),
             };
             group::GroupCommitter::start(context, self.groups_in_flight)
         });
@@ -414,6 +415,7 @@ impl PostgresBuilder {
                 listener,
                 committer,
                 visibility,
+                notifier,
                 groups_in_flight: self.groups_in_flight,
                 read_pool,
                 retries: self.retries.unwrap_or_else(|| self.pool_size.saturating_add(1).clamp(3, 64)),
@@ -665,6 +667,8 @@ struct Inner {
     read_pool: Option<PgPool>,
     /// The horizon, for acknowledging appends once they are visible.
     visibility: Arc<horizon::Visibility>,
+    /// Sends NOTIFY after appends, when live notifications are on.
+    notifier: Option<Arc<horizon::Notifier>>,
     /// The group commit queue, when group commit is on.
     committer: Option<group::GroupCommitter>,
     groups_in_flight: usize,
@@ -1066,7 +1070,8 @@ impl PostgresBackend {
                 .bind(&binary)
                 .bind(&metadata)
                 .bind(&created)
-                .bind(self.inner.channel.as_deref())
+                // NOTIFY is sent after the commit, outside the append (`horizon::Notifier`).
+                .bind(None::<&str>)
                 // `fetch_all` reads up to ReadyForQuery, which the server sends only after the
                 // implicit transaction has committed: an acknowledged append is committed.
                 .fetch_all(&self.inner.pool)
@@ -1085,6 +1090,9 @@ impl PostgresBackend {
                 // Acknowledged once visible to every reader (older transactions have ended).
                 self.inner.visibility.wait(result.last_position, visible_below.max(0) as u64).await;
                 self.inner.signal.publish(result.last_position);
+                if let Some(notifier) = &self.inner.notifier {
+                    notifier.announce(result.last_position);
+                }
                 Ok(result)
             }
             Err(error) => {
