@@ -12,6 +12,9 @@
 //!   `INSERT` per event, `COMMIT` (not the postgres-es crate itself, which would bring a second
 //!   sqlx into the build).
 //!
+//! `ALLFRAME_BENCH_PG_GROUPS=N` sets the groups in flight of the `allframe` writers (default
+//! `DEFAULT_GROUPS_IN_FLIGHT`), to compare settings.
+//!
 //! The four-process workloads run this binary as `--pg-writer KIND SCHEMA TASKS SECONDS`
 //! children, started together.
 
@@ -31,6 +34,14 @@ use crate::{Measurement, Scale, targets};
 
 /// Connections of every pool here (the backend's, raw's, peer's), as in `targets::open`.
 const POOL: u32 = 16;
+
+/// Groups in flight per backend: the default, or `ALLFRAME_BENCH_PG_GROUPS` (to compare settings).
+fn groups_in_flight() -> usize {
+    std::env::var("ALLFRAME_BENCH_PG_GROUPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(allframe::postgres::DEFAULT_GROUPS_IN_FLIGHT)
+}
 
 /// The workload's event as JSON (about 200 bytes).
 fn payload() -> String {
@@ -80,7 +91,7 @@ async fn writer(kind: Kind, schema: &str) -> Result<Writer, String> {
     let url = targets::database_url();
     match kind {
         Kind::Allframe | Kind::AllframeAlone => {
-            let groups = if kind == Kind::Allframe { allframe::postgres::DEFAULT_GROUPS_IN_FLIGHT } else { 0 };
+            let groups = if kind == Kind::Allframe { groups_in_flight() } else { 0 };
             let backend = PostgresBackend::builder(&url)
                 .schema(schema)
                 .pool_size(POOL)

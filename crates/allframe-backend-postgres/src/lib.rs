@@ -26,11 +26,15 @@
 //!   created and upgraded by embedded migrations, run on connect unless turned off
 //!   ([`PostgresBuilder::run_migrations`]); [`PostgresBackend::migrate`] runs them alone.
 //! - **Appends** are one statement (one round trip): a PL/pgSQL function takes the events as
-//!   arrays, checks the expected version under the stream's row lock, assigns positions and
-//!   inserts them with one `INSERT ... SELECT FROM unnest(...)`.
-//! - **Global order.** Position assignment is serialised by the row lock on a one-row counter
-//!   table, held until commit, so commit order is position order and a reader tailing the log
-//!   by position never skips a late commit (`docs/decisions/0201-postgres-global-order.md`).
+//!   arrays, checks the expected version under the stream's lock and inserts them with one
+//!   `INSERT ... SELECT FROM unnest(...)`. Appends made while others are in flight go to the
+//!   server together, in one transaction, each checked alone (group commit).
+//! - **Global order.** Positions come from the appending transaction's id, and readers read
+//!   only below the oldest transaction still running (the horizon, taken in the same statement),
+//!   so writers in any number of processes never wait for each other and a reader tailing the
+//!   log never skips a late commit; an append is acknowledged once it is below the horizon
+//!   (`docs/decisions/0203-postgres-transaction-horizon.md`). Reads can go to a streaming
+//!   replica ([`PostgresBuilder::read_replica`]).
 //! - **Live subscriptions** are woken through LISTEN/NOTIFY by a background task that
 //!   reconnects when its connection drops; notifications are only hints.
 //! - **Payloads** are `jsonb` by default (queryable from SQL; payloads must be JSON), or
@@ -91,6 +95,13 @@ pub const DEFAULT_LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Default wait for the LISTEN task's check to be answered.
 pub const DEFAULT_LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default idle time after which a pooled connection is pinged before use
+/// ([`PostgresBuilder::idle_check`]).
+pub const DEFAULT_IDLE_CHECK_AFTER: Duration = Duration::from_secs(15);
+
+/// Default wait for that ping's answer.
+pub const DEFAULT_IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Default longest wait for an append to become visible ([`PostgresBuilder::visibility_wait`]).
 pub const DEFAULT_VISIBILITY_WAIT: Duration = Duration::from_secs(5);
 
@@ -142,6 +153,7 @@ pub struct PostgresBuilder {
     tcp_keepalive: Option<Duration>,
     listener_health: listen::HealthCheck,
     groups_in_flight: usize,
+    idle_check: (Duration, Duration),
     read_replica: Option<String>,
     visibility_wait: Duration,
     limits: Limits,
@@ -166,6 +178,7 @@ impl PostgresBuilder {
                 timeout: DEFAULT_LISTENER_CHECK_TIMEOUT,
             },
             groups_in_flight: DEFAULT_GROUPS_IN_FLIGHT,
+            idle_check: (DEFAULT_IDLE_CHECK_AFTER, DEFAULT_IDLE_CHECK_TIMEOUT),
             read_replica: None,
             visibility_wait: DEFAULT_VISIBILITY_WAIT,
             limits: Limits::default(),
@@ -270,11 +283,25 @@ impl PostgresBuilder {
     /// together, as one statement and one transaction (one WAL flush), each still checked on
     /// its own: an append whose expected version does not match fails alone. A lone appender
     /// pays one round trip per append as before; many concurrent appenders share commits.
-    /// Positions are still assigned under the log's position lock (decision 0201), so more
-    /// groups in flight only overlap one group's round trip with another's commit: two is
-    /// enough (docs/decisions/0203-postgres-group-commit.md).
+    /// Groups in flight do not wait for each other (only appends to one stream do), so more of
+    /// them overlap more round trips, in smaller groups (docs/decisions/0203-postgres-transaction-horizon.md).
     pub fn group_commit(mut self, groups_in_flight: usize) -> Self {
         self.groups_in_flight = groups_in_flight;
+        self
+    }
+
+    /// How a pooled connection that has been idle is checked before use (default: idle for
+    /// [`DEFAULT_IDLE_CHECK_AFTER`], answer within [`DEFAULT_IDLE_CHECK_TIMEOUT`]): a ping; no
+    /// answer in time and the connection is closed and another one opened.
+    ///
+    /// This is the client side of keepalive for the pool: sqlx 0.9 sets no TCP keepalive on its
+    /// sockets and offers no way to, so a connection whose peer vanished without a FIN or RST
+    /// (a crashed host, a NAT or firewall that dropped its state) would make the next statement
+    /// sent on it wait until the kernel gives up (about 15 minutes on Linux). The server side is
+    /// [`tcp_keepalive`](Self::tcp_keepalive); the LISTEN connection has its own check
+    /// ([`listener_health_check`](Self::listener_health_check)).
+    pub fn idle_check(mut self, after: Duration, timeout: Duration) -> Self {
+        self.idle_check = (after, timeout.max(Duration::from_millis(1)));
         self
     }
 
@@ -331,6 +358,7 @@ impl PostgresBuilder {
         }
         let sql = Queries::new(&self.schema);
         let check_epoch = sql.check_epoch.clone();
+        let idle_check = self.idle_check;
         let pool = PgPoolOptions::new()
             .max_connections(self.pool_size)
             .min_connections(0)
@@ -343,6 +371,16 @@ impl PostgresBuilder {
             .after_connect(move |connection, _| {
                 let check_epoch = check_epoch.clone();
                 Box::pin(async move { epoch_checked(connection, check_epoch).await })
+            })
+            // A connection idle for a while may have gone half-open: ping it, briefly.
+            .before_acquire(move |connection, meta| {
+                let (after, timeout) = idle_check;
+                Box::pin(async move {
+                    if meta.idle_for < after {
+                        return Ok(true);
+                    }
+                    Ok(tokio::time::timeout(timeout, sqlx::Connection::ping(connection)).await.is_ok_and(|r| r.is_ok()))
+                })
             })
             .connect_with(options.clone())
             .await
