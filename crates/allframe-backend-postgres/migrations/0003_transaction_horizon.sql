@@ -73,11 +73,11 @@ BEGIN
 END
 $$;
 
--- One append, as in version 1 (same arguments), with positions from the transaction id. The
--- extra column visible_below is the horizon this append's events are below once it has
--- committed, if nothing older is still running then; otherwise the horizon seen at its end,
--- and the caller waits until readers' horizon passes its last position (an acknowledged
--- append is then visible to every reader).
+-- One append, as in version 1 (same arguments), with positions from the transaction id. Extra
+-- columns, for acknowledging the append once it is visible to every reader: visible_below, the
+-- horizon its events are below once it has committed if nothing older is still running then
+-- (otherwise the horizon seen at its end); txid, its transaction id; older_running, the ids of the older
+-- transactions still running at its end, which it waits for (null: not known).
 DROP FUNCTION append_events(text, bigint, uuid[], text[], text[], bytea[], bytea[], timestamptz[], text);
 CREATE FUNCTION append_events(
     p_stream text,
@@ -89,7 +89,8 @@ CREATE FUNCTION append_events(
     p_metadata bytea[],
     p_created timestamptz[],
     p_channel text
-) RETURNS TABLE (stream_version bigint, first_position bigint, last_position bigint, visible_below bigint)
+) RETURNS TABLE (stream_version bigint, first_position bigint, last_position bigint, visible_below bigint,
+                txid bigint, older_running bigint[])
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
@@ -99,6 +100,7 @@ DECLARE
     v_offset bigint;
     v_xid bigint;
     v_xmin bigint;
+    v_older bigint[];
     v_base bigint;
 BEGIN
     IF v_count >= 65536 THEN
@@ -136,9 +138,17 @@ BEGIN
         PERFORM pg_notify(p_channel, (v_base + v_count)::text);
     END IF;
     -- A statement of its own: a fresh snapshot, taken after this append's work.
-    SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint INTO v_xmin;
+    -- Older transactions still running: those the snapshot lists, if it was taken after this
+    -- transaction got its id (xmax above it); PostgreSQL may reuse an older snapshot while no
+    -- transaction ends, and then which ids between its xmax and ours still run is unknown (null).
+    SELECT pg_snapshot_xmin(c.s)::text::bigint,
+           CASE WHEN pg_snapshot_xmax(c.s)::text::bigint > v_xid
+                THEN ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(c.s) AS x WHERE x::text::bigint < v_xid) END
+    INTO v_xmin, v_older
+    FROM (SELECT pg_current_snapshot() AS s) AS c;
     RETURN QUERY SELECT v_current + v_count, v_base + 1, v_base + v_count,
-        CASE WHEN v_xmin >= v_xid THEN (v_xid + 1 + v_offset) << 16 ELSE (v_xmin + v_offset) << 16 END;
+        CASE WHEN v_xmin >= v_xid THEN (v_xid + 1 + v_offset) << 16 ELSE (v_xmin + v_offset) << 16 END,
+        v_xid, v_older;
 END
 $$;
 
@@ -152,7 +162,7 @@ $$;
 -- its columns. Exactly one of p_json and p_bytes is not null. Returns one row per append, in
 -- the order given: stored (ok), the stream's version after it (or, when not stored, the
 -- stream's actual version), its first and last positions (0 when not stored), and
--- visible_below as append_events gives it.
+-- visible_below, txid and older_running as append_events gives them.
 CREATE FUNCTION append_group(
     p_streams text[],
     p_expected bigint[],
@@ -165,7 +175,8 @@ CREATE FUNCTION append_group(
     p_metadata bytea[],
     p_created timestamptz[],
     p_channel text
-) RETURNS TABLE (ok boolean, stream_version bigint, first_position bigint, last_position bigint, visible_below bigint)
+) RETURNS TABLE (ok boolean, stream_version bigint, first_position bigint, last_position bigint, visible_below bigint,
+               txid bigint, older_running bigint[])
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
@@ -189,6 +200,7 @@ DECLARE
     v_offset bigint;
     v_xid bigint;
     v_xmin bigint;
+    v_older bigint[] := '{}';
     v_visible bigint := 0;
     i int;
 BEGIN
@@ -280,7 +292,12 @@ BEGIN
     END IF;
     IF v_total > 0 THEN
         -- A statement of its own: a fresh snapshot, taken after this group's work.
-        SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint INTO v_xmin;
+        -- As in append_events.
+        SELECT pg_snapshot_xmin(c.s)::text::bigint,
+               CASE WHEN pg_snapshot_xmax(c.s)::text::bigint > v_xid
+                    THEN ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(c.s) AS x WHERE x::text::bigint < v_xid) END
+        INTO v_xmin, v_older
+        FROM (SELECT pg_current_snapshot() AS s) AS c;
         v_visible := CASE WHEN v_xmin >= v_xid THEN (v_xid + 1 + v_offset) << 16 ELSE (v_xmin + v_offset) << 16 END;
     END IF;
     RETURN QUERY
@@ -288,7 +305,7 @@ BEGIN
            CASE WHEN a.ok THEN a.ver + a.c - 1 ELSE a.ver END,
            CASE WHEN a.ok THEN a.pos ELSE 0 END,
            CASE WHEN a.ok THEN a.pos + a.c - 1 ELSE 0 END,
-           v_visible
+           v_visible, coalesce(v_xid, 0), v_older
     FROM unnest(v_ok, v_version, v_first_position, p_counts) WITH ORDINALITY AS a (ok, ver, pos, c, k)
     ORDER BY a.k;
 END

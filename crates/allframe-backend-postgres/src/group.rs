@@ -22,7 +22,15 @@ use sqlx::postgres::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Sql;
+use crate::horizon::Seen;
 use crate::pgtypes::{PgTimestamp, PgUuid};
+
+/// A row of `append_events`: stream version, first and last positions, visible_below, txid,
+/// older_running.
+pub(crate) type AppendRow = (i64, i64, i64, i64, i64, Option<Vec<i64>>);
+
+/// A row of `append_group`: stored, then as [`AppendRow`].
+type GroupRow = (bool, i64, i64, i64, i64, i64, Option<Vec<i64>>);
 
 /// Most appends in one group.
 pub(crate) const MAX_GROUP_APPENDS: usize = 512;
@@ -134,7 +142,8 @@ async fn execute(context: &GroupContext, group: Vec<Pending>, slot: tokio::sync:
     let called = call(context, &group).await;
     drop(slot);
     let outcomes = match called {
-        Ok((outcomes, visible_below)) => {
+        Ok((outcomes, seen)) => {
+            context.visibility.committed(seen.xid);
             let last = outcomes
                 .iter()
                 .filter_map(|outcome| match outcome {
@@ -143,7 +152,7 @@ async fn execute(context: &GroupContext, group: Vec<Pending>, slot: tokio::sync:
                 })
                 .max();
             if let Some(last) = last {
-                context.visibility.wait(last, visible_below).await;
+                context.visibility.wait(last, seen).await;
             }
             outcomes
         }
@@ -183,8 +192,8 @@ async fn call_alone(
     bytes: Vec<&[u8]>,
     metadata: Vec<&[u8]>,
     created: Vec<PgTimestamp>,
-) -> Result<(Vec<Outcome>, u64), sqlx::Error> {
-    let rows: Result<Vec<(i64, i64, i64, i64)>, sqlx::Error> = sqlx::query_as(context.single_sql.clone())
+) -> Result<(Vec<Outcome>, Seen), sqlx::Error> {
+    let rows: Result<Vec<AppendRow>, sqlx::Error> = sqlx::query_as(context.single_sql.clone())
         .bind(&pending.stream)
         .bind(pending.expected)
         .bind(&ids)
@@ -198,20 +207,21 @@ async fn call_alone(
         .await;
     match rows {
         Ok(rows) => {
-            let Some(&(version, first, last, visible_below)) = rows.first() else {
+            let Some((version, first, last, visible_below, xid, older)) = rows.first() else {
                 return Err(sqlx::Error::Protocol("append_events answered no row".into()));
             };
+            let (version, first, last) = (*version, *first, *last);
             let stored = AppendResult {
                 stream_version: version.max(0) as u64,
                 first_position: first.max(0) as u64,
                 last_position: last.max(0) as u64,
                 deduplicated: false,
             };
-            Ok((vec![Outcome::Stored(stored)], visible_below.max(0) as u64))
+            Ok((vec![Outcome::Stored(stored)], seen(*visible_below, *xid, older)))
         }
         Err(error) if crate::errors::sqlstate(&error).as_deref() == Some(crate::errors::WRONG_EXPECTED_VERSION) => {
             let actual = crate::errors::detail(&error).and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
-            Ok((vec![Outcome::Conflict { actual }], 0))
+            Ok((vec![Outcome::Conflict { actual }], Seen::default()))
         }
         Err(error) => Err(error),
     }
@@ -219,7 +229,7 @@ async fn call_alone(
 
 /// One call of `append_group`: every append's outcome, in the group's order, and the horizon
 /// its events are below once committed (if nothing older was running).
-async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>, u64), sqlx::Error> {
+async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>, Seen), sqlx::Error> {
     let total: usize = group.iter().map(|p| p.events.len()).sum();
     let mut streams = Vec::with_capacity(group.len());
     let mut expected = Vec::with_capacity(group.len());
@@ -253,7 +263,7 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>
     if let [alone] = group {
         return call_alone(context, alone, ids, types, json, bytes, metadata, created).await;
     }
-    let rows: Vec<(bool, i64, i64, i64, i64)> = sqlx::query_as(context.sql.clone())
+    let rows: Vec<GroupRow> = sqlx::query_as(context.sql.clone())
         .bind(&streams)
         .bind(&expected)
         .bind(&counts)
@@ -276,10 +286,10 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>
             group.len()
         )));
     }
-    let visible_below = rows.first().map_or(0, |row| row.4.max(0) as u64);
+    let seen = rows.first().map_or_else(Seen::default, |row| seen(row.4, row.5, &row.6));
     let outcomes = rows
         .into_iter()
-        .map(|(stored, version, first, last, _)| {
+        .map(|(stored, version, first, last, ..)| {
             if stored {
                 Outcome::Stored(AppendResult {
                     stream_version: version.max(0) as u64,
@@ -292,5 +302,18 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>
             }
         })
         .collect();
-    Ok((outcomes, visible_below))
+    Ok((outcomes, seen))
+}
+
+/// What the append functions say about visibility, as the horizon keeps it. Older running
+/// transactions not known (`None`) are waited for through the horizon alone.
+pub(crate) fn seen(visible_below: i64, xid: i64, older: &Option<Vec<i64>>) -> Seen {
+    Seen {
+        visible_below: visible_below.max(0) as u64,
+        xid: xid.max(0) as u64,
+        older: match older {
+            Some(older) => older.iter().map(|x| (*x).max(0) as u64).collect(),
+            None => vec![crate::horizon::UNKNOWN_OLDER],
+        },
+    }
 }

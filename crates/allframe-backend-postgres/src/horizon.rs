@@ -3,10 +3,12 @@
 //! An append is acknowledged once it is below that horizon, that is once every transaction
 //! older than it has finished, so that an acknowledged append is visible to every reader.
 //!
-//! Each append learns at its end whether an older transaction was still running
-//! (`visible_below`). Usually none was, and the append is visible as soon as it has committed.
-//! Otherwise it waits here: one task per backend reads the horizon while appends wait (at once,
-//! then every millisecond or so, up to 5 ms apart), and every append's own answer moves it too.
+//! Each append learns at its end which older transactions were still running. Usually none
+//! was, and the append is visible as soon as it has committed. Otherwise it waits here until
+//! they have ended: an append of this backend that commits says so at once (the usual case:
+//! two groups of one process in flight), and one task per backend reads the horizon from the
+//! server for the others (after 1 ms, then up to every 5 ms); every append's own answer moves
+//! the horizon too.
 //! After `max_wait` an append is acknowledged anyway (it is committed and durable; readers will
 //! see it once the transaction holding them back ends) and a warning names that transaction.
 
@@ -21,12 +23,36 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::Sql;
 
+/// An append waiting to become visible.
+#[derive(Debug)]
+struct Waiter {
+    last_position: u64,
+    /// Older transactions still running at its end, not yet known to have ended.
+    older: Vec<u64>,
+    wake: oneshot::Sender<()>,
+}
+
+/// Stands for older transactions whose ids are not known: only the horizon releases a waiter
+/// holding it (no transaction has this id).
+pub(crate) const UNKNOWN_OLDER: u64 = u64::MAX;
+
+/// What an append saw at its end, to know when it is visible.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Seen {
+    /// The horizon its events are below once committed, if nothing older was running.
+    pub(crate) visible_below: u64,
+    /// Its transaction id.
+    pub(crate) xid: u64,
+    /// The older transactions still running at its end.
+    pub(crate) older: Vec<u64>,
+}
+
 /// The horizon as this process knows it, and the appends waiting for it.
 #[derive(Debug)]
 pub(crate) struct Visibility {
     /// Every position below this is visible to every new snapshot.
     horizon: AtomicU64,
-    waiters: Mutex<Vec<(u64, oneshot::Sender<()>)>>,
+    waiters: Mutex<Vec<Waiter>>,
     wake: Notify,
     max_wait: Duration,
 }
@@ -50,23 +76,37 @@ impl Visibility {
         if horizon <= before {
             return;
         }
+        self.release(|waiter| waiter.last_position < horizon);
+    }
+
+    /// Records that transaction `xid` (an append of this backend) has committed, and releases
+    /// the appends that waited only for it and others already ended.
+    pub(crate) fn committed(&self, xid: u64) {
+        self.release(|waiter| {
+            waiter.older.retain(|older| *older != xid);
+            waiter.older.is_empty()
+        });
+    }
+
+    fn release(&self, mut visible: impl FnMut(&mut Waiter) -> bool) {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         let mut index = 0;
         while index < waiters.len() {
-            if waiters[index].0 < horizon {
-                let (_, wake) = waiters.swap_remove(index);
-                let _ = wake.send(());
+            if visible(&mut waiters[index]) {
+                let waiter = waiters.swap_remove(index);
+                let _ = waiter.wake.send(());
             } else {
                 index += 1;
             }
         }
     }
 
-    /// Returns once `last_position` is below the horizon (`visible_below` is what the append
-    /// itself saw), or after the longest wait; whether it became visible.
-    pub(crate) async fn wait(&self, last_position: u64, visible_below: u64) -> bool {
-        self.observe(visible_below);
-        if last_position < self.horizon.load(Ordering::SeqCst) {
+    /// Returns once `last_position` is below the horizon (`seen` is what the append itself saw
+    /// at its end), or after the longest wait; whether it became visible. Call it after the
+    /// append has committed.
+    pub(crate) async fn wait(&self, last_position: u64, seen: Seen) -> bool {
+        self.observe(seen.visible_below);
+        if seen.older.is_empty() || last_position < self.horizon.load(Ordering::SeqCst) {
             return true;
         }
         let (wake, woken) = oneshot::channel();
@@ -76,7 +116,7 @@ impl Visibility {
             if last_position < self.horizon.load(Ordering::SeqCst) {
                 return true;
             }
-            waiters.push((last_position, wake));
+            waiters.push(Waiter { last_position, older: seen.older, wake });
         }
         self.wake.notify_one();
         tokio::time::timeout(self.max_wait, woken).await.is_ok_and(|woken| woken.is_ok())
@@ -102,8 +142,10 @@ async fn poll(visibility: std::sync::Weak<Visibility>, pool: PgPool, sql: Sql, s
                 continue;
             }
         }
-        let mut pause = Duration::from_micros(0);
-        let mut waited = Duration::ZERO;
+        // Appends of this backend release most waiters without a query: give them a moment.
+        let mut pause = Duration::from_millis(1);
+        tokio::time::sleep(pause).await;
+        let mut waited = pause;
         let mut warned = false;
         while live.waiting() {
             match sqlx::query_scalar::<_, i64>(sql.clone()).fetch_one(&pool).await {

@@ -379,7 +379,15 @@ impl PostgresBuilder {
                     if meta.idle_for < after {
                         return Ok(true);
                     }
-                    Ok(tokio::time::timeout(timeout, sqlx::Connection::ping(connection)).await.is_ok_and(|r| r.is_ok()))
+                    // An error (not `Ok(false)`) makes sqlx drop the connection without the
+                    // goodbye a half-open connection would never answer.
+                    match tokio::time::timeout(timeout, sqlx::Connection::ping(connection)).await {
+                        Ok(answer) => answer.map(|()| true),
+                        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer to a ping on an idle pooled connection",
+                        ))),
+                    }
                 })
             })
             .connect_with(options.clone())
@@ -634,10 +642,12 @@ impl Queries {
                  WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
                  ORDER BY age(backend_xid) DESC LIMIT 1) AS b ON true"),
             head: sql("SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {h}"),
-            append: sql("SELECT stream_version, first_position, last_position, visible_below \
+            append: sql("SELECT stream_version, first_position, last_position, visible_below, txid, older_running \
                  FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-            append_group: sql("SELECT ok, stream_version, first_position, last_position, visible_below \
-                 FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+            append_group: sql(
+                "SELECT ok, stream_version, first_position, last_position, visible_below, txid, older_running \
+                 FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            ),
             find_ids: sql("SELECT t.n, e.stream_id, e.version, e.position \
                  FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n) JOIN {s}.events e ON e.event_id = t.id"),
             stream_version: sql("SELECT version FROM {s}.streams WHERE stream_id = $1"),
@@ -1099,7 +1109,7 @@ impl PostgresBackend {
         let expected_code = expected_code(expected);
         let sql = &self.inner.sql.append;
         let attempt = || {
-            sqlx::query_as::<_, (i64, i64, i64, i64)>(sql.clone())
+            sqlx::query_as::<_, group::AppendRow>(sql.clone())
                 .bind(stream)
                 .bind(expected_code)
                 .bind(&ids)
@@ -1116,9 +1126,11 @@ impl PostgresBackend {
         };
         match self.retrying(attempt).await {
             Ok(rows) => {
-                let Some(&(version, first, last, visible_below)) = rows.first() else {
+                let Some((version, first, last, visible_below, xid, older)) = rows.first() else {
                     return Err(Error::backend(BACKEND_NAME, false, "the append function returned no row"));
                 };
+                let (version, first, last) = (*version, *first, *last);
+                let seen = group::seen(*visible_below, *xid, older);
                 let result = AppendResult {
                     stream_version: version as u64,
                     first_position: first as u64,
@@ -1126,7 +1138,8 @@ impl PostgresBackend {
                     deduplicated: false,
                 };
                 // Acknowledged once visible to every reader (older transactions have ended).
-                self.inner.visibility.wait(result.last_position, visible_below.max(0) as u64).await;
+                self.inner.visibility.committed(seen.xid);
+                self.inner.visibility.wait(result.last_position, seen).await;
                 self.inner.signal.publish(result.last_position);
                 if let Some(notifier) = &self.inner.notifier {
                     notifier.announce(result.last_position);
