@@ -12,6 +12,7 @@
 //!   `INSERT` per event, `COMMIT` (not the postgres-es crate itself, which would bring a second
 //!   sqlx into the build).
 //!
+//! `ALLFRAME_BENCH_PG_ONLY=pg_8,pg_4x16` runs only the workloads with those name prefixes.
 //! `ALLFRAME_BENCH_PG_GROUPS=N` sets the groups in flight of the `allframe` writers (default
 //! `DEFAULT_GROUPS_IN_FLIGHT`), to compare settings.
 //!
@@ -41,6 +42,15 @@ fn groups_in_flight() -> usize {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(allframe::postgres::DEFAULT_GROUPS_IN_FLIGHT)
+}
+
+/// Whether `workload` runs: all do, unless `ALLFRAME_BENCH_PG_ONLY` lists name prefixes
+/// (comma-separated), to measure a few at a time.
+fn selected(workload: &str) -> bool {
+    match std::env::var("ALLFRAME_BENCH_PG_ONLY") {
+        Ok(only) => only.split(',').any(|prefix| workload.starts_with(prefix.trim())),
+        Err(_) => true,
+    }
 }
 
 /// The workload's event as JSON (about 200 bytes).
@@ -243,6 +253,9 @@ pub async fn scale(target: &str, scale: Scale) -> Result<Vec<Measurement>, allfr
     for (shape, tasks, batch, kinds) in shapes {
         for &kind in kinds {
             let workload = format!("pg_{shape}_{}", kind.name());
+            if !selected(&workload) {
+                continue;
+            }
             step(&workload);
             let writer = writer(kind, &schema).await.map_err(fail)?;
             let mut runs = Vec::new();
@@ -261,6 +274,9 @@ pub async fn scale(target: &str, scale: Scale) -> Result<Vec<Measurement>, allfr
     }
     for kind in [Kind::Allframe, Kind::Raw, Kind::Peer] {
         let workload = format!("pg_4x16_{}", kind.name());
+        if !selected(&workload) {
+            continue;
+        }
         step(&workload);
         let mut runs = Vec::new();
         for _ in 0..scale.runs {
@@ -270,6 +286,9 @@ pub async fn scale(target: &str, scale: Scale) -> Result<Vec<Measurement>, allfr
     }
     for listen in [true, false] {
         let workload = if listen { "pg_tail_listen" } else { "pg_tail_poll" };
+        if !selected(workload) {
+            continue;
+        }
         step(workload);
         let mut runs = Vec::new();
         for _ in 0..scale.runs {
