@@ -73,6 +73,26 @@ BEGIN
 END
 $$;
 
+-- The transactions older than p_xid still running, read from the transaction status (not from
+-- a snapshot: PostgreSQL reuses a snapshot taken before p_xid was assigned while no transaction
+-- ends, which would not list them); null when there are too many ids to look at (over 1,000
+-- between the oldest running and p_xid).
+CREATE FUNCTION older_running(p_xid bigint) RETURNS bigint[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_xmin bigint := pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+BEGIN
+    IF p_xid - v_xmin > 1000 THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY(
+        SELECT x FROM generate_series(v_xmin, p_xid - 1) AS x
+        WHERE pg_xact_status(x::text::xid8) = 'in progress'
+    );
+END
+$$;
+
 -- One append, as in version 1 (same arguments), with positions from the transaction id. Extra
 -- columns, for acknowledging the append once it is visible to every reader: visible_below, the
 -- horizon its events are below once it has committed if nothing older is still running then
@@ -99,7 +119,6 @@ DECLARE
     v_current bigint;
     v_offset bigint;
     v_xid bigint;
-    v_xmin bigint;
     v_older bigint[];
     v_base bigint;
 BEGIN
@@ -138,16 +157,10 @@ BEGIN
         PERFORM pg_notify(p_channel, (v_base + v_count)::text);
     END IF;
     -- A statement of its own: a fresh snapshot, taken after this append's work.
-    -- Older transactions still running: those the snapshot lists, if it was taken after this
-    -- transaction got its id (xmax above it); PostgreSQL may reuse an older snapshot while no
-    -- transaction ends, and then which ids between its xmax and ours still run is unknown (null).
-    SELECT pg_snapshot_xmin(c.s)::text::bigint,
-           CASE WHEN pg_snapshot_xmax(c.s)::text::bigint > v_xid
-                THEN ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(c.s) AS x WHERE x::text::bigint < v_xid) END
-    INTO v_xmin, v_older
-    FROM (SELECT pg_current_snapshot() AS s) AS c;
+    v_older := older_running(v_xid);
     RETURN QUERY SELECT v_current + v_count, v_base + 1, v_base + v_count,
-        CASE WHEN v_xmin >= v_xid THEN (v_xid + 1 + v_offset) << 16 ELSE (v_xmin + v_offset) << 16 END,
+        CASE WHEN v_older = '{}' THEN (v_xid + 1 + v_offset) << 16
+             ELSE ((SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint) + v_offset) << 16 END,
         v_xid, v_older;
 END
 $$;
@@ -292,13 +305,9 @@ BEGIN
     END IF;
     IF v_total > 0 THEN
         -- A statement of its own: a fresh snapshot, taken after this group's work.
-        -- As in append_events.
-        SELECT pg_snapshot_xmin(c.s)::text::bigint,
-               CASE WHEN pg_snapshot_xmax(c.s)::text::bigint > v_xid
-                    THEN ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(c.s) AS x WHERE x::text::bigint < v_xid) END
-        INTO v_xmin, v_older
-        FROM (SELECT pg_current_snapshot() AS s) AS c;
-        v_visible := CASE WHEN v_xmin >= v_xid THEN (v_xid + 1 + v_offset) << 16 ELSE (v_xmin + v_offset) << 16 END;
+        v_older := older_running(v_xid);
+        v_visible := CASE WHEN v_older = '{}' THEN (v_xid + 1 + v_offset) << 16
+                          ELSE ((SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint) + v_offset) << 16 END;
     END IF;
     RETURN QUERY
     SELECT a.ok,
