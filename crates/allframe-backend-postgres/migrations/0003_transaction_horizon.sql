@@ -73,22 +73,28 @@ BEGIN
 END
 $$;
 
--- The transactions older than p_xid still running, read from the transaction status (not from
--- a snapshot: PostgreSQL reuses a snapshot taken before p_xid was assigned while no transaction
--- ends, which would not list them); null when there are too many ids to look at (over 1,000
--- between the oldest running and p_xid).
+-- The transactions older than p_xid still running. A snapshot lists the ones running when it
+-- was taken, but PostgreSQL reuses a snapshot taken before p_xid was assigned while no
+-- transaction ends: so the candidates are the snapshot's list plus every id between its xmax
+-- and p_xid, each checked with its current status. Null when that range is too long to look at
+-- (over 1,000 ids).
 CREATE FUNCTION older_running(p_xid bigint) RETURNS bigint[]
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_xmin bigint := pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+    v_snapshot pg_snapshot := pg_current_snapshot();
+    v_xmax bigint := pg_snapshot_xmax(v_snapshot)::text::bigint;
 BEGIN
-    IF p_xid - v_xmin > 1000 THEN
+    IF p_xid - v_xmax > 1000 THEN
         RETURN NULL;
     END IF;
     RETURN ARRAY(
-        SELECT x FROM generate_series(v_xmin, p_xid - 1) AS x
-        WHERE pg_xact_status(x::text::xid8) = 'in progress'
+        SELECT x FROM (
+            SELECT x::text::bigint AS x FROM pg_snapshot_xip(v_snapshot) AS x
+            UNION
+            SELECT x FROM generate_series(v_xmax, p_xid - 1) AS x
+        ) AS candidates
+        WHERE x < p_xid AND pg_xact_status(x::text::xid8) = 'in progress'
     );
 END
 $$;
