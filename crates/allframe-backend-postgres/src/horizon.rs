@@ -6,7 +6,7 @@
 //! Each append learns at its end which older transactions were still running. Usually none
 //! was, and the append is visible as soon as it has committed. Otherwise it waits here until
 //! they have ended: an append of this backend that commits says so at once (the usual case:
-//! two groups of one process in flight), and one task per backend reads the horizon from the
+//! appends of one process in flight at once), and one task per backend reads the horizon from the
 //! server for the others (after 1 ms, then up to every 5 ms); every append's own answer moves
 //! the horizon too.
 //! After `max_wait` an append is acknowledged anyway (it is committed and durable; readers will

@@ -123,7 +123,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// Default number of append groups a backend has in flight at once
 /// ([`PostgresBuilder::group_commit`]).
-pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 2;
+pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 1;
 
 /// How event and snapshot payloads are stored.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -283,8 +283,9 @@ impl PostgresBuilder {
     /// together, as one statement and one transaction (one WAL flush), each still checked on
     /// its own: an append whose expected version does not match fails alone. A lone appender
     /// pays one round trip per append as before; many concurrent appenders share commits.
-    /// Groups in flight do not wait for each other (only appends to one stream do), so more of
-    /// them overlap more round trips, in smaller groups (docs/decisions/0203-postgres-transaction-horizon.md).
+    /// Groups in flight do not lock each other out (only appends to one stream do), but a later
+    /// one is acknowledged only once the earlier is, and in the benchmarks one group in flight
+    /// was fastest (docs/decisions/0203-postgres-transaction-horizon.md).
     pub fn group_commit(mut self, groups_in_flight: usize) -> Self {
         self.groups_in_flight = groups_in_flight;
         self
