@@ -153,3 +153,100 @@ async fn a_later_append_cannot_commit_before_an_earlier_position() {
     let positions: Vec<u64> = backend.read_all(0, 10).await.unwrap().iter().map(|e| e.position).collect();
     assert_eq!(positions, vec![first.1 as u64, second.first_position]);
 }
+
+/// A stream's versions get increasing positions even when a group that appends to it waited
+/// for another stream first (decision 0203): a transaction gets its id at its first write, so
+/// a group that wrote to stream `a` and then waited for `b` would hold an id older than the
+/// append to `b` that went meanwhile, and its version of `b` would come before that one in the
+/// log. Streams are locked before anything is written, so that cannot happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_versions_get_increasing_positions_when_a_group_waited_for_another_stream() {
+    let Some(fixture) = common::fresh_with(|b| {
+        b.group_commit(1).visibility_wait(Duration::from_millis(200)).application_name("waiting-group")
+    })
+    .await
+    else {
+        return;
+    };
+    let backend = Arc::new(fixture.inner().clone());
+    let schema = fixture.schema.clone();
+    // The streams exist (a new stream's first append waits before it writes anything).
+    for stream in ["a", "b"] {
+        backend.append(stream, ExpectedVersion::NoStream, vec![NewEvent::new("First", "{}")]).await.unwrap();
+    }
+    let append_held = |stream: &'static str| {
+        let schema = schema.clone();
+        async move {
+            let mut session = common::hold_stream(&schema, stream).await;
+            let metadata = allframe_cqrs_core::Metadata::new();
+            let hex: String = metadata.encode().iter().map(|b| format!("{b:02x}")).collect();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "SELECT * FROM {schema}.append_events('{stream}', -1, ARRAY['{}'::uuid], ARRAY['Held'], ARRAY['{{}}'], \
+                 NULL, ARRAY['\\x{hex}'::bytea], ARRAY[now()], NULL)",
+                metadata.event_id
+            )))
+            .execute(&mut session)
+            .await
+            .unwrap();
+            session
+        }
+    };
+    // `x` keeps the first group busy, so that the appends to `a` and `b` form the next one.
+    let mut holds_x = common::hold_stream(&schema, "x").await;
+    let spawn = |stream: &'static str| {
+        let backend = Arc::clone(&backend);
+        tokio::spawn(async move { backend.append(stream, ExpectedVersion::Any, vec![NewEvent::new("G", "{}")]).await })
+    };
+    let x = spawn("x");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (a, b) = (spawn("a"), spawn("b"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // `a` is held (appended to, uncommitted) by another session: the group will wait for it.
+    let mut holds_a = append_held("a").await;
+    sqlx::query("COMMIT").execute(&mut holds_x).await.unwrap();
+    x.await.unwrap().expect("append to x");
+    let mut session = <sqlx::PgConnection as sqlx::Connection>::connect(&common::database_url()).await.unwrap();
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'waiting-group' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut session)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Meanwhile another process appends to `b` (it may have to wait for the group, when the
+    // group locked `b` first), then `a`'s holder commits and the group goes on.
+    let other = {
+        let schema = schema.clone();
+        tokio::spawn(async move {
+            let other = common::second_process(&common::database_url(), &schema, "other-process").await;
+            other.append("b", ExpectedVersion::Any, vec![NewEvent::new("Other", "{}")]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sqlx::query("COMMIT").execute(&mut holds_a).await.unwrap();
+    a.await.unwrap().expect("append to a");
+    b.await.unwrap().expect("append to b");
+    other.await.unwrap().expect("the other process's append to b");
+
+    for stream in ["a", "b"] {
+        let events = backend.read_stream(stream, 0, 10).await.unwrap();
+        assert_eq!(events.len(), 3, "three events in {stream}");
+        for pair in events.windows(2) {
+            assert!(
+                pair[0].position < pair[1].position,
+                "{stream}: version {} at {}, version {} at {}: a later version came first in the log",
+                pair[0].version,
+                pair[0].position,
+                pair[1].version,
+                pair[1].position
+            );
+        }
+    }
+    let log = backend.get_all_events().await.unwrap();
+    assert!(common::increasing(&log));
+}
