@@ -1,5 +1,5 @@
 //! `allframe-bench`: one workload, every backend, side by side (run it through
-//! `cargo xtask bench [--quick] [--compare FILE] [--backend NAME]`).
+//! `cargo xtask bench [--quick] [--compare FILE] [--backend NAME] [--only postgres-scale]`).
 //!
 //! The parent process describes the machine (cores, fdatasync latency, the raw write plus
 //! fdatasync ceiling), then runs each backend in a child process of its own (so that peak
@@ -7,6 +7,8 @@
 //! `target/bench-report/`: `report.md`, `report.json`, `throughput.svg`, `latency.svg`.
 
 mod machine;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod projections;
 mod report;
 mod sagas;
@@ -103,8 +105,13 @@ fn main() {
     if let Some(events) = value(&args, "--projection-events").and_then(|n| n.parse().ok()) {
         scale.projection_events = events;
     }
+    #[cfg(feature = "postgres")]
+    if let Some(at) = args.iter().position(|a| a == "--pg-writer") {
+        postgres::writer_process(&args[at + 1..]);
+        return;
+    }
     if let Some(target) = value(&args, "--child") {
-        child(&target, scale);
+        child(&target, scale, value(&args, "--only"));
         return;
     }
     if let Err(error) = parent(&args, quick, scale) {
@@ -117,9 +124,9 @@ fn value(args: &[String], flag: &str) -> Option<String> {
     args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned()
 }
 
-fn child(target: &str, scale: Scale) {
+fn child(target: &str, scale: Scale, only: Option<String>) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let mut result = runtime.block_on(workloads::run_target(target, scale));
+    let mut result = runtime.block_on(workloads::run_target(target, scale, only.as_deref()));
     result.peak_rss_bytes = machine::peak_rss();
     runtime.block_on(targets::cleanup(target));
     println!("RESULT {}", serde_json::to_string(&result).expect("json"));
@@ -145,6 +152,9 @@ fn parent(args: &[String], quick: bool, scale: Scale) -> Result<(), String> {
             child.arg("--quick");
         }
         child.args(["--projection-events", &scale.projection_events.to_string()]);
+        if let Some(only) = value(args, "--only") {
+            child.args(["--only", &only]);
+        }
         let mut child = child.spawn().map_err(|e| format!("start child for {target}: {e}"))?;
         let stdout = child.stdout.take().ok_or("no child stdout")?;
         let mut result = None;

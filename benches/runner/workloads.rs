@@ -22,7 +22,10 @@ pub(crate) fn step(name: &str) {
 }
 
 /// Runs every workload on one target.
-pub async fn run_target(target: &str, scale: Scale) -> TargetResult {
+///
+/// `only` names one group of workloads to run alone: `postgres-scale` (the PostgreSQL scale
+/// workloads beside raw SQL and postgres-es, on the `postgres` target).
+pub async fn run_target(target: &str, scale: Scale, only: Option<&str>) -> TargetResult {
     let mut result =
         TargetResult { target: target.to_owned(), skipped: None, measurements: Vec::new(), peak_rss_bytes: None };
     let backend = match targets::open(target).await {
@@ -33,7 +36,15 @@ pub async fn run_target(target: &str, scale: Scale) -> TargetResult {
         }
     };
     let store: Store = EventStore::with_backend(backend);
-    match run_all(target, &store, scale).await {
+    let outcome = match only {
+        None => run_all(target, &store, scale).await,
+        #[cfg(feature = "postgres")]
+        Some("postgres-scale") if crate::projections::has_transactions(target) => {
+            crate::postgres::scale(target, scale).await
+        }
+        Some(_) => Ok(Vec::new()),
+    };
+    match outcome {
         Ok(measurements) => result.measurements = measurements,
         Err(error) => result.skipped = Some(format!("failed: {error}")),
     }
@@ -156,6 +167,7 @@ async fn run_all(target: &str, store: &Store, scale: Scale) -> Result<Vec<Measur
     #[cfg(feature = "postgres")]
     if crate::projections::has_transactions(target) {
         out.extend(crate::projections::transactional(target, scale).await?);
+        out.extend(crate::postgres::scale(target, scale).await?);
     }
     Ok(out)
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick | --smoke] [--compare FILE] [--backend NAME]`: builds the
+//! `cargo xtask bench [--quick | --smoke] [--compare FILE] [--backend NAME] [--only postgres-scale]`: builds the
 //! benchmark runner (`benches/runner`, every backend compiled in) in release mode and runs it.
 //! The report lands in `target/bench-report/`.
 //!

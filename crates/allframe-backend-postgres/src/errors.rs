@@ -69,6 +69,13 @@ pub(crate) fn connection_lost(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether the same operation may succeed at once on another try: the connection was lost, or
+/// a hot standby cancelled a read that conflicted with the replay of the primary's changes
+/// (SQLSTATE 40001; appends, in READ COMMITTED, never get it).
+pub(crate) fn retryable(error: &sqlx::Error) -> bool {
+    connection_lost(error) || sqlstate(error).as_deref() == Some("40001")
+}
+
 /// Whether retrying later may succeed.
 fn transient(error: &sqlx::Error) -> bool {
     connection_lost(error)

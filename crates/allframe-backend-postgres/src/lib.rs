@@ -26,11 +26,15 @@
 //!   created and upgraded by embedded migrations, run on connect unless turned off
 //!   ([`PostgresBuilder::run_migrations`]); [`PostgresBackend::migrate`] runs them alone.
 //! - **Appends** are one statement (one round trip): a PL/pgSQL function takes the events as
-//!   arrays, checks the expected version under the stream's row lock, assigns positions and
-//!   inserts them with one `INSERT ... SELECT FROM unnest(...)`.
-//! - **Global order.** Position assignment is serialised by the row lock on a one-row counter
-//!   table, held until commit, so commit order is position order and a reader tailing the log
-//!   by position never skips a late commit (`docs/decisions/0201-postgres-global-order.md`).
+//!   arrays, checks the expected version under the stream's lock and inserts them with one
+//!   `INSERT ... SELECT FROM unnest(...)`. Appends made while others are in flight go to the
+//!   server together, in one transaction, each checked alone (group commit).
+//! - **Global order.** Positions come from the appending transaction's id, and readers read
+//!   only below the oldest transaction still running (the horizon, taken in the same statement),
+//!   so writers in any number of processes never wait for each other and a reader tailing the
+//!   log never skips a late commit; an append is acknowledged once it is below the horizon
+//!   (`docs/decisions/0203-postgres-transaction-horizon.md`). Reads can go to a streaming
+//!   replica ([`PostgresBuilder::read_replica`]).
 //! - **Live subscriptions** are woken through LISTEN/NOTIFY by a background task that
 //!   reconnects when its connection drops; notifications are only hints.
 //! - **Payloads** are `jsonb` by default (queryable from SQL; payloads must be JSON), or
@@ -42,6 +46,8 @@
 #![forbid(unsafe_code)]
 
 mod errors;
+mod group;
+mod horizon;
 mod json;
 mod leases;
 mod listen;
@@ -89,13 +95,35 @@ pub const DEFAULT_LISTENER_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Default wait for the LISTEN task's check to be answered.
 pub const DEFAULT_LISTENER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default idle time after which a pooled connection is pinged before use
+/// ([`PostgresBuilder::idle_check`]).
+pub const DEFAULT_IDLE_CHECK_AFTER: Duration = Duration::from_secs(15);
+
+/// Default wait for that ping's answer.
+pub const DEFAULT_IDLE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default longest wait for an append to become visible ([`PostgresBuilder::visibility_wait`]).
+pub const DEFAULT_VISIBILITY_WAIT: Duration = Duration::from_secs(5);
+
+/// Most events one transaction can store: positions are `(transaction id << 16) + n`.
+pub const MAX_EVENTS_PER_TRANSACTION: usize = 65_535;
+
+/// How often a reader looks again for a commit that was announced but is not readable yet
+/// (an older transaction still holds the horizon, or the read replica has not replayed it).
+const ANNOUNCED_POLL: Duration = Duration::from_millis(2);
+
 /// The version of the newest embedded migration (the schema version this crate writes).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "event store", include_str!("../migrations/0001_event_store.sql")),
     (2, "checkpoints", include_str!("../migrations/0002_checkpoints.sql")),
+    (3, "transaction horizon", include_str!("../migrations/0003_transaction_horizon.sql")),
 ];
+
+/// Default number of append groups a backend has in flight at once
+/// ([`PostgresBuilder::group_commit`]).
+pub const DEFAULT_GROUPS_IN_FLIGHT: usize = 1;
 
 /// How event and snapshot payloads are stored.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -124,6 +152,10 @@ pub struct PostgresBuilder {
     application_name: Option<String>,
     tcp_keepalive: Option<Duration>,
     listener_health: listen::HealthCheck,
+    groups_in_flight: usize,
+    idle_check: (Duration, Duration),
+    read_replica: Option<String>,
+    visibility_wait: Duration,
     limits: Limits,
 }
 
@@ -145,6 +177,10 @@ impl PostgresBuilder {
                 interval: DEFAULT_LISTENER_CHECK_INTERVAL,
                 timeout: DEFAULT_LISTENER_CHECK_TIMEOUT,
             },
+            groups_in_flight: DEFAULT_GROUPS_IN_FLIGHT,
+            idle_check: (DEFAULT_IDLE_CHECK_AFTER, DEFAULT_IDLE_CHECK_TIMEOUT),
+            read_replica: None,
+            visibility_wait: DEFAULT_VISIBILITY_WAIT,
             limits: Limits::default(),
         }
     }
@@ -240,6 +276,65 @@ impl PostgresBuilder {
         self
     }
 
+    /// Group commit: how many groups of appends this backend has in flight at once (default
+    /// [`DEFAULT_GROUPS_IN_FLIGHT`]); 0 turns group commit off.
+    ///
+    /// With group commit on, appends made while earlier ones are in flight go to the server
+    /// together, as one statement and one transaction (one WAL flush), each still checked on
+    /// its own: an append whose expected version does not match fails alone. A lone appender
+    /// pays one round trip per append as before; many concurrent appenders share commits.
+    /// Groups in flight do not lock each other out (only appends to one stream do), but a later
+    /// one is acknowledged only once the earlier is, and in the benchmarks one group in flight
+    /// was fastest (docs/decisions/0203-postgres-transaction-horizon.md).
+    pub fn group_commit(mut self, groups_in_flight: usize) -> Self {
+        self.groups_in_flight = groups_in_flight;
+        self
+    }
+
+    /// How a pooled connection that has been idle is checked before use (default: idle for
+    /// [`DEFAULT_IDLE_CHECK_AFTER`], answer within [`DEFAULT_IDLE_CHECK_TIMEOUT`]): a ping; no
+    /// answer in time and the connection is closed and another one opened.
+    ///
+    /// This is the client side of keepalive for the pool: sqlx 0.9 sets no TCP keepalive on its
+    /// sockets and offers no way to, so a connection whose peer vanished without a FIN or RST
+    /// (a crashed host, a NAT or firewall that dropped its state) would make the next statement
+    /// sent on it wait until the kernel gives up (about 15 minutes on Linux). The server side is
+    /// [`tcp_keepalive`](Self::tcp_keepalive); the LISTEN connection has its own check
+    /// ([`listener_health_check`](Self::listener_health_check)).
+    pub fn idle_check(mut self, after: Duration, timeout: Duration) -> Self {
+        self.idle_check = (after, timeout.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Reads the log from a streaming replica (a hot standby of the primary at the builder's
+    /// URL) while appends and every other write go to the primary.
+    ///
+    /// Served by the replica: `read_all`, `read_stream`, `head_position`, `list_streams` and
+    /// snapshots, so subscriptions, projections and aggregate loads read there. Checkpoints,
+    /// stream versions and event-id lookups stay on the primary, whose answers decide writes.
+    /// A replica replays commits in the primary's commit order, which is position order, so a
+    /// subscriber reading it never skips an event; it only lags: an acknowledged append becomes
+    /// readable once the replica has replayed it (`pg_stat_replication.replay_lag`).
+    /// `url` is a full connection URL (the replica's user and database may differ).
+    pub fn read_replica(mut self, url: impl Into<String>) -> Self {
+        self.read_replica = Some(url.into());
+        self
+    }
+
+    /// The longest an append waits, once committed, for older transactions to finish so that it
+    /// is visible to every reader (default [`DEFAULT_VISIBILITY_WAIT`]).
+    ///
+    /// Readers read below the oldest transaction still open in the cluster (decision 0203), so
+    /// an append is acknowledged once every older transaction has ended: usually at once. A
+    /// transaction left open (idle in transaction) holds that back; after this wait the append
+    /// is acknowledged anyway (it is committed and durable; readers see it once that
+    /// transaction ends) and a warning names the transaction. See
+    /// [`PostgresBackend::horizon_status`].
+    pub fn visibility_wait(mut self, wait: Duration) -> Self {
+        self.visibility_wait = wait;
+        self
+    }
+
     /// Input limits (default [`Limits::default`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -251,23 +346,20 @@ impl PostgresBuilder {
     /// Fails with [`Error::NotAStore`] when migrations are off and the schema has no tables.
     pub async fn connect(self) -> Result<PostgresBackend> {
         validate_schema(&self.schema)?;
-        let mut options = PgConnectOptions::from_str(&self.url)
-            .map_err(|e| errors::config(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name(self.application_name.as_deref().unwrap_or(&format!("allframe:{}", self.schema)));
-        if let Some(timeout) = self.statement_timeout {
-            options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
+        if self.limits.max_events_per_append > MAX_EVENTS_PER_TRANSACTION {
+            return Err(errors::config(format!(
+                "limits.max_events_per_append is {}; one transaction stores at most {MAX_EVENTS_PER_TRANSACTION} events",
+                self.limits.max_events_per_append
+            )));
         }
-        if let Some(idle) = self.tcp_keepalive {
-            let idle = idle.as_secs().max(1);
-            options = options.options([
-                ("tcp_keepalives_idle", idle),
-                ("tcp_keepalives_interval", idle.min(10)),
-                ("tcp_keepalives_count", 3),
-            ]);
-        }
+        let options = self.connect_options(&self.url)?;
+        let replica_options = self.read_replica.as_deref().map(|url| self.connect_options(url)).transpose()?;
         if self.run_migrations {
             run_migrations(&options, &self.schema, self.acquire_timeout).await?;
         }
+        let sql = Queries::new(&self.schema);
+        let check_epoch = sql.check_epoch.clone();
+        let idle_check = self.idle_check;
         let pool = PgPoolOptions::new()
             .max_connections(self.pool_size)
             .min_connections(0)
@@ -275,19 +367,43 @@ impl PostgresBuilder {
             // A lost connection is detected by the failing operation, which is then retried;
             // testing before each acquire would cost a round trip per operation.
             .test_before_acquire(false)
+            // Before a connection is used: positions from this cluster's transaction ids must go
+            // above every stored one (after a restore into another cluster they would not).
+            .after_connect(move |connection, _| {
+                let check_epoch = check_epoch.clone();
+                Box::pin(async move { epoch_checked(connection, check_epoch).await })
+            })
+            // A connection idle for a while may have gone half-open: ping it, briefly.
+            .before_acquire(move |connection, meta| {
+                let (after, timeout) = idle_check;
+                Box::pin(async move {
+                    if meta.idle_for < after {
+                        return Ok(true);
+                    }
+                    // An error (not `Ok(false)`) makes sqlx drop the connection without the
+                    // goodbye a half-open connection would never answer.
+                    match tokio::time::timeout(timeout, sqlx::Connection::ping(connection)).await {
+                        Ok(answer) => answer.map(|()| true),
+                        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer to a ping on an idle pooled connection",
+                        ))),
+                    }
+                })
+            })
             .connect_with(options.clone())
             .await
             .map_err(|e| errors::map("connecting", e))?;
-        let sql = Queries::new(&self.schema);
         let (head, synchronous_commit, fsync) = sqlx::query(sql.open.clone())
             .fetch_one(&pool)
             .await
             .map_err(|e| {
-                if errors::sqlstate(&e).as_deref() == Some("42P01") {
+                if matches!(errors::sqlstate(&e).as_deref(), Some("42P01" | "42883")) {
                     Error::NotAStore {
                         backend: BACKEND_NAME,
                         path: self.schema.clone().into(),
-                        reason: "the schema has no AllFrame tables; run PostgresBackend::migrate first".into(),
+                        reason: "the schema has no AllFrame tables of this version; run PostgresBackend::migrate first"
+                            .into(),
                     }
                 } else {
                     errors::map("opening the store", e)
@@ -299,9 +415,32 @@ impl PostgresBuilder {
                 };
                 read().map_err(|e| errors::map("opening the store", e))
             })?;
+        let read_pool = match replica_options {
+            Some(replica) => Some(self.read_pool(replica, &sql).await?),
+            None => None,
+        };
         let durability = durability_of(&synchronous_commit, &fsync);
         let signal = Arc::new(CommitSignal::new(head.max(0) as u64));
         let channel = format!("allframe_{}", self.schema);
+        let visibility = horizon::Visibility::start(
+            pool.clone(),
+            sql.horizon.clone(),
+            sql.horizon_status.clone(),
+            self.visibility_wait,
+        );
+        let notifier = self.live_notifications.then(|| horizon::Notifier::start(pool.clone(), channel.clone()));
+        let committer = (self.groups_in_flight > 0).then(|| {
+            let context = group::GroupContext {
+                pool: pool.clone(),
+                sql: sql.append_group.clone(),
+                single_sql: sql.append.clone(),
+                json: self.payload == PayloadEncoding::Jsonb,
+                signal: Arc::clone(&signal),
+                visibility: Arc::clone(&visibility),
+                notifier: notifier.clone(),
+            };
+            group::GroupCommitter::start(context, self.groups_in_flight)
+        });
         let listener = self.live_notifications.then(|| {
             let config = listen::ListenConfig {
                 options: options.clone(),
@@ -321,10 +460,62 @@ impl PostgresBuilder {
                 signal,
                 channel: self.live_notifications.then_some(channel),
                 listener,
+                committer,
+                visibility,
+                notifier,
+                groups_in_flight: self.groups_in_flight,
+                read_pool,
                 retries: self.retries.unwrap_or_else(|| self.pool_size.saturating_add(1).clamp(3, 64)),
                 limits: self.limits,
             }),
         })
+    }
+}
+
+impl PostgresBuilder {
+    /// The connection settings for `url`: the application name, statement timeout and
+    /// keepalive of this builder.
+    fn connect_options(&self, url: &str) -> Result<PgConnectOptions> {
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| errors::config(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name(self.application_name.as_deref().unwrap_or(&format!("allframe:{}", self.schema)));
+        if let Some(timeout) = self.statement_timeout {
+            options = options.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]);
+        }
+        if let Some(idle) = self.tcp_keepalive {
+            let idle = idle.as_secs().max(1);
+            options = options.options([
+                ("tcp_keepalives_idle", idle),
+                ("tcp_keepalives_interval", idle.min(10)),
+                ("tcp_keepalives_count", 3),
+            ]);
+        }
+        Ok(options)
+    }
+
+    /// The pool of the read replica, once it has answered with the store's head.
+    async fn read_pool(&self, options: PgConnectOptions, sql: &Queries) -> Result<PgPool> {
+        let pool = PgPoolOptions::new()
+            .max_connections(self.pool_size)
+            .min_connections(0)
+            .acquire_timeout(self.acquire_timeout)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| errors::map("connecting to the read replica", e))?;
+        if let Err(error) = sqlx::query_scalar::<_, i64>(sql.head.clone()).fetch_one(&pool).await {
+            return Err(if errors::sqlstate(&error).as_deref() == Some("42P01") {
+                Error::NotAStore {
+                    backend: BACKEND_NAME,
+                    path: self.schema.clone().into(),
+                    reason: "the read replica has no AllFrame tables in this schema (is it a replica of the primary?)"
+                        .into(),
+                }
+            } else {
+                errors::map("opening the store on the read replica", error)
+            });
+        }
+        Ok(pool)
     }
 }
 
@@ -385,9 +576,18 @@ async fn run_migrations(options: &PgConnectOptions, schema: &str, acquire_timeou
 /// interpolation.
 #[derive(Debug)]
 struct Queries {
+    /// The head and the durability settings.
     open: Sql,
+    /// Raises the transaction id offset when this cluster's ids are below the stored positions.
+    check_epoch: Sql,
+    /// The horizon: every position below it belongs to a finished transaction.
+    horizon: Sql,
+    /// Committed events at or above the horizon, and the oldest transaction holding an id.
+    horizon_status: Sql,
     head: Sql,
     append: Sql,
+    /// Several appends in one statement (group commit).
+    append_group: Sql,
     find_ids: Sql,
     stream_version: Sql,
     /// Casts JSON texts to `jsonb` as an append does, to find one the server refuses.
@@ -423,14 +623,32 @@ impl SqlSafeStr for Sql {
 impl Queries {
     fn new(schema: &str) -> Self {
         let quoted = quote_schema(schema);
-        let sql = |text: &str| Sql(text.replace("{s}", &quoted).into());
+        // The horizon, read in the statement that uses it (one snapshot): the oldest transaction
+        // still running gives it, and no later event can appear below it (decision 0203).
+        let horizon = format!(
+            "(SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint + xid_offset) << 16 FROM {quoted}.log_epoch)"
+        );
+        let sql = |text: &str| Sql(text.replace("{h}", &horizon).replace("{s}", &quoted).into());
         Queries {
-            open: sql(
-                "SELECT position, current_setting('synchronous_commit'), current_setting('fsync') FROM {s}.log_head",
-            ),
-            head: sql("SELECT position FROM {s}.log_head"),
-            append: sql("SELECT stream_version, first_position, last_position \
+            open: sql("SELECT (SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {h}), \
+                 current_setting('synchronous_commit'), current_setting('fsync')"),
+            check_epoch: sql("SELECT {s}.check_epoch()"),
+            horizon: sql("SELECT {h}"),
+            horizon_status: sql("SELECT (SELECT count(*) FROM {s}.events WHERE position >= {h}), \
+                 b.pid, b.application_name, b.datname, b.state, \
+                 extract(epoch FROM now() - b.xact_start)::float8 \
+                 FROM (SELECT 1) AS one LEFT JOIN LATERAL ( \
+                 SELECT pid, coalesce(application_name, '') AS application_name, coalesce(datname, '') AS datname, \
+                 coalesce(state, '') AS state, xact_start FROM pg_stat_activity \
+                 WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() \
+                 ORDER BY age(backend_xid) DESC LIMIT 1) AS b ON true"),
+            head: sql("SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {h}"),
+            append: sql("SELECT stream_version, first_position, last_position, visible_below, txid, older_running \
                  FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            append_group: sql(
+                "SELECT ok, stream_version, first_position, last_position, visible_below, txid, older_running \
+                 FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            ),
             find_ids: sql("SELECT t.n, e.stream_id, e.version, e.position \
                  FROM unnest($1::uuid[]) WITH ORDINALITY AS t (id, n) JOIN {s}.events e ON e.event_id = t.id"),
             stream_version: sql("SELECT version FROM {s}.streams WHERE stream_id = $1"),
@@ -440,7 +658,7 @@ impl Queries {
                  WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
             ),
             read_all: sql("SELECT position, version, event_type, payload::text, payload_bytes, metadata, stream_id \
-                 FROM {s}.events WHERE position > $1 ORDER BY position LIMIT $2"),
+                 FROM {s}.events WHERE position > $1 AND position < {h} ORDER BY position LIMIT $2"),
             list_streams_first: sql("SELECT stream_id, version FROM {s}.streams ORDER BY stream_id LIMIT $1"),
             list_streams_after: sql(
                 "SELECT stream_id, version FROM {s}.streams WHERE stream_id > $1 ORDER BY stream_id LIMIT $2",
@@ -468,10 +686,11 @@ impl Queries {
             // whatever this session's setting is: the appends it must cover may have committed
             // asynchronously on other pooled connections with another setting.
             flush: sql("UPDATE {s}.log_head SET position = position WHERE id; SET LOCAL synchronous_commit = on"),
-            stats: sql("SELECT h.position, (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
+            stats: sql("SELECT (SELECT coalesce(max(position), 0) FROM {s}.events WHERE position < {h}), \
+                 (SELECT count(*) FROM {s}.streams), (SELECT count(*) FROM {s}.snapshots), \
                  pg_total_relation_size('{s}.events'::regclass), pg_database_size(current_database()), \
                  current_setting('server_version'), current_setting('synchronous_commit'), \
-                 current_setting('fsync') FROM {s}.log_head h"),
+                 current_setting('fsync'), (SELECT count(*) FROM {s}.events WHERE position < {h})"),
         }
     }
 }
@@ -493,6 +712,15 @@ struct Inner {
     /// The NOTIFY channel, when live notifications are on.
     channel: Option<String>,
     listener: Option<tokio::task::JoinHandle<()>>,
+    /// The read replica's pool, when reads go to a replica.
+    read_pool: Option<PgPool>,
+    /// The horizon, for acknowledging appends once they are visible.
+    visibility: Arc<horizon::Visibility>,
+    /// Sends NOTIFY after appends, when live notifications are on.
+    notifier: Option<Arc<horizon::Notifier>>,
+    /// The group commit queue, when group commit is on.
+    committer: Option<group::GroupCommitter>,
+    groups_in_flight: usize,
     retries: u32,
     limits: Limits,
 }
@@ -551,6 +779,11 @@ impl PostgresBackend {
         self.inner.pool.close().await;
     }
 
+    /// The pool that serves reads of the log: the read replica's, or the primary's.
+    fn reader(&self) -> &PgPool {
+        self.inner.read_pool.as_ref().unwrap_or(&self.inner.pool)
+    }
+
     /// Runs `attempt` until it succeeds, fails with an error other than a lost connection, or
     /// the retries are used up.
     async fn retrying<T, F, Fut>(&self, mut attempt: F) -> std::result::Result<T, sqlx::Error>
@@ -561,7 +794,7 @@ impl PostgresBackend {
         let mut tries = 0;
         loop {
             match attempt().await {
-                Err(error) if errors::connection_lost(&error) && tries < self.inner.retries => {
+                Err(error) if errors::retryable(&error) && tries < self.inner.retries => {
                     tries += 1;
                     tracing::debug!(%error, tries, "postgres: connection lost, retrying");
                     // The first retry goes at once (another pooled connection is likely fine);
@@ -712,6 +945,92 @@ impl PostgresBackend {
     }
 }
 
+/// Runs `check_epoch` on a new connection (see the migration 3). A schema without it (not a
+/// store yet, or an older version) is left to `connect`, which says what is missing.
+async fn epoch_checked(connection: &mut sqlx::PgConnection, check_epoch: Sql) -> std::result::Result<(), sqlx::Error> {
+    match sqlx::query_scalar::<_, i64>(check_epoch).fetch_one(connection).await {
+        Ok(0) => Ok(()),
+        Ok(moved) => {
+            tracing::warn!(
+                moved,
+                "postgres: this cluster's transaction ids are below the stored positions (a restore into another \
+                 cluster?); raised the offset so that new positions go above every stored one"
+            );
+            Ok(())
+        }
+        Err(error) if matches!(errors::sqlstate(&error).as_deref(), Some("42P01" | "42883" | "3F000")) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// What holds readers back ([`PostgresBackend::horizon_status`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HorizonStatus {
+    /// Committed events readers cannot read yet, because an older transaction is still open.
+    pub held_back_events: u64,
+    /// The oldest transaction holding a transaction id in the cluster (any database), which is
+    /// what the horizon waits for; `None` when no other session holds one.
+    pub oldest_transaction: Option<OpenTransaction>,
+}
+
+/// A session with an open transaction that holds a transaction id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenTransaction {
+    /// Its server process id (for `pg_terminate_backend`).
+    pub pid: i32,
+    /// Its `application_name`.
+    pub application_name: String,
+    /// Its database.
+    pub database: String,
+    /// Its state (`active`, `idle in transaction`, ...).
+    pub state: String,
+    /// How long its transaction has been open.
+    pub open_for: Duration,
+}
+
+impl std::fmt::Display for OpenTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} ({}, database {}, {}) open for {:.1} s",
+            self.pid,
+            if self.application_name.is_empty() { "no application_name" } else { &self.application_name },
+            self.database,
+            self.state,
+            self.open_for.as_secs_f64()
+        )
+    }
+}
+
+impl PostgresBackend {
+    /// What holds readers back now: committed events not yet readable, and the oldest open
+    /// transaction in the cluster, whose end they wait for (decision 0203). A transaction left
+    /// open holds every reader of every store on the cluster back; end it with
+    /// `pg_terminate_backend(pid)`, and bound it with `idle_in_transaction_session_timeout`.
+    pub async fn horizon_status(&self) -> Result<HorizonStatus> {
+        let sql = &self.inner.sql.horizon_status;
+        let row = self
+            .retrying(|| sqlx::query(sql.clone()).fetch_one(&self.inner.pool))
+            .await
+            .map_err(|e| errors::map("horizon_status", e))?;
+        let read = || -> std::result::Result<_, sqlx::Error> {
+            let held_back: i64 = row.try_get(0)?;
+            let oldest = match row.try_get::<Option<i32>, _>(1)? {
+                Some(pid) => Some(OpenTransaction {
+                    pid,
+                    application_name: row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                    database: row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                    state: row.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+                    open_for: Duration::from_secs_f64(row.try_get::<Option<f64>, _>(5)?.unwrap_or(0.0).max(0.0)),
+                }),
+                None => None,
+            };
+            Ok(HorizonStatus { held_back_events: held_back.max(0) as u64, oldest_transaction: oldest })
+        };
+        read().map_err(|e| errors::map("horizon_status", e))
+    }
+}
+
 /// The durability mode that the server settings `synchronous_commit` and `fsync` give.
 fn durability_of(synchronous_commit: &str, fsync: &str) -> Durability {
     if fsync == "off" {
@@ -771,26 +1090,11 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-#[async_trait]
-impl EventStoreBackend for PostgresBackend {
-    fn name(&self) -> &'static str {
-        BACKEND_NAME
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        let mut capabilities = Capabilities::full(self.inner.durability, true);
-        capabilities.json_payloads = self.inner.payload == PayloadEncoding::Jsonb;
-        capabilities.live_notifications = self.inner.channel.is_some();
-        capabilities
-    }
-
-    async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
-        self.inner.limits.check_append(stream, &events)?;
-        if events.is_empty() {
-            let current = self.current_version(stream).await?;
-            expected.check(stream, current)?;
-            return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
-        }
+impl PostgresBackend {
+    /// One append in its own statement (`append_events`): the path without group commit, and
+    /// the one an append of a failed group takes. Its errors are exact: a conflict (after the
+    /// retry check), a duplicate event id, a payload the server refuses, named.
+    async fn append_alone(&self, stream: &str, expected: ExpectedVersion, events: &[NewEvent]) -> Result<AppendResult> {
         let ids: Vec<PgUuid> = events.iter().map(|e| PgUuid(e.metadata.event_id.0)).collect();
         let types: Vec<&str> = events.iter().map(|e| &*e.event_type).collect();
         let (json, binary): (Option<Vec<&str>>, Option<Vec<&[u8]>>) = match self.inner.payload {
@@ -806,7 +1110,7 @@ impl EventStoreBackend for PostgresBackend {
         let expected_code = expected_code(expected);
         let sql = &self.inner.sql.append;
         let attempt = || {
-            sqlx::query_as::<_, (i64, i64, i64)>(sql.clone())
+            sqlx::query_as::<_, group::AppendRow>(sql.clone())
                 .bind(stream)
                 .bind(expected_code)
                 .bind(&ids)
@@ -815,30 +1119,39 @@ impl EventStoreBackend for PostgresBackend {
                 .bind(&binary)
                 .bind(&metadata)
                 .bind(&created)
-                .bind(self.inner.channel.as_deref())
+                // NOTIFY is sent after the commit, outside the append (`horizon::Notifier`).
+                .bind(None::<&str>)
                 // `fetch_all` reads up to ReadyForQuery, which the server sends only after the
                 // implicit transaction has committed: an acknowledged append is committed.
                 .fetch_all(&self.inner.pool)
         };
         match self.retrying(attempt).await {
             Ok(rows) => {
-                let Some(&(version, first, last)) = rows.first() else {
+                let Some((version, first, last, visible_below, xid, older)) = rows.first() else {
                     return Err(Error::backend(BACKEND_NAME, false, "the append function returned no row"));
                 };
+                let (version, first, last) = (*version, *first, *last);
+                let seen = group::seen(*visible_below, *xid, older);
                 let result = AppendResult {
                     stream_version: version as u64,
                     first_position: first as u64,
                     last_position: last as u64,
                     deduplicated: false,
                 };
+                // Acknowledged once visible to every reader (older transactions have ended).
+                self.inner.visibility.committed(seen.xid);
+                self.inner.visibility.wait(result.last_position, seen).await;
                 self.inner.signal.publish(result.last_position);
+                if let Some(notifier) = &self.inner.notifier {
+                    notifier.announce(result.last_position);
+                }
                 Ok(result)
             }
             Err(error) => {
                 let code = errors::sqlstate(&error);
                 if code.as_deref() == Some(errors::WRONG_EXPECTED_VERSION) {
                     // A retry of a stored append is recognised before the version check.
-                    if let Some(original) = self.find_retry(stream, &events).await? {
+                    if let Some(original) = self.find_retry(stream, events).await? {
                         return Ok(original);
                     }
                     let actual = errors::detail(&error).and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
@@ -847,7 +1160,7 @@ impl EventStoreBackend for PostgresBackend {
                 if errors::is_unique_violation(&error) {
                     match errors::constraint(&error) {
                         Some("events_event_id_key") => {
-                            if let Some(original) = self.find_retry(stream, &events).await? {
+                            if let Some(original) = self.find_retry(stream, events).await? {
                                 return Ok(original);
                             }
                         }
@@ -874,6 +1187,57 @@ impl EventStoreBackend for PostgresBackend {
             }
         }
     }
+}
+
+#[async_trait]
+impl EventStoreBackend for PostgresBackend {
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut capabilities = Capabilities::full(self.inner.durability, true);
+        capabilities.json_payloads = self.inner.payload == PayloadEncoding::Jsonb;
+        capabilities.live_notifications = self.inner.channel.is_some();
+        capabilities
+    }
+
+    async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        self.inner.limits.check_append(stream, &events)?;
+        if events.is_empty() {
+            let current = self.current_version(stream).await?;
+            expected.check(stream, current)?;
+            return Ok(AppendResult { stream_version: current, ..AppendResult::default() });
+        }
+        let Some(committer) = &self.inner.committer else {
+            return self.append_alone(stream, expected, &events).await;
+        };
+        if self.inner.payload == PayloadEncoding::Jsonb {
+            for event in &events {
+                self.check_payload(&event.event_type, &event.payload)?;
+            }
+        }
+        let metadata: Vec<Vec<u8>> = events.iter().map(|e| e.metadata.encode()).collect();
+        let events = Arc::new(events);
+        match committer.submit(stream, expected_code(expected), Arc::clone(&events), metadata).await {
+            group::Outcome::Stored(result) => Ok(result),
+            group::Outcome::Conflict { actual } => {
+                // A retry of a stored append is recognised before the version check.
+                if let Some(original) = self.find_retry(stream, &events).await? {
+                    return Ok(original);
+                }
+                Err(Error::Conflict { stream: StreamId::from(stream), expected, actual })
+            }
+            // The group failed as a whole (nothing of it stored, or, after a lost connection,
+            // perhaps all of it): alone, the append gets its exact outcome, and event ids make
+            // it idempotent.
+            // Without retries, a lost connection is the caller's to handle, as on the single path.
+            group::Outcome::Failed { lost: Some(error) } if self.inner.retries == 0 => {
+                Err(Error::backend(BACKEND_NAME, true, error))
+            }
+            group::Outcome::Failed { .. } => self.append_alone(stream, expected, &events).await,
+        }
+    }
 
     async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         if limit == 0 || stream.contains('\0') {
@@ -886,7 +1250,7 @@ impl EventStoreBackend for PostgresBackend {
         self.retrying(|| {
             let stream_id = &stream_id;
             async move {
-                let mut rows = sqlx::query(sql.clone()).bind(stream).bind(after).bind(limit).fetch(&self.inner.pool);
+                let mut rows = sqlx::query(sql.clone()).bind(stream).bind(after).bind(limit).fetch(self.reader());
                 let mut out = Vec::new();
                 while let Some(row) = rows.try_next().await? {
                     out.push(self.decode_event(&row, Some(stream_id)));
@@ -912,7 +1276,7 @@ impl EventStoreBackend for PostgresBackend {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let after = to_i64(after_position);
         self.retrying(|| async move {
-            let mut rows = sqlx::query(sql.clone()).bind(after).bind(limit).fetch(&self.inner.pool);
+            let mut rows = sqlx::query(sql.clone()).bind(after).bind(limit).fetch(self.reader());
             let mut out = Vec::new();
             while let Some(row) = rows.try_next().await? {
                 out.push(self.decode_event(&row, None));
@@ -932,7 +1296,7 @@ impl EventStoreBackend for PostgresBackend {
     async fn head_position(&self) -> Result<u64> {
         let sql = &self.inner.sql.head;
         let head: i64 = self
-            .retrying(|| sqlx::query_scalar(sql.clone()).fetch_one(&self.inner.pool))
+            .retrying(|| sqlx::query_scalar(sql.clone()).fetch_one(self.reader()))
             .await
             .map_err(|e| errors::map("head_position", e))?;
         Ok(head.max(0) as u64)
@@ -946,9 +1310,9 @@ impl EventStoreBackend for PostgresBackend {
         let rows: Vec<(String, i64)> = self
             .retrying(|| match after {
                 Some(after) => {
-                    sqlx::query_as(sql.list_streams_after.clone()).bind(after).bind(limit).fetch_all(&self.inner.pool)
+                    sqlx::query_as(sql.list_streams_after.clone()).bind(after).bind(limit).fetch_all(self.reader())
                 }
-                None => sqlx::query_as(sql.list_streams_first.clone()).bind(limit).fetch_all(&self.inner.pool),
+                None => sqlx::query_as(sql.list_streams_first.clone()).bind(limit).fetch_all(self.reader()),
             })
             .await
             .map_err(|e| errors::map("list_streams", e))?;
@@ -1021,7 +1385,7 @@ impl EventStoreBackend for PostgresBackend {
         }
         let sql = &self.inner.sql.get_snapshot;
         let row: Option<(i64, Option<String>, Option<Vec<u8>>, i64)> = self
-            .retrying(|| sqlx::query_as(sql.clone()).bind(stream).fetch_optional(&self.inner.pool))
+            .retrying(|| sqlx::query_as(sql.clone()).bind(stream).fetch_optional(self.reader()))
             .await
             .map_err(|e| errors::map("get_latest_snapshot", e))?;
         let Some((version, json, binary, taken_at)) = row else { return Ok(None) };
@@ -1060,17 +1424,16 @@ impl EventStoreBackend for PostgresBackend {
 
     async fn stats(&self) -> Result<BackendStats> {
         let sql = &self.inner.sql.stats;
-        type StatsRow = (i64, i64, i64, i64, i64, String, String, String);
-        let (head, streams, snapshots, events_bytes, database_bytes, server_version, synchronous_commit, fsync): StatsRow = self
+        type StatsRow = (i64, i64, i64, i64, i64, String, String, String, i64);
+        let (head, streams, snapshots, events_bytes, database_bytes, server_version, synchronous_commit, fsync, events): StatsRow = self
             .retrying(|| sqlx::query_as(sql.clone()).fetch_one(&self.inner.pool))
             .await
             .map_err(|e| errors::map("stats", e))?;
         // The mode in force now (a configuration reload may have changed it since connect;
         // `capabilities()` keeps the one seen at connect).
         let mut stats = BackendStats::new(BACKEND_NAME, durability_of(&synchronous_commit, &fsync));
-        // Positions have no gaps (an aborted append rolls its positions back), so the head is
-        // also the number of events.
-        stats.events = head.max(0) as u64;
+        // Positions are not contiguous (they come from transaction ids): the events are counted.
+        stats.events = events.max(0) as u64;
         stats.head_position = head.max(0) as u64;
         stats.streams = streams.max(0) as u64;
         stats.snapshots = snapshots.max(0) as u64;
@@ -1083,12 +1446,25 @@ impl EventStoreBackend for PostgresBackend {
         details.insert("pool_connections".into(), self.inner.pool.size().to_string());
         details.insert("pool_idle".into(), self.inner.pool.num_idle().to_string());
         details.insert("schema_version".into(), SCHEMA_VERSION.to_string());
+        details.insert("groups_in_flight".into(), self.inner.groups_in_flight.to_string());
+        details.insert("read_replica".into(), self.inner.read_pool.is_some().to_string());
+        let horizon = self.horizon_status().await?;
+        details.insert("horizon_held_back_events".into(), horizon.held_back_events.to_string());
+        if let Some(oldest) = horizon.oldest_transaction {
+            details.insert("oldest_transaction".into(), oldest.to_string());
+        }
         Ok(stats)
     }
 
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         // Without notifications, commits of other processes are only seen by polling.
         let max_wait = if self.inner.channel.is_some() { max_wait } else { max_wait.min(Duration::from_millis(50)) };
+        if self.inner.signal.head() > after_position {
+            // Announced (committed), not yet readable: an older transaction still holds the
+            // horizon, or the read replica has not replayed it. Look again shortly.
+            tokio::time::sleep(max_wait.min(ANNOUNCED_POLL)).await;
+            return Ok(());
+        }
         self.inner.signal.wait_past(after_position, max_wait).await;
         Ok(())
     }

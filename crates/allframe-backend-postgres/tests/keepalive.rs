@@ -141,3 +141,48 @@ async fn a_terminated_listen_connection_is_replaced() {
     waiter.woken_by(&other, "terminated", "on the new LISTEN connection").await;
     other.close().await;
 }
+
+/// A pooled connection that went half-open while idle is noticed before use (a ping without
+/// an answer within the check's timeout) and replaced, instead of the next statement waiting
+/// for the kernel to give up on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_gone_half_open_while_idle_is_replaced_before_use() {
+    if !common::server_available().await {
+        return;
+    }
+    let url = common::database_url();
+    let proxy = common::proxy::Proxy::in_front_of(&url).await;
+    let schema = common::fresh_schema();
+    PostgresBackend::migrate(&url, &schema).await.expect("migrate");
+    let backend = PostgresBackend::builder(&proxy.url(&url))
+        .schema(&schema)
+        .pool_size(1)
+        .live_notifications(false)
+        .idle_check(Duration::from_millis(100), Duration::from_millis(500))
+        .run_migrations(false)
+        .connect()
+        .await
+        .expect("connect through the proxy");
+    backend.append("idle", ExpectedVersion::NoStream, vec![NewEvent::new("First", "{}")]).await.expect("append");
+    // sqlx pings a connection as it goes back to the pool, without a time limit: freeze it once
+    // it is back, idle (a connection that goes half-open during that ping is lost to the pool
+    // until the kernel gives up on it; docs/POSTGRES.md).
+    for _ in 0..500 {
+        if backend.pool().num_idle() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(proxy.freeze_all_connections() >= 1, "the pool's connection went half-open");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let appended = tokio::time::timeout(
+        Duration::from_secs(10),
+        backend.append("idle", ExpectedVersion::Exact(1), vec![NewEvent::new("Second", "{}")]),
+    )
+    .await
+    .expect("the half-open connection was replaced, not waited on");
+    assert_eq!(appended.expect("append on a new connection").stream_version, 2);
+    drop(backend);
+    drop(proxy);
+    common::drop_schema(&schema).await;
+}

@@ -47,8 +47,10 @@ pub mod allsource {
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs-postgres")))]
 pub mod postgres {
     pub use allframe_backend_postgres::{
+        DEFAULT_GROUPS_IN_FLIGHT, DEFAULT_IDLE_CHECK_AFTER, DEFAULT_IDLE_CHECK_TIMEOUT,
         DEFAULT_LISTENER_CHECK_INTERVAL, DEFAULT_LISTENER_CHECK_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_TCP_KEEPALIVE_IDLE,
-        PayloadEncoding, PostgresBackend, PostgresBuilder, SCHEMA_VERSION,
+        DEFAULT_VISIBILITY_WAIT, HorizonStatus, MAX_EVENTS_PER_TRANSACTION, OpenTransaction, PayloadEncoding,
+        PostgresBackend, PostgresBuilder, SCHEMA_VERSION,
     };
 }
 

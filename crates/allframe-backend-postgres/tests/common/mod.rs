@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod proxy;
 
 use std::time::Duration;
@@ -179,4 +180,74 @@ impl EventStoreBackend for TestBackend {
     async fn save_checkpoint(&self, name: &str, expected: Option<u64>, position: u64) -> Result<()> {
         self.inner().save_checkpoint(name, expected, position).await
     }
+}
+
+/// The hot standby the replica tests read from: `ALLFRAME_TEST_REPLICA_URL`, or the port
+/// `scripts/postgres-replica-up.sh` gives it.
+pub fn replica_url() -> String {
+    std::env::var("ALLFRAME_TEST_REPLICA_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/test".into())
+}
+
+/// Whether the replica answers and is a standby; when it does not, replica tests skip with a
+/// notice, except under `CI=true`, where a missing replica fails the run.
+pub async fn replica_available() -> bool {
+    let url = replica_url();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut conn = sqlx::PgConnection::connect(&url).await?;
+        let standby: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(&mut conn).await?;
+        let _ = conn.close().await;
+        Ok::<_, sqlx::Error>(standby)
+    })
+    .await;
+    let reason = match outcome {
+        Ok(Ok(true)) => return true,
+        Ok(Ok(false)) => "the server is not a standby (pg_is_in_recovery() is false)".to_owned(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".into(),
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and no PostgreSQL replica at {url}: {reason}");
+    }
+    eprintln!(
+        "NOTICE: skipping PostgreSQL replica test: no hot standby at {url} ({reason}); \
+         run `bash scripts/postgres-replica-up.sh` or set ALLFRAME_TEST_REPLICA_URL"
+    );
+    false
+}
+
+/// Waits until the replica has replayed the creation of `schema`'s tables.
+pub async fn wait_for_replica_schema(schema: &str) {
+    let mut conn = sqlx::PgConnection::connect(&replica_url()).await.expect("connect to the replica");
+    for _ in 0..1000 {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'log_head'")
+                .bind(schema)
+                .fetch_optional(&mut conn)
+                .await
+                .expect("query the replica");
+        if found.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the replica did not replay the creation of schema {schema} within 10 s");
+}
+
+/// A session holding the lock of `stream` in `schema` (the advisory lock every append to it
+/// takes before writing, decision 0203) until its transaction ends: appends to that stream wait.
+pub async fn hold_stream(schema: &str, stream: &str) -> sqlx::PgConnection {
+    let mut session = sqlx::PgConnection::connect(&database_url()).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut session).await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
+        .bind(schema)
+        .bind(stream)
+        .execute(&mut session)
+        .await
+        .expect("take the stream's lock");
+    session
+}
+
+/// Whether positions strictly increase along `log`.
+pub fn increasing(log: &[RecordedEvent]) -> bool {
+    log.windows(2).all(|pair| pair[0].position < pair[1].position)
 }

@@ -103,6 +103,15 @@ impl Proxy {
         seen.wait_for(|n| *n >= count).await.expect("proxy running");
     }
 
+    /// Makes every connection open now half-open (later ones pass); returns how many.
+    pub fn freeze_all_connections(&self) -> usize {
+        let links = self.links.lock().unwrap();
+        for link in links.iter() {
+            link.frozen.store(true, Ordering::SeqCst);
+        }
+        links.len()
+    }
+
     /// Makes every connection that has sent `LISTEN` half-open; returns how many.
     pub fn freeze_listen_connections(&self) -> usize {
         let links = self.links.lock().unwrap();
