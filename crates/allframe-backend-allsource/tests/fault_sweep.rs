@@ -274,6 +274,16 @@ fn run(mode: SyncMode, dir: &Path, hook: &Arc<Sweep>, what: &str) -> Outcome {
             }
             if poisoning && poisoned_by.is_none() {
                 poisoned_by = Some(i);
+                // The injected failure returns inside the writer's call, a moment before the
+                // writer records the poison: the failure takes effect once recorded. Wait for
+                // that, so that the next step meets the poisoned store (a snapshot saved in
+                // between is linearised before the failure, and is not what this checks).
+                let mut waited = 0;
+                while !store.stats().await.unwrap().details.contains_key("failed") {
+                    assert!(waited < 10_000, "{what}: the fault fired at step {i} but never poisoned the store");
+                    std::thread::sleep(Duration::from_millis(1));
+                    waited += 1;
+                }
             }
         }
         if poisoned_by.is_some() {
