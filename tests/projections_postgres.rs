@@ -284,10 +284,8 @@ async fn a_poison_event_is_dead_lettered_the_rest_of_its_page_lands_and_a_rebuil
     let Some((schema, backend)) = fresh("policy").await else { return };
     let store: EventStore<Money, PostgresBackend> = EventStore::with_backend(backend.clone());
     let amounts = [1, 2, 13, 4, 5];
-    let appended = store
-        .append("account", amounts.iter().map(|&amount| Money::Deposited { amount }).collect())
-        .await
-        .unwrap();
+    let appended =
+        store.append("account", amounts.iter().map(|&amount| Money::Deposited { amount }).collect()).await.unwrap();
     // Positions on PostgreSQL follow transaction ids: consecutive within one append only.
     let (last, unlucky) = (appended.last_position, appended.first_position + 2);
     let (registry, handle) = registry(&backend, &schema, "parent", FailurePolicy::dead_letter());
