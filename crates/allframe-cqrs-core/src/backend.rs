@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::health::Health;
 use crate::retry::StoredAt;
 use crate::types::{
     AppendResult, BackendStats, Capabilities, EventId, ExpectedVersion, NewEvent, RecordedEvent, Snapshot, StreamId,
@@ -125,6 +126,17 @@ pub trait EventStoreBackend: Send + Sync + 'static {
     /// Counters and facts about the store.
     async fn stats(&self) -> Result<BackendStats>;
 
+    /// Whether the store can serve, and what needs a person (see [`Health`]).
+    ///
+    /// The default reads the head position: a store that cannot answer that has failed.
+    /// Backends add what they know: a poisoned writer, an unreachable server, a backlog.
+    async fn health(&self) -> Health {
+        match self.head_position().await {
+            Ok(_) => Health::ok(),
+            Err(error) => Health::failed(self.name(), format!("reading the head position failed: {error}")),
+        }
+    }
+
     /// The position checkpoint `name` holds (contract point 14), `None` if it was never saved:
     /// where a consumer of the log (a projection, a saga) goes on after a restart.
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>>;
@@ -241,6 +253,7 @@ macro_rules! forward_backend {
             }
             async fn flush(&self) -> Result<()> { (**self).flush().await }
             async fn stats(&self) -> Result<BackendStats> { (**self).stats().await }
+            async fn health(&self) -> Health { (**self).health().await }
             async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
                 (**self).wait_for_commit(after_position, max_wait).await
             }

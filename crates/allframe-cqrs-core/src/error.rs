@@ -241,6 +241,35 @@ impl Error {
         }
     }
 
+    /// A short, stable name of the variant (`conflict`, `io`, `timeout`, …): the `kind` label
+    /// of the error metrics, bounded whatever the error says.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Conflict { .. } => "conflict",
+            Error::DuplicateEventId { .. } => "duplicate_event_id",
+            Error::CheckpointConflict { .. } => "checkpoint_conflict",
+            Error::InvalidCheckpoint { .. } => "invalid_checkpoint",
+            Error::InvalidStreamId { .. } => "invalid_stream_id",
+            Error::InvalidEventType { .. } => "invalid_event_type",
+            Error::EventTooLarge { .. } => "event_too_large",
+            Error::TooManyEvents { .. } => "too_many_events",
+            Error::InvalidPayload { .. } => "invalid_payload",
+            Error::InvalidSnapshot { .. } => "invalid_snapshot",
+            Error::Encode { .. } => "encode",
+            Error::Decode { .. } => "decode",
+            Error::UnknownEventType { .. } => "unknown_event_type",
+            Error::Unsupported { .. } => "unsupported",
+            Error::Locked { .. } => "locked",
+            Error::NotAStore { .. } => "not_a_store",
+            Error::Corruption { .. } => "corruption",
+            Error::Io { .. } => "io",
+            Error::Configuration { .. } => "configuration",
+            Error::Timeout { .. } => "timeout",
+            Error::Closed { .. } => "closed",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
     /// Whether this is an optimistic-concurrency conflict.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict { .. })

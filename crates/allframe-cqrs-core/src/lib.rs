@@ -27,7 +27,11 @@ mod codec;
 mod error;
 mod event;
 pub mod event_name;
+mod health;
 mod lease;
+#[cfg(feature = "metrics")]
+mod metered;
+pub mod metric_names;
 pub mod migrate;
 pub mod read;
 pub mod retry;
@@ -41,7 +45,10 @@ pub use backend::{CommitSignal, DEFAULT_PAGE_SIZE, DynBackend, EventStoreBackend
 pub use codec::Codec;
 pub use error::{BoxError, Error, Result};
 pub use event::{Aggregate, Envelope, Event, EventData, Projection};
+pub use health::{Health, HealthReason, HealthStatus};
 pub use lease::{Lease, Leases};
+#[cfg(feature = "metrics")]
+pub use metered::Metered;
 pub use store::{CommandError, EventStore, LoadedAggregate, SnapshotPolicy, SubscriptionHandle, Undecodable};
 pub use subscription::{RawSubscription, StartFrom, Subscription, SubscriptionOptions};
 pub use transaction::CheckpointTransactions;

@@ -548,6 +548,12 @@ impl<E: Event, B: EventStoreBackend + ?Sized> EventStore<E, B> {
         self.backend().flush().instrument(span).await
     }
 
+    /// Whether the store can serve, and what needs a person (the backend's checks; see
+    /// [`Health`](crate::Health)).
+    pub async fn health(&self) -> crate::Health {
+        self.backend.health().await
+    }
+
     /// The backend's counters and facts.
     pub async fn stats(&self) -> Result<BackendStats> {
         let span = tracing::debug_span!("allframe.stats", backend = self.backend.name());
