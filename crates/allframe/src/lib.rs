@@ -8,12 +8,23 @@
 // `allframe-cqrs-core` directly.
 pub use allframe_cqrs_core::{
     Aggregate, AppendResult, BackendStats, BoxError, Bytes, Capabilities, Codec, CommandError, DEFAULT_PAGE_SIZE,
-    Durability, DynBackend, Envelope, Error, Event, EventData, EventId, EventStoreBackend, ExpectedVersion, Lease,
-    Leases, Limits, LoadedAggregate, Metadata, MetadataDecodeError, NewEvent, ParseEventIdError, Projection,
-    RawSubscription, RecordedEvent, Result, Snapshot, SnapshotPolicy, StartFrom, StreamId, Subscription,
-    SubscriptionHandle, SubscriptionOptions, Timestamp, Undecodable, async_trait, is_system_stream, migrate, read,
-    schema_version,
+    Durability, DynBackend, Envelope, Error, Event, EventData, EventId, EventStoreBackend, ExpectedVersion, Health,
+    HealthReason, HealthStatus, Lease, Leases, Limits, LoadedAggregate, Metadata, MetadataDecodeError, NewEvent,
+    ParseEventIdError, Projection, RawSubscription, RecordedEvent, Result, Snapshot, SnapshotPolicy, StartFrom,
+    StreamId, Subscription, SubscriptionHandle, SubscriptionOptions, Timestamp, Undecodable, async_trait,
+    is_system_stream, metric_names, migrate, read, schema_version,
 };
+
+/// Any backend with every store operation counted and timed through the `metrics` facade
+/// (feature `cqrs-metrics`; the names are in [`metric_names`]).
+#[cfg(feature = "cqrs-metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs-metrics")))]
+pub use allframe_cqrs_core::Metered;
+
+/// The Prometheus endpoint: `/metrics` and `/health` over HTTP (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub use allframe_prometheus as prometheus;
 
 /// Where an event is stored, as [`EventStoreBackend::find_event`] names it.
 pub use allframe_cqrs_core::retry::StoredAt;
