@@ -87,7 +87,7 @@ impl Aggregate for Account {
 /// in its `DispatchError`.
 #[derive(Debug, Serialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-enum BankError {
+pub(crate) enum BankError {
     #[error("account is already open")]
     AlreadyOpen,
     #[error("account is not open")]
@@ -117,34 +117,34 @@ impl DomainError for BankError {
 /// Opens an account for its owner.
 #[command(name = "OpenAccount", stream = "account-{account}", error = BankError, validate)]
 #[derive(Clone, Debug, Serialize, Deserialize, garde::Validate)]
-struct OpenAccount {
+pub(crate) struct OpenAccount {
     #[garde(length(min = 1, max = 64))]
-    account: String,
+    pub(crate) account: String,
     #[garde(length(min = 1, max = 100))]
-    owner: String,
+    pub(crate) owner: String,
 }
 
 /// Puts money on an account.
 #[command(name = "DepositMoney", stream = "account-{account}", error = BankError, validate)]
 #[derive(Clone, Debug, Serialize, Deserialize, garde::Validate)]
-struct Deposit {
+pub(crate) struct Deposit {
     #[garde(length(min = 1, max = 64))]
-    account: String,
+    pub(crate) account: String,
     #[garde(range(min = 1, max = 1_000_000))]
-    amount: u64,
+    pub(crate) amount: u64,
 }
 
 /// Takes money from an account, if the balance covers it.
 #[command(name = "WithdrawMoney", stream = "account-{account}", error = BankError, validate)]
 #[derive(Clone, Debug, Serialize, Deserialize, garde::Validate)]
-struct Withdraw {
+pub(crate) struct Withdraw {
     #[garde(length(min = 1, max = 64))]
-    account: String,
+    pub(crate) account: String,
     #[garde(range(min = 1, max = 1_000_000))]
-    amount: u64,
+    pub(crate) amount: u64,
     /// Who pays it out.
     #[garde(length(min = 1, max = 32))]
-    teller: String,
+    pub(crate) teller: String,
 }
 
 #[command_handler]
@@ -181,7 +181,7 @@ async fn withdraw(account: &Account, cmd: &Withdraw, tellers: State<Tellers>) ->
 /// from the same version of the account: the demo's way to make a conflict happen every time
 /// instead of by chance.
 #[derive(Debug, Default)]
-struct Tellers {
+pub(crate) struct Tellers {
     meeting: Mutex<Option<(Arc<tokio::sync::Barrier>, usize)>>,
 }
 

@@ -84,6 +84,14 @@ pub struct DemoArgs {
     /// The AllSource store's directory.
     #[arg(long, value_name = "DIR", default_value = "./allframe-data")]
     pub data: String,
+    /// Serve /metrics (Prometheus) and /health on ADDRESS, such as 127.0.0.1:9464, while the
+    /// demo runs (and its load, with --load).
+    #[arg(long, value_name = "ADDRESS")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// After the demo, run the bank under load for SECONDS (0: until Ctrl-C), printing a line
+    /// of figures every second.
+    #[arg(long, value_name = "SECONDS")]
+    pub load: Option<u64>,
 }
 
 /// `allframe copy FROM TO`.
@@ -445,10 +453,47 @@ pub async fn demo(args: &DemoArgs) -> Result<u8, CliError> {
         _ => None,
     }
     .ok_or_else(|| CliError::usage(format!("the demo runs on `allsource` or `memory`, not `{choice}`")))?;
-    let backend: DynBackend = address::open(&address, Open::CreateIfMissing).await?;
+    // The recorder goes in before the store is opened: metrics register with the recorder
+    // installed when they are made.
+    let exporter = match args.serve {
+        Some(_) => Some(
+            allframe::prometheus::Exporter::install()
+                .map_err(|error| CliError::new(&address, error.to_string(), "run one exporter per process"))?,
+        ),
+        None => None,
+    };
+    let opened: DynBackend = address::open(&address, Open::CreateIfMissing).await?;
+    let backend: DynBackend = match exporter {
+        Some(_) => Arc::new(allframe::Metered::new(opened)),
+        None => opened,
+    };
+    let _server = match (exporter, args.serve) {
+        (Some(exporter), Some(at)) => {
+            let checked = Arc::clone(&backend);
+            let server = exporter
+                .serve(at, move || {
+                    let backend = Arc::clone(&checked);
+                    async move { backend.health().await }
+                })
+                .await
+                .map_err(|error| CliError::new(&address, error.to_string(), "choose a free address"))?;
+            println!("(metrics: http://{0}/metrics, health: http://{0}/health)", server.local_addr());
+            Some(server)
+        }
+        _ => None,
+    };
     println!("(store: {address})");
-    crate::bank::run_demo(Arc::clone(&backend))
-        .await
-        .map_err(|error| CliError::new(&address, error.to_string(), "see the demo output above"))?;
+    let failed = |error: Box<dyn std::error::Error + Send + Sync>| {
+        CliError::new(&address, error.to_string(), "see the demo output above")
+    };
+    crate::bank::run_demo(Arc::clone(&backend)).await.map_err(failed)?;
+    if let Some(seconds) = args.load {
+        let duration = (seconds > 0).then(|| Duration::from_secs(seconds));
+        println!(
+            "\nload: 8 workers on 64 accounts{}",
+            duration.map(|d| format!(" for {} s", d.as_secs())).unwrap_or_default()
+        );
+        crate::load::run_load(Arc::clone(&backend), duration).await.map_err(failed)?;
+    }
     Ok(0)
 }

@@ -8,9 +8,11 @@
 mod address;
 mod bank;
 mod commands;
+mod load;
 mod projections;
 mod sagas;
 mod schema;
+mod stats;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -80,6 +82,12 @@ enum Command {
     /// Saga instances on a store: list (of one saga or all), show SAGA ID, resume SAGA ID (one stuck in a
     /// compensation).
     Sagas(sagas::SagasArgs),
+    /// A store's figures and health on one screen: --json for scripts, --watch to refresh, --serve
+    /// ADDRESS for Prometheus (/metrics) and load balancers (/health).
+    ///
+    /// Exits 1 when the store's health is `failed`. An embedded store (AllSource, RocksDB) is
+    /// locked by the process that has it open: serve its metrics from that process instead.
+    Stats(stats::StatsArgs),
     /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -216,6 +224,7 @@ async fn dispatch(command: Command) -> Result<u8, CliError> {
         Command::Projections(args) => projections::projections(&args).await,
         Command::Schema(args) => schema::schema(&args).await,
         Command::Sagas(args) => sagas::sagas(&args).await,
+        Command::Stats(args) => stats::stats(&args).await,
         Command::Completions { .. } => Ok(0),
     }
 }

@@ -257,6 +257,12 @@ impl<B: EventStoreBackend> EventStoreBackend for Metered<B> {
         let started = Instant::now();
         let result = self.inner.stats().await;
         self.handles.finish(Op::Stats, started, &result);
+        if let Ok(stats) = &result {
+            let backend = self.handles.backend;
+            metrics::gauge!(names::STORE_EVENTS, "backend" => backend).set(stats.events as f64);
+            metrics::gauge!(names::STORE_STREAMS, "backend" => backend).set(stats.streams as f64);
+            metrics::gauge!(names::STORE_HEAD_POSITION, "backend" => backend).set(stats.head_position as f64);
+        }
         result
     }
 

@@ -63,6 +63,15 @@ metrics_table! {
     /// How long store operations take.
     STORE_OPERATION_DURATION = "allframe_store_operation_duration_seconds", Histogram, "seconds", ["backend", "operation"],
         "Time from the call to the answer of a store operation, failed or not.";
+    /// Events stored, as the last `stats()` call counted them.
+    STORE_EVENTS = "allframe_store_events", Gauge, "events", ["backend"],
+        "Events in the store, as the last stats() call counted them (set by Metered::stats; allframe stats --serve calls it).";
+    /// Streams stored, as the last `stats()` call counted them.
+    STORE_STREAMS = "allframe_store_streams", Gauge, "streams", ["backend"],
+        "Streams in the store, as the last stats() call counted them.";
+    /// The log's head position at the last `stats()` call.
+    STORE_HEAD_POSITION = "allframe_store_head_position", Gauge, "position", ["backend"],
+        "The highest committed log position at the last stats() call.";
     /// Events appended.
     APPEND_EVENTS = "allframe_append_events_total", Counter, "events", ["backend"],
         "Events stored by appends (an idempotent retry stores none).";
