@@ -33,6 +33,8 @@ const APPLICATION_PROBES: &[(&str, &str)] = &[
         "cqrs-schema-registry",
         "schema registry: version 2 of an event type checked against version 1 and registered (`cqrs-schema-registry`)",
     ),
+    ("cqrs-metrics", "metrics: the memory store through `Metered`, every operation counted and timed (`cqrs-metrics`)"),
+    ("prometheus", "the Prometheus endpoint: recorder, /metrics and /health over HTTP (`prometheus`)"),
 ];
 
 /// Two probes per backend (`crates/*/Cargo.toml`'s `[package.metadata.allframe]`): the facade
