@@ -122,10 +122,10 @@ metrics_table! {
         "1 while a projection's runner runs, 0 once it stopped (on a failure or when asked).";
     /// Saga instances, by state.
     SAGA_INSTANCES = "allframe_saga_instances", Gauge, "instances", ["saga", "state"],
-        "Saga instances this orchestrator drives, by state (running, compensating, sleeping, completed, compensated, failed).";
+        "Saga instances by state (running, waiting, compensating, stuck, completed, rolled_back): those the orchestrator drives, as last seen, and those its start found finished or stuck.";
     /// Saga steps and reactions, by outcome.
     SAGA_STEPS = "allframe_saga_steps_total", Counter, "steps", ["saga", "outcome"],
-        "Saga steps and reactions run, by outcome (succeeded, failed, timed_out, compensated).";
+        "Attempts at saga steps, compensations and reactions, by outcome (succeeded, failed, timed_out, compensated, compensation_failed); a failure retried later counts as failed.";
     /// The position a saga router has routed up to.
     SAGA_ROUTER_POSITION = "allframe_saga_router_position", Gauge, "position", ["saga"],
         "The log position a choreography's router has routed and checkpointed.";
