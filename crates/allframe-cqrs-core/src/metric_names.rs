@@ -101,13 +101,13 @@ metrics_table! {
         "Events delivered by catch-up subscriptions (raw and typed; projections and saga routers read through them).";
     /// The position a projection has applied up to.
     PROJECTION_POSITION = "allframe_projection_position", Gauge, "position", ["projection"],
-        "The log position a projection has applied and checkpointed.";
+        "The log position a projection has applied through: its checkpoint when it keeps one (where a restart resumes), else the position it passed.";
     /// How many positions a projection is behind the head.
     PROJECTION_LAG_EVENTS = "allframe_projection_lag_events", Gauge, "events", ["projection"],
         "Log positions between the head and a projection's checkpoint (positions are sparse on PostgreSQL).";
     /// How old the oldest event a projection has not applied is.
     PROJECTION_LAG_SECONDS = "allframe_projection_lag_seconds", Gauge, "seconds", ["projection"],
-        "Age of the first event a projection has not applied yet (0 when it is caught up).";
+        "Age of the first event a projection has not passed yet (0 when it is caught up), as of its last read or status.";
     /// Events a projection applied.
     PROJECTION_EVENTS = "allframe_projection_events_total", Counter, "events", ["projection"],
         "Events a projection applied.";
