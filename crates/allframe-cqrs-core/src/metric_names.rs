@@ -110,13 +110,13 @@ metrics_table! {
         "Events delivered by catch-up subscriptions (raw and typed; projections and saga routers read through them).";
     /// The position a projection has applied up to.
     PROJECTION_POSITION = "allframe_projection_position", Gauge, "position", ["projection"],
-        "The log position a projection has applied and checkpointed.";
+        "The log position a projection has applied through: its checkpoint when it keeps one (where a restart resumes), else the position it passed.";
     /// How many positions a projection is behind the head.
     PROJECTION_LAG_EVENTS = "allframe_projection_lag_events", Gauge, "events", ["projection"],
         "Log positions between the head and a projection's checkpoint (positions are sparse on PostgreSQL).";
     /// How old the oldest event a projection has not applied is.
     PROJECTION_LAG_SECONDS = "allframe_projection_lag_seconds", Gauge, "seconds", ["projection"],
-        "Age of the first event a projection has not applied yet (0 when it is caught up).";
+        "Age of the first event a projection has not passed yet (0 when it is caught up), as of its last read or status.";
     /// Events a projection applied.
     PROJECTION_EVENTS = "allframe_projection_events_total", Counter, "events", ["projection"],
         "Events a projection applied.";
@@ -131,10 +131,10 @@ metrics_table! {
         "1 while a projection's runner runs, 0 once it stopped (on a failure or when asked).";
     /// Saga instances, by state.
     SAGA_INSTANCES = "allframe_saga_instances", Gauge, "instances", ["saga", "state"],
-        "Saga instances this orchestrator drives, by state (running, compensating, sleeping, completed, compensated, failed).";
+        "Saga instances by state (running, waiting, compensating, stuck, completed, rolled_back): those the orchestrator drives, as last seen, and those its start found finished or stuck.";
     /// Saga steps and reactions, by outcome.
     SAGA_STEPS = "allframe_saga_steps_total", Counter, "steps", ["saga", "outcome"],
-        "Saga steps and reactions run, by outcome (succeeded, failed, timed_out, compensated).";
+        "Attempts at saga steps, compensations and reactions, by outcome (succeeded, failed, timed_out, compensated, compensation_failed); a failure retried later counts as failed.";
     /// The position a saga router has routed up to.
     SAGA_ROUTER_POSITION = "allframe_saga_router_position", Gauge, "position", ["saga"],
         "The log position a choreography's router has routed and checkpointed.";

@@ -52,6 +52,32 @@ pub struct RawSubscription<B: ?Sized> {
     checkpoint: u64,
     buffer: VecDeque<RecordedEvent>,
     options: SubscriptionOptions,
+    delivered: Delivered,
+}
+
+/// Counts the events a subscription reads (`allframe_subscription_events_total`, by backend):
+/// one counter registered when the subscription starts, added to once per page. Nothing
+/// without the `metrics` feature.
+#[derive(Clone, Debug)]
+struct Delivered {
+    #[cfg(feature = "metrics")]
+    events: metrics::Counter,
+}
+
+impl Delivered {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn register(backend: &'static str) -> Self {
+        Delivered {
+            #[cfg(feature = "metrics")]
+            events: metrics::counter!(crate::metric_names::SUBSCRIPTION_EVENTS, "backend" => backend),
+        }
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn add(&self, events: usize) {
+        #[cfg(feature = "metrics")]
+        self.events.increment(events as u64);
+    }
 }
 
 impl<B: EventStoreBackend + ?Sized> RawSubscription<B> {
@@ -59,6 +85,9 @@ impl<B: EventStoreBackend + ?Sized> RawSubscription<B> {
     ///
     /// A `page_size` or `max_wait` of zero is refused with [`Error::Configuration`]: either
     /// would make the subscription spin without ever waiting.
+    ///
+    /// With the `metrics` feature, the events it reads are counted in
+    /// `allframe_subscription_events_total`, with the recorder installed now.
     pub async fn start(backend: Arc<B>, from: StartFrom, options: SubscriptionOptions) -> Result<Self> {
         if options.page_size == 0 || options.max_wait.is_zero() {
             return Err(Error::Configuration {
@@ -70,7 +99,8 @@ impl<B: EventStoreBackend + ?Sized> RawSubscription<B> {
             StartFrom::After(position) => position,
             StartFrom::End => backend.head_position().await?,
         };
-        Ok(RawSubscription { backend, checkpoint, buffer: VecDeque::new(), options })
+        let delivered = Delivered::register(backend.name());
+        Ok(RawSubscription { backend, checkpoint, buffer: VecDeque::new(), options, delivered })
     }
 
     /// The next committed event, waiting for one if the subscription has caught up.
@@ -89,6 +119,7 @@ impl<B: EventStoreBackend + ?Sized> RawSubscription<B> {
     pub async fn try_next(&mut self) -> Result<Option<RecordedEvent>> {
         if self.buffer.is_empty() {
             let page = (*self.backend).read_all(self.checkpoint, self.options.page_size).await?;
+            self.delivered.add(page.len());
             self.buffer.extend(page);
         }
         Ok(self.buffer.pop_front().inspect(|event| {

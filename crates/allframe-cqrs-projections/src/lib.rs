@@ -34,7 +34,9 @@
 pub mod dead_letter;
 mod error;
 mod handle;
+mod health;
 mod lock;
+mod metrics;
 mod policy;
 mod read_model;
 mod registry;

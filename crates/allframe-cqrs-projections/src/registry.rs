@@ -2,6 +2,7 @@
 //! stop, pause, status, rebuilds and dead letters.
 
 use std::sync::{Arc, PoisonError, RwLock as StdRwLock};
+use std::time::Duration;
 
 use allframe_cqrs_core::{Event, EventStore, EventStoreBackend, Leases, async_trait};
 use tokio::sync::{Mutex, RwLock, watch};
@@ -51,9 +52,11 @@ use crate::status::{ProjectionState, ProjectionStatus, Shared};
 /// # }
 /// ```
 pub struct ProjectionRegistry<E, B: ?Sized> {
-    store: EventStore<E, B>,
+    pub(crate) store: EventStore<E, B>,
     options: RunOptions,
     leases: Option<Arc<dyn Leases>>,
+    /// The lag beyond which [`health`](Self::health) says a projection is degraded.
+    pub(crate) health_lag: Duration,
     entries: Arc<StdRwLock<Entries<E, B>>>,
 }
 
@@ -66,6 +69,7 @@ impl<E, B: ?Sized> Clone for ProjectionRegistry<E, B> {
             store: self.store.clone(),
             options: self.options,
             leases: self.leases.clone(),
+            health_lag: self.health_lag,
             entries: Arc::clone(&self.entries),
         }
     }
@@ -101,7 +105,13 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
 
     /// A registry whose runners read and checkpoint as `options` say.
     pub fn with_options(store: EventStore<E, B>, options: RunOptions) -> Self {
-        ProjectionRegistry { store, options, leases: None, entries: Arc::new(StdRwLock::new(Vec::new())) }
+        ProjectionRegistry {
+            store,
+            options,
+            leases: None,
+            health_lag: crate::health::DEFAULT_HEALTH_LAG,
+            entries: Arc::new(StdRwLock::new(Vec::new())),
+        }
     }
 
     /// Runs each projection kept outside the process ([`Resume::FromCheckpoint`]) in one
@@ -233,7 +243,12 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
     ///
     /// [`ProjectionError::UnknownProjection`] or a store error.
     pub async fn status(&self, name: &str) -> Result<ProjectionStatus, ProjectionError> {
-        let mut status = self.entry(name)?.shared().snapshot();
+        self.status_of(self.entry(name)?.shared()).await
+    }
+
+    /// The status of the projection whose facts are `shared`; refreshes its lag gauges.
+    pub(crate) async fn status_of(&self, shared: &Shared) -> Result<ProjectionStatus, ProjectionError> {
+        let mut status = shared.snapshot();
         let backend = self.store.backend();
         status.head = backend.head_position().await?;
         status.lag_events = status.head.saturating_sub(status.position);
@@ -242,6 +257,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
         {
             status.lag = next.metadata.timestamp.to_system_time().elapsed().unwrap_or_default();
         }
+        shared.metrics.lag(status.lag_events, status.lag);
         Ok(status)
     }
 
@@ -308,7 +324,7 @@ impl<E: Event, B: EventStoreBackend + ?Sized + 'static> ProjectionRegistry<E, B>
         Context { store: &self.store, options: self.options, leases: self.leases.clone() }
     }
 
-    fn entries(&self) -> Vec<Arc<dyn Entry<E, B>>> {
+    pub(crate) fn entries(&self) -> Vec<Arc<dyn Entry<E, B>>> {
         self.entries.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 

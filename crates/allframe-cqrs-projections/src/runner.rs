@@ -155,6 +155,32 @@ pub(crate) async fn read_page<B: EventStoreBackend + ?Sized>(
     }
 }
 
+/// Updates the lag gauges from `page`, just read after `position`: nothing left (caught up),
+/// or the age of its first event and the positions up to the head (the page's last one when the
+/// page was not full, so that a runner at the head does not ask the store for it).
+pub(crate) async fn sample_lag<B: EventStoreBackend + ?Sized>(
+    backend: &B,
+    shared: &Shared,
+    position: u64,
+    page: &[RecordedEvent],
+    options: RunOptions,
+) {
+    let (Some(first), Some(last)) = (page.first(), page.last()) else {
+        shared.metrics.lag(0, Duration::ZERO);
+        return;
+    };
+    let head = if page.len() < options.page_size {
+        last.position
+    } else {
+        match backend.head_position().await {
+            Ok(head) => head,
+            Err(_) => return,
+        }
+    };
+    let age = first.metadata.timestamp.to_system_time().elapsed().unwrap_or_default();
+    shared.metrics.lag(head.saturating_sub(position), age);
+}
+
 /// Waits, caught up at `position`, for a commit after it, a change of `control`, or
 /// `options.max_wait`.
 pub(crate) async fn wait_for_commits<B: EventStoreBackend + ?Sized>(
@@ -222,6 +248,7 @@ pub(crate) async fn record_dead_letter<B: EventStoreBackend + ?Sized>(
         occurrence: 0,
     };
     ledger.record(backend, letter).await?;
+    shared.metrics.dead_lettered();
     shared.facts().dead_letters = ledger.open_count();
     Ok(())
 }
@@ -281,6 +308,9 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
             let Some(page) = read_page(self.store.backend(), &self.shared, self.position, self.options).await else {
                 continue;
             };
+            if self.role == Role::Live {
+                sample_lag(self.store.backend(), &self.shared, self.position, &page, self.options).await;
+            }
             if page.is_empty() {
                 if unsaved > 0 {
                     if let Err(error) = self.save_checkpoint().await {
@@ -324,13 +354,20 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
             let position = record.position;
             if handles(P::EVENTS, &record) {
                 let failure = match self.store.decode_event(&record) {
-                    Err(error) => Some((About::of(&record), Failure { reason: error.to_string(), attempts: 1 })),
+                    Err(error) => {
+                        self.shared.metrics.failed();
+                        Some((About::of(&record), Failure { reason: error.to_string(), attempts: 1 }))
+                    }
                     Ok(event) => {
                         let envelope = envelope(record, event);
                         let mut attempts = 0;
                         loop {
                             attempts += 1;
-                            match apply_caught(&mut *guard, &envelope) {
+                            let outcome = apply_caught(&mut *guard, &envelope);
+                            if outcome.is_err() {
+                                self.shared.metrics.failed();
+                            }
+                            match outcome {
                                 Ok(()) => break None,
                                 Err(reason) if attempts > self.policy.retries => {
                                     break Some((About::of_envelope(&envelope), Failure { reason, attempts }));
@@ -408,23 +445,29 @@ impl<E: Event, B: EventStoreBackend + ?Sized, P: ReadModel<E>> Runner<E, B, P> {
         if *held == Some(self.position) {
             return Ok(());
         }
-        self.model.write().await.commit(self.position).await.map_err(|error| ProjectionError::Failed {
-            name: P::NAME.to_owned(),
-            position: self.position,
-            reason: format!("committing the read model failed: {error}"),
+        self.model.write().await.commit(self.position).await.map_err(|error| {
+            self.shared.metrics.failed();
+            ProjectionError::Failed {
+                name: P::NAME.to_owned(),
+                position: self.position,
+                reason: format!("committing the read model failed: {error}"),
+            }
         })?;
         let mut wait = Duration::from_millis(50);
         loop {
             match self.store.backend().save_checkpoint(name, *held, self.position).await {
                 Ok(()) => {
                     *held = Some(self.position);
+                    self.shared.checkpointed(self.position);
                     return Ok(());
                 }
                 // Another runner moved it: this one is not the projection's runner any more.
                 Err(error @ (Error::CheckpointConflict { .. } | Error::InvalidCheckpoint { .. })) => {
+                    self.shared.metrics.failed();
                     return Err(error.into());
                 }
                 Err(error) => {
+                    self.shared.metrics.failed();
                     tracing::warn!(projection = P::NAME, %error, "saving the checkpoint failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));

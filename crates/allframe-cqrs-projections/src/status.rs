@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::metrics::ProjectionMetrics;
 use crate::read_model::Resume;
 
 /// Where a projection's runner is.
@@ -76,6 +77,8 @@ pub(crate) struct Shared {
     /// Position passed, and whether the runner has failed: what read-your-writes waits on.
     pub(crate) mark: watch::Sender<Mark>,
     pub(crate) facts: Mutex<Facts>,
+    /// Its metrics (empty without the `metrics` feature).
+    pub(crate) metrics: ProjectionMetrics,
 }
 
 /// What a read-your-writes wait watches.
@@ -96,6 +99,8 @@ pub(crate) struct Facts {
 
 impl Shared {
     pub(crate) fn new(name: &'static str, version: u32, handles: &'static [&'static str], resume: Resume) -> Self {
+        let metrics = ProjectionMetrics::register(name);
+        metrics.running(false);
         Shared {
             name,
             version,
@@ -109,6 +114,7 @@ impl Shared {
                 rebuild_position: None,
                 rate: Rate::new(),
             }),
+            metrics,
         }
     }
 
@@ -118,6 +124,7 @@ impl Shared {
 
     pub(crate) fn set_state(&self, state: ProjectionState) {
         let failed = matches!(state, ProjectionState::Failed { .. });
+        self.metrics.running(!failed && state != ProjectionState::Stopped);
         self.facts().state = state;
         self.mark.send_if_modified(|mark| std::mem::replace(&mut mark.failed, failed) != failed);
     }
@@ -133,6 +140,11 @@ impl Shared {
             facts.applied += applied;
             facts.rate.add(passed);
         }
+        self.metrics.applied(applied);
+        if self.resume == Resume::FromScratch {
+            // No checkpoint: the position passed is the position.
+            self.metrics.position(position);
+        }
         self.mark.send_if_modified(|mark| {
             let moved = position != mark.position;
             mark.position = position;
@@ -143,7 +155,13 @@ impl Shared {
     /// Puts the projection at `position` with nothing applied: a fresh or swapped read model.
     pub(crate) fn reset(&self, position: u64) {
         self.facts().applied = 0;
+        self.metrics.position(position);
         self.mark.send_if_modified(|mark| std::mem::replace(&mut mark.position, position) != position);
+    }
+
+    /// Records that the checkpoint was saved at `position`.
+    pub(crate) fn checkpointed(&self, position: u64) {
+        self.metrics.position(position);
     }
 
     pub(crate) fn position(&self) -> u64 {

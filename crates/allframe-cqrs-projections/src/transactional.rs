@@ -26,7 +26,7 @@ use crate::read_model::Resume;
 use crate::registry::{Context, Entry, ProjectionRegistry, Registration, RetryReport};
 use crate::runner::{
     About, Claim, Control, Exit, Failure, RunOptions, handles, panic_message, read_page, record_dead_letter,
-    resume_point, show_exit, take_over, wait_for_commits,
+    resume_point, sample_lag, show_exit, take_over, wait_for_commits,
 };
 use crate::status::{ProjectionState, Shared};
 
@@ -279,6 +279,7 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
             let Some(page) = read_page(self.store.backend(), &self.shared, self.position, self.options).await else {
                 continue;
             };
+            sample_lag(self.store.backend(), &self.shared, self.position, &page, self.options).await;
             if page.is_empty() {
                 if !caught_up {
                     caught_up = true;
@@ -335,6 +336,7 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
                         break None;
                     }
                     Err(failure) if failure.retryable && attempts <= self.policy.retries => {
+                        self.shared.metrics.failed();
                         drop(transaction);
                         tracing::warn!(projection = P::NAME, position = record.position, attempts, reason = %failure.reason, "apply failed; retrying");
                         tokio::time::sleep(self.policy.backoff_before(attempts)).await;
@@ -342,7 +344,10 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
                             return Err(PageError::Exit(Exit::Stopped));
                         }
                     }
-                    Err(failure) => break Some(Failure { reason: failure.reason, attempts }),
+                    Err(failure) => {
+                        self.shared.metrics.failed();
+                        break Some(Failure { reason: failure.reason, attempts });
+                    }
                 }
             };
             let Some(failure) = failure else { continue };
@@ -381,6 +386,7 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
             match self.store.backend().begin().await {
                 Ok(transaction) => return Ok(transaction),
                 Err(error) => {
+                    self.shared.metrics.failed();
                     tracing::warn!(projection = P::NAME, %error, "opening a transaction failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
@@ -402,6 +408,7 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
                 self.held = Some(through);
                 self.position = through;
                 self.unanswered = None;
+                self.shared.checkpointed(through);
                 Ok(())
             }
             Err(Error::CheckpointConflict { actual, .. }) if actual.is_some() && actual == self.unanswered => {
@@ -409,13 +416,16 @@ impl<E: Event, B: CheckpointTransactions + 'static, P: TransactionalReadModel<E,
                 self.held = actual;
                 self.position = actual.unwrap_or(0);
                 self.unanswered = None;
+                self.shared.checkpointed(self.position);
                 self.shared.advance(self.position, 0, 0);
                 Err(PageError::Retry)
             }
             Err(error @ (Error::CheckpointConflict { .. } | Error::InvalidCheckpoint { .. })) => {
+                self.shared.metrics.failed();
                 Err(PageError::Exit(Exit::Failed(error.into())))
             }
             Err(error) => {
+                self.shared.metrics.failed();
                 tracing::warn!(projection = P::NAME, %error, "committing failed; reading the events again");
                 self.unanswered = Some(through);
                 tokio::time::sleep(Duration::from_millis(100)).await;

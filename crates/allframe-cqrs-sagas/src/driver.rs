@@ -19,7 +19,7 @@ use crate::definition::{Action, SagaDefinition, Step};
 use crate::error::SagaError;
 use crate::orchestrator::Inner;
 use crate::progress::{Next, Progress};
-use crate::record::{Record, now_micros, stream_of};
+use crate::record::{Record, instance_of, now_micros, stream_of};
 
 /// How an attempt ended.
 pub(crate) enum Ended {
@@ -39,7 +39,12 @@ pub(crate) async fn record_all(
     let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
     let events = records.iter().map(Record::to_event).collect();
     match inner.backend.append(stream, expected, events).await {
-        Ok(_) => Ok(true),
+        Ok(_) => {
+            if let Some((saga, _)) = instance_of(stream) {
+                inner.metrics.recorded(saga, records);
+            }
+            Ok(true)
+        }
         // Another writer (a second runner, an operator's resume, the router): read again.
         Err(Error::Conflict { .. }) => Ok(false),
         Err(error) => Err(error.into()),
@@ -140,6 +145,7 @@ async fn step_once(inner: &Inner, saga: &SagaDefinition, id: &str) -> Result<The
         Err(SagaError::NotFound { .. }) => return Ok(Then::Exit(0)),
         Err(error) => return Err(error),
     };
+    inner.census.observe(&saga.name, id, &progress.state());
     let stream = stream_of(&saga.name, id);
     let now = now_micros();
     let version = progress.version;

@@ -36,12 +36,15 @@
 //! # Ok::<(), allframe_cqrs_sagas::SagaError>(())
 //! ```
 
+mod census;
 mod choreography;
 mod context;
 mod definition;
 mod driver;
 mod error;
+mod health;
 mod inspect;
+mod metrics;
 mod orchestrator;
 mod progress;
 mod reactions;

@@ -25,9 +25,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, watch};
 
+use crate::census::Census;
 use crate::choreography::{Choreography, Reactor, Typed};
 use crate::definition::{SagaDefinition, valid_name};
 use crate::error::SagaError;
+use crate::metrics::SagaMetrics;
 use crate::progress::{Progress, SagaState};
 use crate::record::{Record, Trigger, instance_of, stream_of};
 use crate::route::{Routed, Router};
@@ -87,7 +89,18 @@ pub(crate) struct Inner {
     /// This runner's entries in [`RUNNING`].
     claimed: Mutex<Vec<(usize, String)>>,
     /// The routers' figures, by saga.
-    routers: Mutex<BTreeMap<String, RouterStatus>>,
+    pub(crate) routers: Mutex<BTreeMap<String, RouterStatus>>,
+    /// The sagas' metrics (empty without the `metrics` feature).
+    pub(crate) metrics: Arc<SagaMetrics>,
+    /// The instances by state, as the drivers saw them.
+    pub(crate) census: Census,
+}
+
+impl Inner {
+    /// The names of the sagas, in order.
+    pub(crate) fn saga_names(&self) -> impl Iterator<Item = &str> {
+        self.sagas.keys().map(String::as_str)
+    }
 }
 
 impl Drop for Inner {
@@ -102,7 +115,7 @@ impl Drop for Inner {
 /// Runs sagas over one store and one command bus.
 #[derive(Clone)]
 pub struct SagaOrchestrator {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for SagaOrchestrator {
@@ -180,7 +193,10 @@ impl SagaOrchestratorBuilder {
                 return Err(SagaError::DuplicateSaga(name));
             }
         }
+        let metrics = Arc::new(SagaMetrics::register(sagas.keys().map(String::as_str)));
         let inner = Inner {
+            census: Census::new(Arc::clone(&metrics)),
+            metrics,
             backend: self.bus.backend().clone(),
             bus: self.bus,
             codec: self.codec,
@@ -418,7 +434,13 @@ async fn tail(inner: Arc<Inner>) {
     // lower), so that an instance begun meanwhile is seen in the log.
     let (mut open, mut after) = loop {
         match unfinished(&inner).await {
-            Ok(found) => break found,
+            Ok((open, after, ended)) => {
+                inner.census.reset();
+                for (saga, id, state) in ended {
+                    inner.census.seed(&saga, &id, state);
+                }
+                break (open, after);
+            }
             Err(error) => tracing::warn!(%error, "listing the sagas' instances failed; retrying"),
         }
         tokio::select! {
@@ -471,6 +493,10 @@ async fn tail(inner: Arc<Inner>) {
             }
             touched.insert(key);
         }
+        let head = if caught_up { after } else { inner.backend.head_position().await.unwrap_or(after) };
+        for (saga, position) in &routed {
+            inner.metrics.router(saga, *position, head);
+        }
         // Once live, only instances with something new need a look (a driver waiting for a
         // time is woken); while reading history, every unfinished instance gets one at the end.
         if live {
@@ -493,11 +519,15 @@ async fn tail(inner: Arc<Inner>) {
     }
 }
 
+/// The instances that ended (finished, or stuck), with the state of their last record.
+type Ended = Vec<(String, String, &'static str)>;
+
 /// The log's head, then the instances of this orchestrator's sagas that have not finished (nor
-/// wait stuck for an operator), found from their streams' last records.
-async fn unfinished(inner: &Inner) -> Result<(BTreeSet<(String, String)>, u64), SagaError> {
+/// wait stuck for an operator), found from their streams' last records, and those that have.
+async fn unfinished(inner: &Inner) -> Result<(BTreeSet<(String, String)>, u64, Ended), SagaError> {
     let head = inner.backend.head_position().await?;
     let mut open = BTreeSet::new();
+    let mut ended = Vec::new();
     for saga in inner.sagas.keys() {
         let prefix = stream_of(saga, "");
         let mut after = prefix.clone();
@@ -509,15 +539,20 @@ async fn unfinished(inner: &Inner) -> Result<(BTreeSet<(String, String)>, u64), 
                 }
                 let Some((_, id)) = instance_of(stream.as_str()) else { continue };
                 let last = inner.backend.read_stream(stream.as_str(), version.saturating_sub(1), 1).await?;
-                let ended = matches!(
-                    last.first().map(Record::from_event),
-                    Some(Ok(Record::Completed
-                        | Record::RolledBack { .. }
-                        | Record::CompensationFailed { retry_at: None, .. }
-                        | Record::ReactionFailed { retry_at: None, .. }))
-                );
-                if !ended {
-                    open.insert((saga.clone(), id.to_owned()));
+                let state = match last.first().map(Record::from_event) {
+                    Some(Ok(Record::Completed)) => Some("completed"),
+                    Some(Ok(Record::RolledBack { .. })) => Some("rolled_back"),
+                    Some(Ok(
+                        Record::CompensationFailed { retry_at: None, .. }
+                        | Record::ReactionFailed { retry_at: None, .. },
+                    )) => Some("stuck"),
+                    _ => None,
+                };
+                match state {
+                    Some(state) => ended.push((saga.clone(), id.to_owned(), state)),
+                    None => {
+                        open.insert((saga.clone(), id.to_owned()));
+                    }
                 }
             }
             match page.last() {
@@ -526,7 +561,7 @@ async fn unfinished(inner: &Inner) -> Result<(BTreeSet<(String, String)>, u64), 
             }
         }
     }
-    Ok((open, head))
+    Ok((open, head, ended))
 }
 
 /// Where saga `saga`'s router is: its checkpoint, or, the first time, the log's head (the

@@ -31,6 +31,7 @@ async fn react_once(inner: &Inner, reactor: &dyn Reactor, id: &str) -> Result<Th
         Err(SagaError::NotFound { .. }) => return Ok(Then::Exit(0)),
         Err(error) => return Err(error),
     };
+    inner.census.observe(reactor.name(), id, &progress.state());
     let stream = stream_of(reactor.name(), id);
     let mut version = progress.version;
     if progress.state().is_finished() {
