@@ -78,7 +78,7 @@ pub async fn run_load(backend: DynBackend, duration: Option<Duration>) -> Result
         }
         // Keeps the store's gauges and the health gauge current for the scrapes.
         let _ = backend.stats().await;
-        let health = backend.health().await; // REGISTRY-HEALTH
+        let health = backend.health().await.merge(registry.health().await);
         let commands = done.commands.load(Relaxed);
         println!(
             "{:>5.0} s  {:>7} commands/s  {:>9} done  {:>6} refused  {:>3} failed  health {}",
