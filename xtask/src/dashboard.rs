@@ -141,6 +141,10 @@ struct Panel {
     unit: String,
     /// The y axis starts at this value when set (fieldConfig.defaults.min).
     min: Option<f64>,
+    /// The y axis reaches at least this value when set (fieldConfig.defaults.max).
+    max: Option<f64>,
+    /// Whole ticks only when 0 (fieldConfig.defaults.decimals).
+    decimals: Option<f64>,
     legend_right: bool,
     /// Value mappings of a stat panel: value, text, colour.
     mappings: Vec<(f64, String, String)>,
@@ -194,6 +198,8 @@ fn panels(dashboard: &Json) -> Result<Vec<Panel>, String> {
             title: text(&["title"]),
             unit: defaults.and_then(|d| d.get("unit")).and_then(Json::as_str).unwrap_or("short").to_owned(),
             min: defaults.and_then(|d| d.get("min")).and_then(Json::as_f64),
+            max: defaults.and_then(|d| d.get("max")).and_then(Json::as_f64),
+            decimals: defaults.and_then(|d| d.get("decimals")).and_then(Json::as_f64),
             legend_right: text(&["options", "legend", "placement"]) == "right",
             mappings,
             grid,
@@ -720,8 +726,20 @@ fn time_series(svg: &mut String, panel: &Panel, series: &[Series], area: Rect, d
     let values = series.iter().flat_map(|s| s.points.iter().map(|(_, v)| *v)).filter(|v| v.is_finite());
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let lo = panel.min.unwrap_or(lo.min(0.0));
-    let step = nice_step((hi - lo).max(f64::EPSILON) / 4.0, hi.max(1e-9));
-    let top = ((hi - lo) / step).ceil().max(1.0) * step + lo;
+    let hi = panel.max.map_or(hi, |max| hi.max(max));
+    // A flat series still gets an axis: up to its value, or to 1 when it is all zeros.
+    let span = if hi > lo {
+        hi - lo
+    } else if hi != 0.0 {
+        hi.abs()
+    } else {
+        1.0
+    };
+    let mut step = nice_step(span / 4.0, span);
+    if panel.decimals == Some(0.0) {
+        step = step.max(1.0).round();
+    }
+    let top = (span / step).ceil().max(1.0) * step + lo;
     let ticks: Vec<f64> = (0..).map(|k| lo + k as f64 * step).take_while(|t| *t <= top + step * 0.01).collect();
     let labels: Vec<String> = ticks.iter().map(|t| format_value(*t, &panel.unit)).collect();
     let axis_w = labels.iter().map(|l| l.chars().count() as f64 * 6.2 + 10.0).fold(30.0, f64::max);
