@@ -73,7 +73,8 @@ fn find<'a>(samples: &'a BTreeMap<String, Vec<Sample>>, name: &str, labels: &[(&
 /// with exactly the documented label names.
 fn assert_documented(samples: &BTreeMap<String, Vec<Sample>>) {
     for (name, recorded) in samples {
-        let doc = ALL.iter().find(|doc| doc.name == name).unwrap_or_else(|| panic!("{name} is not in metric_names::ALL"));
+        let doc =
+            ALL.iter().find(|doc| doc.name == name).unwrap_or_else(|| panic!("{name} is not in metric_names::ALL"));
         for sample in recorded {
             let kind = match sample.value {
                 DebugValue::Counter(_) => MetricKind::Counter,
@@ -96,7 +97,8 @@ async fn every_backend_reports_its_operations_under_the_documented_names() {
         let store = Metered::new(target.open().await);
         let _ = drain();
 
-        let events = vec![NewEvent::new("Opened", &b"{\"holder\":\"Ada\"}"[..]), NewEvent::new("Deposited", &b"{\"n\":5}"[..])];
+        let events =
+            vec![NewEvent::new("Opened", &b"{\"holder\":\"Ada\"}"[..]), NewEvent::new("Deposited", &b"{\"n\":5}"[..])];
         let bytes: u64 = events.iter().map(|e| e.payload.len() as u64).sum();
         let first_id = events[0].metadata.event_id;
         store.append("account-1", ExpectedVersion::NoStream, events.clone()).await.unwrap();

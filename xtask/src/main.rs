@@ -4,13 +4,16 @@
 //! * `ci`    — everything CI checks after the tests: format, lints, docs, feature builds,
 //!   dependency guards, cargo-deny, the demo;
 //! * `size-report [--check]` — binary size per feature against the budgets;
-//! * `bench [--quick] [--compare FILE]` — one workload, every backend, side by side.
+//! * `bench [--quick] [--compare FILE]` — one workload, every backend, side by side;
+//! * `dashboard [--load SECONDS]` — the Grafana dashboard drawn from a real run of the demo.
 //!
 //! Kept free of dependencies so that it builds in seconds.
 
 mod backends;
 mod bench;
 mod ci;
+mod dashboard;
+mod json;
 mod rocksdb_lib;
 mod size_report;
 mod util;
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         "ci" => ci::ci(rest),
         "size-report" => size_report::size_report(rest),
         "bench" => bench::bench(rest),
+        "dashboard" => dashboard::dashboard(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -64,4 +68,8 @@ commands:
                          the same workloads on every backend, side by side; writes
                          target/bench-report/{report.md,report.json,throughput.svg,latency.svg};
                          --smoke (CI) builds with the test profile and only checks that it runs
+  dashboard [--load SECONDS]
+                         runs the demo under load (default 90 s) with a Prometheus of its own
+                         (scripts/install-prometheus.sh) and draws the panels of
+                         docs/grafana/allframe.json from it into docs/dashboard.svg
   help                   this text";

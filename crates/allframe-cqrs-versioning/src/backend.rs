@@ -191,6 +191,12 @@ impl<B: EventStoreBackend + ?Sized> EventStoreBackend for Upcasting<B> {
         self.inner.stats().await
     }
 
+    /// The inner store's own answer (a poisoned writer, a backlog), not the default check of
+    /// the head position; through `Metered`, that answer also sets the health gauge.
+    async fn health(&self) -> allframe_cqrs_core::Health {
+        self.inner.health().await
+    }
+
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         self.inner.wait_for_commit(after_position, max_wait).await
     }
