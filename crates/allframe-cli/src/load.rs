@@ -24,6 +24,8 @@ struct Done {
     commands: AtomicU64,
     refused: AtomicU64,
     failed: AtomicU64,
+    /// The first failure that was not a refusal, to print at the end.
+    first_failure: std::sync::Mutex<Option<String>>,
 }
 
 /// Runs the load on `backend` for `duration` (`None`: until Ctrl-C), printing a line of
@@ -63,7 +65,11 @@ pub async fn run_load(backend: DynBackend, duration: Option<Duration>) -> Result
                     match result {
                         Ok(_) => done.commands.fetch_add(1, Relaxed),
                         Err(DispatchError::Rejected { .. }) => done.refused.fetch_add(1, Relaxed),
-                        Err(_) => done.failed.fetch_add(1, Relaxed),
+                        Err(error) => {
+                            let mut first = done.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+                            first.get_or_insert_with(|| error.to_string());
+                            done.failed.fetch_add(1, Relaxed)
+                        }
                     };
                 }
             })
@@ -98,5 +104,8 @@ pub async fn run_load(backend: DynBackend, duration: Option<Duration>) -> Result
         worker.abort();
     }
     registry.stop_all().await;
+    if let Some(failure) = done.first_failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        println!("first failed command: {failure}");
+    }
     Ok(())
 }
