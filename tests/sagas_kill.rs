@@ -196,7 +196,18 @@ async fn open(place: &Place) -> (DynBackend, Option<Arc<dyn allframe::Leases>>) 
     match place {
         Place::AllSource(dir) => {
             let address = backends::parse(&format!("allsource:{}", dir.display())).unwrap();
-            (address.open(OpenOptions::new().mode(Mode::Durable)).await.expect("opens the store"), None)
+            // The parent's orchestrator of the last round may still be letting go of the store
+            // (its tasks end shortly after `stop()`): wait for its lock rather than fail.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                match address.open(OpenOptions::new().mode(Mode::Durable)).await {
+                    Ok(backend) => return (backend, None),
+                    Err(allframe::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(error) => panic!("opens the store: {error}"),
+                }
+            }
         }
         Place::Postgres(schema) => {
             let backend = PostgresBackend::builder(&database_url()).schema(schema).pool_size(4).connect().await;
@@ -381,7 +392,8 @@ fn a_kill_at_every_step_boundary_leaves_each_effect_counted_once() {
             let env =
                 [place.env(), ("ALLFRAME_SAGA_KILL_ONE", n.to_string()), ("ALLFRAME_SAGA_KILL_AT", at.to_owned())];
             let mut child = kill::Spawned::start("saga_kill_child", &env);
-            assert!(child.wait_for(&format!("AT {at}"), Duration::from_secs(60)), "{place:?}: the child reached {at}");
+            let reached = child.wait_for(&format!("AT {at}"), Duration::from_secs(60));
+            assert!(reached, "{place:?}: the child did not reach {at}; it printed:\n{}", child.seen().join("\n"));
             child.kill();
             runtime.block_on(async {
                 let (backend, leases) = open(&place).await;

@@ -21,11 +21,23 @@ impl Spawned {
             .args(["--exact", test, "--ignored", "--nocapture", "--test-threads=1"])
             .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("the child starts");
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (sender, lines) = std::sync::mpsc::channel();
+        // A child's panic goes to stderr: its lines come through too (prefixed), so that a
+        // failure can show why the child ended.
+        let errors = sender.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if errors.send(format!("stderr: {line}")).is_err() {
+                    break;
+                }
+            }
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -53,6 +65,11 @@ impl Spawned {
                 Err(_) => return false,
             }
         }
+    }
+
+    /// The lines read so far (stdout, and stderr prefixed `stderr: `).
+    pub fn seen(&self) -> &[String] {
+        &self.seen
     }
 
     /// Kills the child with SIGKILL and returns every line it printed.
