@@ -115,3 +115,31 @@ async fn statements_waiting_for_a_connection_degrade_the_pool() {
     }
     health_until(&store, "the pool has room again", Health::is_ok).await;
 }
+
+#[tokio::test]
+async fn a_read_replica_that_goes_away_fails_the_check() {
+    if !common::server_available().await || !common::replica_available().await {
+        return;
+    }
+    let Some(primary) = common::fresh().await else { return };
+    common::wait_for_replica_schema(&primary.schema).await;
+    let replica_url = common::replica_url();
+    let proxy = common::proxy::Proxy::in_front_of(&replica_url).await;
+    let reader = PostgresBackend::builder(&common::database_url())
+        .schema(&primary.schema)
+        .read_replica(proxy.url(&replica_url))
+        .pool_size(2)
+        .run_migrations(false)
+        .connect()
+        .await
+        .expect("a backend reading from the replica");
+    primary.inner().append("s", ExpectedVersion::Any, vec![NewEvent::new("E", "{}")]).await.unwrap();
+    // Within the check's bound, the replica replays the append.
+    health_until(&reader, "the replica has caught up", Health::is_ok).await;
+
+    drop(proxy);
+    let health = reader.health().await;
+    assert_eq!(health.status, HealthStatus::Failed, "{health}");
+    assert!(has(&health, HealthStatus::Failed, "postgres.replica"), "{health}");
+    assert!(!has(&health, HealthStatus::Failed, "postgres.server"), "the primary answers: {health}");
+}
