@@ -190,7 +190,9 @@ mod cold;
 mod config;
 mod dir;
 mod format;
+mod health;
 mod io;
+mod metrics;
 mod poison;
 mod read;
 mod segments;
@@ -208,7 +210,7 @@ use std::time::Duration;
 use allframe_cqrs_core::retry::StoredAt;
 use allframe_cqrs_core::{
     AppendResult, BackendStats, Bytes, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
-    ExpectedVersion, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
+    ExpectedVersion, Health, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
 };
 use tokio::sync::oneshot;
 
@@ -386,6 +388,7 @@ impl AllSourceBackend {
                 let _ = ctx.send(seq);
             }
             shared.conversion_backlog.store(opened.sealed.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            metrics::conversion_backlog(opened.sealed.len() as u64);
             shared.converter_running.store(true, std::sync::atomic::Ordering::SeqCst);
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let job = segments::Converter {
@@ -765,5 +768,12 @@ impl EventStoreBackend for AllSourceBackend {
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         self.shared.signal.wait_past(after_position, max_wait).await;
         Ok(())
+    }
+
+    /// `Failed` once the store is poisoned (component `allsource.writer`, with the failure) or
+    /// its writer thread stopped; `Degraded` when Parquet conversion stopped or its backlog is
+    /// at `max_conversion_backlog` (`allsource.converter`).
+    async fn health(&self) -> Health {
+        self.check_health()
     }
 }

@@ -475,7 +475,9 @@ const CACHE_GROUPS: usize = 16;
 impl ParquetFiles {
     pub fn insert(&self, segment: ParquetSegment) {
         let seq = segment.entry.seq;
-        self.files.write().unwrap_or_else(PoisonError::into_inner).insert(seq, Arc::new(segment));
+        let mut files = self.files.write().unwrap_or_else(PoisonError::into_inner);
+        files.insert(seq, Arc::new(segment));
+        crate::metrics::parquet_segments(files.len());
     }
 
     pub fn get(&self, seq: u32) -> Option<Arc<ParquetSegment>> {
@@ -641,11 +643,17 @@ impl Converter {
             }
             if let Err(error) = self.convert(seq) {
                 tracing::error!(%error, segment = seq, "allsource: Parquet conversion failed; the log segment is kept");
-                *self.shared.conversion_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+                // With its cause: an I/O error's text names only the file.
+                let reason = match std::error::Error::source(&error) {
+                    Some(source) => format!("{error}: {source}"),
+                    None => error.to_string(),
+                };
+                *self.shared.conversion_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
                 break;
             }
             self.shared.writer_stats.conversions.fetch_add(1, Ordering::Relaxed);
-            self.shared.conversion_backlog.fetch_sub(1, Ordering::SeqCst);
+            let backlog = self.shared.conversion_backlog.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+            crate::metrics::conversion_backlog(backlog);
             self.wake_writer();
         }
         self.shared.converter_running.store(false, Ordering::SeqCst);

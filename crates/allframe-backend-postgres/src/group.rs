@@ -24,6 +24,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::Sql;
 use crate::horizon::Seen;
 use crate::pgtypes::{PgTimestamp, PgUuid};
+use crate::statements::{Statement, Statements};
 
 /// A row of `append_events`: stream version, first and last positions, visible_below, txid,
 /// older_running.
@@ -73,6 +74,8 @@ pub(crate) struct GroupContext {
     pub(crate) visibility: Arc<crate::horizon::Visibility>,
     /// Wakes other processes' subscribers after the commit, when live notifications are on.
     pub(crate) notifier: Option<Arc<crate::horizon::Notifier>>,
+    /// The statements running, for their times and the pool's gauges.
+    pub(crate) statements: Arc<Statements>,
 }
 
 /// The queue into the group task. Dropping it (with the backend) ends the task once the
@@ -143,6 +146,7 @@ async fn execute(context: &GroupContext, group: Vec<Pending>, slot: tokio::sync:
     drop(slot);
     let outcomes = match called {
         Ok((outcomes, seen)) => {
+            crate::metrics::group_committed(group.len());
             context.visibility.committed(seen.xid);
             let last = outcomes
                 .iter()
@@ -193,6 +197,7 @@ async fn call_alone(
     metadata: Vec<&[u8]>,
     created: Vec<PgTimestamp>,
 ) -> Result<(Vec<Outcome>, Seen), sqlx::Error> {
+    let running = context.statements.start(Statement::Append, &context.pool, true);
     let rows: Result<Vec<AppendRow>, sqlx::Error> = sqlx::query_as(context.single_sql.clone())
         .bind(&pending.stream)
         .bind(pending.expected)
@@ -205,6 +210,7 @@ async fn call_alone(
         .bind(None::<&str>)
         .fetch_all(&context.pool)
         .await;
+    drop(running);
     match rows {
         Ok(rows) => {
             let Some((version, first, last, visible_below, xid, older)) = rows.first() else {
@@ -263,6 +269,7 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>
     if let [alone] = group {
         return call_alone(context, alone, ids, types, json, bytes, metadata, created).await;
     }
+    let running = context.statements.start(Statement::AppendGroup, &context.pool, true);
     let rows: Vec<GroupRow> = sqlx::query_as(context.sql.clone())
         .bind(&streams)
         .bind(&expected)
@@ -279,6 +286,7 @@ async fn call(context: &GroupContext, group: &[Pending]) -> Result<(Vec<Outcome>
         // Read up to ReadyForQuery, which the server sends after the commit.
         .fetch_all(&context.pool)
         .await?;
+    drop(running);
     if rows.len() != group.len() {
         return Err(sqlx::Error::Protocol(format!(
             "append_group answered {} rows for {} appends",

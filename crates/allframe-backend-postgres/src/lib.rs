@@ -47,11 +47,14 @@
 
 mod errors;
 mod group;
+mod health;
 mod horizon;
 mod json;
 mod leases;
 mod listen;
+mod metrics;
 mod pgtypes;
+mod statements;
 mod transactions;
 
 pub use leases::PgLeases;
@@ -65,7 +68,8 @@ use std::time::Duration;
 use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
 use allframe_cqrs_core::{
     AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
-    ExpectedVersion, Limits, Metadata, NewEvent, RecordedEvent, Result, Snapshot, StreamId, Timestamp, async_trait,
+    ExpectedVersion, Health, Limits, Metadata, NewEvent, RecordedEvent, Result, Snapshot, StreamId, Timestamp,
+    async_trait,
 };
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -74,6 +78,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr};
 
 use pgtypes::{PgTimestamp, PgUuid};
+use statements::{Statement, Statements};
 
 /// The backend's name in logs, errors and stats.
 pub const BACKEND_NAME: &str = "postgres";
@@ -429,6 +434,8 @@ impl PostgresBuilder {
             self.visibility_wait,
         );
         let notifier = self.live_notifications.then(|| horizon::Notifier::start(pool.clone(), channel.clone()));
+        let statements = Arc::new(Statements::default());
+        let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let committer = (self.groups_in_flight > 0).then(|| {
             let context = group::GroupContext {
                 pool: pool.clone(),
@@ -438,6 +445,7 @@ impl PostgresBuilder {
                 signal: Arc::clone(&signal),
                 visibility: Arc::clone(&visibility),
                 notifier: notifier.clone(),
+                statements: Arc::clone(&statements),
             };
             group::GroupCommitter::start(context, self.groups_in_flight)
         });
@@ -447,6 +455,7 @@ impl PostgresBuilder {
                 channel: channel.clone(),
                 head_sql: sql.head.clone(),
                 health: self.listener_health,
+                listening: Arc::clone(&listening),
             };
             tokio::spawn(listen::run(config, Arc::downgrade(&signal)))
         });
@@ -467,6 +476,8 @@ impl PostgresBuilder {
                 read_pool,
                 retries: self.retries.unwrap_or_else(|| self.pool_size.saturating_add(1).clamp(3, 64)),
                 limits: self.limits,
+                statements,
+                listening,
             }),
         })
     }
@@ -723,6 +734,10 @@ struct Inner {
     groups_in_flight: usize,
     retries: u32,
     limits: Limits,
+    /// The statements running now (timed, and compared with the pool by `health`).
+    statements: Arc<Statements>,
+    /// Whether the LISTEN task is listening now (false while it connects or reconnects).
+    listening: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -775,6 +790,7 @@ impl PostgresBackend {
     pub async fn close(&self) {
         if let Some(listener) = &self.inner.listener {
             listener.abort();
+            self.inner.listening.store(false, std::sync::atomic::Ordering::SeqCst);
         }
         self.inner.pool.close().await;
     }
@@ -785,15 +801,19 @@ impl PostgresBackend {
     }
 
     /// Runs `attempt` until it succeeds, fails with an error other than a lost connection, or
-    /// the retries are used up.
-    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> std::result::Result<T, sqlx::Error>
+    /// the retries are used up. Each attempt is timed as `statement`.
+    async fn retrying<T, F, Fut>(&self, statement: Statement, mut attempt: F) -> std::result::Result<T, sqlx::Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, sqlx::Error>>,
     {
         let mut tries = 0;
         loop {
-            match attempt().await {
+            let on_primary = self.inner.read_pool.is_none() || !statement.served_by_replica();
+            let running = self.inner.statements.start(statement, &self.inner.pool, on_primary);
+            let outcome = attempt().await;
+            drop(running);
+            match outcome {
                 Err(error) if errors::retryable(&error) && tries < self.inner.retries => {
                     tries += 1;
                     tracing::debug!(%error, tries, "postgres: connection lost, retrying");
@@ -815,7 +835,9 @@ impl PostgresBackend {
         }
         let sql = &self.inner.sql.stream_version;
         let version: Option<i64> = self
-            .retrying(|| sqlx::query_scalar(sql.clone()).bind(stream).fetch_optional(&self.inner.pool))
+            .retrying(Statement::StreamVersion, || {
+                sqlx::query_scalar(sql.clone()).bind(stream).fetch_optional(&self.inner.pool)
+            })
             .await
             .map_err(|e| errors::map("reading a stream version", e))?;
         Ok(version.unwrap_or(0).max(0) as u64)
@@ -833,7 +855,7 @@ impl PostgresBackend {
         let uuids: Vec<PgUuid> = ids.iter().map(|id| PgUuid(id.0)).collect();
         let sql = &self.inner.sql.find_ids;
         let rows = self
-            .retrying(|| sqlx::query(sql.clone()).bind(&uuids).fetch_all(&self.inner.pool))
+            .retrying(Statement::FindEvent, || sqlx::query(sql.clone()).bind(&uuids).fetch_all(&self.inner.pool))
             .await
             .map_err(|e| errors::map("looking up event ids", e))?;
         let mut found: Vec<Option<StoredAt>> = vec![None; ids.len()];
@@ -879,7 +901,9 @@ impl PostgresBackend {
         let sql = &self.inner.sql.check_json;
         let probe = |range: std::ops::Range<usize>| {
             let part = &bodies[range];
-            self.retrying(move || sqlx::query(sql.clone()).bind(part).execute(&self.inner.pool))
+            self.retrying(Statement::CheckPayload, move || {
+                sqlx::query(sql.clone()).bind(part).execute(&self.inner.pool)
+            })
         };
         let mut refusal = match probe(0..bodies.len()).await {
             Ok(_) => return Ok(None),
@@ -1010,7 +1034,7 @@ impl PostgresBackend {
     pub async fn horizon_status(&self) -> Result<HorizonStatus> {
         let sql = &self.inner.sql.horizon_status;
         let row = self
-            .retrying(|| sqlx::query(sql.clone()).fetch_one(&self.inner.pool))
+            .retrying(Statement::HorizonStatus, || sqlx::query(sql.clone()).fetch_one(&self.inner.pool))
             .await
             .map_err(|e| errors::map("horizon_status", e))?;
         let read = || -> std::result::Result<_, sqlx::Error> {
@@ -1064,6 +1088,7 @@ impl PostgresBackend {
         expected: Option<u64>,
         position: u64,
     ) -> Result<bool> {
+        let _running = self.inner.statements.start(Statement::SaveCheckpoint, &self.inner.pool, true);
         let written = match expected {
             None => {
                 sqlx::query(self.inner.sql.insert_checkpoint.clone())
@@ -1125,7 +1150,7 @@ impl PostgresBackend {
                 // implicit transaction has committed: an acknowledged append is committed.
                 .fetch_all(&self.inner.pool)
         };
-        match self.retrying(attempt).await {
+        match self.retrying(Statement::Append, attempt).await {
             Ok(rows) => {
                 let Some((version, first, last, visible_below, xid, older)) = rows.first() else {
                     return Err(Error::backend(BACKEND_NAME, false, "the append function returned no row"));
@@ -1247,7 +1272,7 @@ impl EventStoreBackend for PostgresBackend {
         let sql = &self.inner.sql.read_stream;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let after = to_i64(after_version);
-        self.retrying(|| {
+        self.retrying(Statement::ReadStream, || {
             let stream_id = &stream_id;
             async move {
                 let mut rows = sqlx::query(sql.clone()).bind(stream).bind(after).bind(limit).fetch(self.reader());
@@ -1275,7 +1300,7 @@ impl EventStoreBackend for PostgresBackend {
         let sql = &self.inner.sql.read_all;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let after = to_i64(after_position);
-        self.retrying(|| async move {
+        self.retrying(Statement::ReadAll, || async move {
             let mut rows = sqlx::query(sql.clone()).bind(after).bind(limit).fetch(self.reader());
             let mut out = Vec::new();
             while let Some(row) = rows.try_next().await? {
@@ -1296,7 +1321,7 @@ impl EventStoreBackend for PostgresBackend {
     async fn head_position(&self) -> Result<u64> {
         let sql = &self.inner.sql.head;
         let head: i64 = self
-            .retrying(|| sqlx::query_scalar(sql.clone()).fetch_one(self.reader()))
+            .retrying(Statement::HeadPosition, || sqlx::query_scalar(sql.clone()).fetch_one(self.reader()))
             .await
             .map_err(|e| errors::map("head_position", e))?;
         Ok(head.max(0) as u64)
@@ -1308,7 +1333,7 @@ impl EventStoreBackend for PostgresBackend {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = &self.inner.sql;
         let rows: Vec<(String, i64)> = self
-            .retrying(|| match after {
+            .retrying(Statement::ListStreams, || match after {
                 Some(after) => {
                     sqlx::query_as(sql.list_streams_after.clone()).bind(after).bind(limit).fetch_all(self.reader())
                 }
@@ -1330,7 +1355,7 @@ impl EventStoreBackend for PostgresBackend {
         let sql = &self.inner.sql.save_snapshot;
         let version = to_i64(snapshot.version);
         let taken_at = snapshot.timestamp.as_micros();
-        self.retrying(|| {
+        self.retrying(Statement::SaveSnapshot, || {
             sqlx::query(sql.clone())
                 .bind(stream)
                 .bind(version)
@@ -1359,7 +1384,9 @@ impl EventStoreBackend for PostgresBackend {
         }
         let sql = &self.inner.sql.load_checkpoint;
         let position: Option<i64> = self
-            .retrying(|| sqlx::query_scalar(sql.clone()).bind(name).fetch_optional(&self.inner.pool))
+            .retrying(Statement::LoadCheckpoint, || {
+                sqlx::query_scalar(sql.clone()).bind(name).fetch_optional(&self.inner.pool)
+            })
             .await
             .map_err(|e| errors::map("load_checkpoint", e))?;
         Ok(position.map(|p| p.max(0) as u64))
@@ -1385,7 +1412,7 @@ impl EventStoreBackend for PostgresBackend {
         }
         let sql = &self.inner.sql.get_snapshot;
         let row: Option<(i64, Option<String>, Option<Vec<u8>>, i64)> = self
-            .retrying(|| sqlx::query_as(sql.clone()).bind(stream).fetch_optional(self.reader()))
+            .retrying(Statement::GetSnapshot, || sqlx::query_as(sql.clone()).bind(stream).fetch_optional(self.reader()))
             .await
             .map_err(|e| errors::map("get_latest_snapshot", e))?;
         let Some((version, json, binary, taken_at)) = row else { return Ok(None) };
@@ -1416,7 +1443,7 @@ impl EventStoreBackend for PostgresBackend {
         // setting is now: appends made on other pooled connections, or before a configuration
         // reload, may have committed asynchronously (it costs one small WAL flush).
         let sql = &self.inner.sql.flush;
-        self.retrying(|| sqlx::raw_sql(sql.clone()).execute(&self.inner.pool))
+        self.retrying(Statement::Flush, || sqlx::raw_sql(sql.clone()).execute(&self.inner.pool))
             .await
             .map_err(|e| errors::map("flush", e))?;
         Ok(())
@@ -1426,7 +1453,7 @@ impl EventStoreBackend for PostgresBackend {
         let sql = &self.inner.sql.stats;
         type StatsRow = (i64, i64, i64, i64, i64, String, String, String, i64);
         let (head, streams, snapshots, events_bytes, database_bytes, server_version, synchronous_commit, fsync, events): StatsRow = self
-            .retrying(|| sqlx::query_as(sql.clone()).fetch_one(&self.inner.pool))
+            .retrying(Statement::Stats, || sqlx::query_as(sql.clone()).fetch_one(&self.inner.pool))
             .await
             .map_err(|e| errors::map("stats", e))?;
         // The mode in force now (a configuration reload may have changed it since connect;
@@ -1454,6 +1481,14 @@ impl EventStoreBackend for PostgresBackend {
             details.insert("oldest_transaction".into(), oldest.to_string());
         }
         Ok(stats)
+    }
+
+    /// `Failed` when the server does not answer a read of the head within 2 s
+    /// (`postgres.server`), the pool is closed, or a read replica does not answer;
+    /// `Degraded` when statements wait for a pooled connection (`postgres.pool`), the LISTEN
+    /// connection is down (`postgres.listener`) or the replica lags (`postgres.replica`).
+    async fn health(&self) -> Health {
+        self.check_health().await
     }
 
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {

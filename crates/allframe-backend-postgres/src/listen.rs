@@ -2,7 +2,8 @@
 //! reconnecting when its connection is lost and checking that a quiet connection still
 //! answers, so a half-open connection (peer gone without a FIN or RST) is replaced.
 
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use allframe_cqrs_core::CommitSignal;
@@ -25,6 +26,8 @@ pub(crate) struct ListenConfig {
     pub(crate) channel: String,
     pub(crate) head_sql: Sql,
     pub(crate) health: HealthCheck,
+    /// Set while a connection listens; cleared when it is lost (the backend's health reads it).
+    pub(crate) listening: Arc<AtomicBool>,
 }
 
 type ListenError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,6 +39,7 @@ pub(crate) async fn run(config: ListenConfig, signal: Weak<CommitSignal>) {
     let mut backoff = Duration::from_millis(20);
     loop {
         let outcome = listen_once(&config, &signal, &mut backoff).await;
+        config.listening.store(false, Ordering::SeqCst);
         if signal.strong_count() == 0 {
             return;
         }
@@ -70,6 +74,7 @@ async fn listen_once(
     let Some(live) = signal.upgrade() else { return Ok(()) };
     live.publish(head.max(0) as u64);
     drop(live);
+    config.listening.store(true, Ordering::SeqCst);
     *backoff = Duration::from_millis(20);
     loop {
         // `try_recv` is cancel-safe (sqlx keeps a partly read message buffered).

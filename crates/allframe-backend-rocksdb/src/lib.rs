@@ -28,7 +28,9 @@
 #![forbid(unsafe_code)]
 
 mod create;
+mod health;
 mod layout;
+mod metrics;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -41,7 +43,7 @@ use std::time::Duration;
 use allframe_cqrs_core::retry::StoredAt;
 use allframe_cqrs_core::{
     AppendResult, BackendStats, Capabilities, CommitSignal, Durability, Error, EventId, EventStoreBackend,
-    ExpectedVersion, Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
+    ExpectedVersion, Health, Limits, NewEvent, RecordedEvent, Result, Snapshot, StreamId, async_trait,
 };
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, ErrorKind, Options,
@@ -160,6 +162,8 @@ pub struct RocksDbBackend {
     queued: Arc<AtomicUsize>,
     sender: Option<Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    /// Why the writer's last batch failed, if it did (see `health`).
+    failure: Arc<std::sync::Mutex<Option<String>>>,
     /// Held from a checkpoint save's read to its write: saves are compare-and-set one at a time
     /// (the database's lock keeps other processes out).
     checkpoint_lock: std::sync::Mutex<()>,
@@ -350,6 +354,7 @@ impl RocksDbBackend {
         let queued = Arc::new(AtomicUsize::new(0));
         counters.streams.store(streams, Ordering::SeqCst);
         counters.snapshots.store(snapshots, Ordering::SeqCst);
+        let failure = Arc::default();
         let mut write_options = WriteOptions::default();
         write_options.set_sync(config.sync);
         let writer = Writer {
@@ -362,6 +367,8 @@ impl RocksDbBackend {
             next_position: head + 1,
             queued: Arc::clone(&queued),
             linger: config.sync,
+            sync: config.sync,
+            failure: Arc::clone(&failure),
         };
         let (sender, receiver) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -377,6 +384,7 @@ impl RocksDbBackend {
             queued,
             sender: Some(sender),
             writer: Some(writer),
+            failure,
             checkpoint_lock: std::sync::Mutex::new(()),
         })
     }
@@ -667,5 +675,12 @@ impl EventStoreBackend for RocksDbBackend {
     async fn wait_for_commit(&self, after_position: u64, max_wait: Duration) -> Result<()> {
         self.signal.wait_past(after_position, max_wait).await;
         Ok(())
+    }
+
+    /// `Failed` when the writer thread stopped or its last batch failed (`rocksdb.writer`),
+    /// or a point read fails (`rocksdb.read`); `Degraded` while RocksDB stops or slows
+    /// writes for compaction (`rocksdb.writes`).
+    async fn health(&self) -> Health {
+        self.check_health()
     }
 }

@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use allframe_cqrs_core::retry::{StoredAt, resolve_retry};
@@ -76,6 +76,12 @@ pub(crate) struct Writer {
     pub(crate) queued: Arc<AtomicUsize>,
     /// Whether groups may linger for the previous group's appenders (sync mode).
     pub(crate) linger: bool,
+    /// Whether each batch is synced (sync mode): its write time is then a sync's.
+    pub(crate) sync: bool,
+    /// The error of the last batch if it failed, cleared by the next that is written: what
+    /// the backend's health reports (RocksDB keeps a failed write's background error until
+    /// the store is reopened, so every later write fails too).
+    pub(crate) failure: Arc<Mutex<Option<String>>>,
 }
 
 /// The longest a group waits for more requests (sync mode only).
@@ -152,6 +158,7 @@ impl Writer {
             Ok(handles) => handles,
             Err(error) => {
                 let reason = error.to_string();
+                self.failed(&reason);
                 for request in queue {
                     let closed = || Error::Closed { backend: crate::BACKEND_NAME, reason: Some(reason.clone()) };
                     match request {
@@ -211,6 +218,12 @@ impl Writer {
         let waiting = self.queued.load(Ordering::SeqCst);
         match written {
             Ok(()) => {
+                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                let appends = pending
+                    .iter()
+                    .filter(|p| matches!(p, Pending::Append(_, Ok(result)) if !result.deduplicated))
+                    .count();
+                crate::metrics::group_committed(appends, self.sync.then_some(write_time));
                 self.counters.streams.store(streams, Ordering::SeqCst);
                 self.counters.snapshots.store(snapshots, Ordering::SeqCst);
                 self.counters.groups.fetch_add(1, Ordering::Relaxed);
@@ -221,9 +234,17 @@ impl Writer {
                 }
                 answer(pending, None);
             }
-            Err(error) => answer(pending, Some((&self.path, error))),
+            Err(error) => {
+                self.failed(error.as_ref());
+                answer(pending, Some((&self.path, error)));
+            }
         }
         (waiting, write_time)
+    }
+
+    /// Keeps why the last batch failed, for the backend's health.
+    fn failed(&self, reason: &str) {
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
     }
 
     /// The stream's version, counting what this group wrote.

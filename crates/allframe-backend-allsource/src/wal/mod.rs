@@ -78,7 +78,9 @@ pub(crate) struct Segments {
 
 impl Segments {
     pub fn insert(&self, seq: u32, file: Arc<File>) {
-        self.files.write().unwrap_or_else(PoisonError::into_inner).insert(seq, file);
+        let mut files = self.files.write().unwrap_or_else(PoisonError::into_inner);
+        files.insert(seq, file);
+        crate::metrics::log_segments(files.len());
     }
 
     pub fn get(&self, seq: u32) -> Option<Arc<File>> {
@@ -86,7 +88,9 @@ impl Segments {
     }
 
     pub fn remove(&self, seq: u32) {
-        self.files.write().unwrap_or_else(PoisonError::into_inner).remove(&seq);
+        let mut files = self.files.write().unwrap_or_else(PoisonError::into_inner);
+        files.remove(&seq);
+        crate::metrics::log_segments(files.len());
     }
 }
 

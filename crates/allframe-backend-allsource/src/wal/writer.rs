@@ -139,6 +139,8 @@ impl Writer {
                 self.shared.wakeup.lone_sync_nanos.store(nanos, Ordering::Relaxed);
                 match outcome {
                     Ok(()) => {
+                        let synced = self.mode == SyncMode::Synchronous;
+                        crate::metrics::group_committed(group.frames, synced.then_some(last_sync_time));
                         dirty = self.mode != SyncMode::Synchronous;
                         if self.mode == SyncMode::Synchronous {
                             last_sync = Instant::now();
@@ -179,7 +181,8 @@ impl Writer {
     /// append acknowledged since the last good sync may have lost its pages, so nothing more is
     /// acknowledged, and the pending appends (positions past the committed head) will fail.
     fn sync_or_poison(&self) -> Result<()> {
-        self.sync().inspect_err(|error| {
+        let started = Instant::now();
+        self.sync().inspect(|()| crate::metrics::log_synced(started.elapsed())).inspect_err(|error| {
             let committed = self.shared.state.read().unwrap_or_else(PoisonError::into_inner).committed;
             crate::poison::poison(&self.shared, clone_error(error), committed + 1);
         })
@@ -377,7 +380,8 @@ impl Writer {
             return;
         };
         for seq in self.sealed.drain(..) {
-            self.shared.conversion_backlog.fetch_add(1, Ordering::SeqCst);
+            let backlog = self.shared.conversion_backlog.fetch_add(1, Ordering::SeqCst) + 1;
+            crate::metrics::conversion_backlog(backlog);
             let _ = tx.send(seq);
         }
         self.wait_for_converter();
