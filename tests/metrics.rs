@@ -148,6 +148,19 @@ async fn every_backend_reports_its_operations_under_the_documented_names() {
         assert_eq!(counter(&samples, metric_names::APPEND_DUPLICATES, &b), 1, "{backend}");
         assert!(find(&samples, metric_names::STORE_EVENTS, &b).is_some(), "{backend}: stats() sets the store gauges");
         assert!(find(&samples, metric_names::HEALTH_STATUS, &[]).is_some(), "{backend}: health() sets its gauge");
+        // What only the engines know: their group commits, syncs and pools.
+        if backend != "memory" {
+            let groups = observations(&samples, metric_names::COMMIT_GROUP_APPENDS, &b);
+            assert!(groups >= 1, "{backend}: the stored append went through a group commit");
+        }
+        if matches!(backend, "allsource" | "rocksdb") {
+            assert!(observations(&samples, metric_names::SYNC_DURATION, &b) >= 1, "{backend}: a synced group");
+        }
+        if backend == "postgres" {
+            assert!(find(&samples, metric_names::POSTGRES_POOL_MAX_CONNECTIONS, &[]).is_some());
+            let timed = samples.get(metric_names::POSTGRES_STATEMENT_DURATION).map_or(0, Vec::len);
+            assert!(timed >= 5, "postgres: statements timed by name, {timed} names seen");
+        }
         target.cleanup().await;
     }
 }

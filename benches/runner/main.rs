@@ -1,5 +1,5 @@
 //! `allframe-bench`: one workload, every backend, side by side (run it through
-//! `cargo xtask bench [--quick] [--compare FILE] [--backend NAME] [--only postgres-scale]`).
+//! `cargo xtask bench [--quick] [--compare FILE] [--backend NAME] [--only postgres-scale|sagas]`).
 //!
 //! The parent process describes the machine (cores, fdatasync latency, the raw write plus
 //! fdatasync ceiling), then runs each backend in a child process of its own (so that peak

@@ -24,7 +24,8 @@ pub(crate) fn step(name: &str) {
 /// Runs every workload on one target.
 ///
 /// `only` names one group of workloads to run alone: `postgres-scale` (the PostgreSQL scale
-/// workloads beside raw SQL and postgres-es, on the `postgres` target).
+/// workloads beside raw SQL and postgres-es, on the `postgres` target) or `sagas` (the saga
+/// workloads beside their baseline).
 pub async fn run_target(target: &str, scale: Scale, only: Option<&str>) -> TargetResult {
     let mut result =
         TargetResult { target: target.to_owned(), skipped: None, measurements: Vec::new(), peak_rss_bytes: None };
@@ -42,6 +43,7 @@ pub async fn run_target(target: &str, scale: Scale, only: Option<&str>) -> Targe
         Some("postgres-scale") if crate::projections::has_transactions(target) => {
             crate::postgres::scale(target, scale).await
         }
+        Some("sagas") => crate::sagas::run(target, scale).await,
         Some(_) => Ok(Vec::new()),
     };
     match outcome {

@@ -65,6 +65,9 @@ struct OperationHandles {
 /// The metric handles of one wrapped backend, registered once with the recorder installed
 /// when the wrapper was made, so that a call costs an increment and a record, not a lookup.
 struct Handles {
+    /// Whether a recorder was installed when the handles were registered; without one the
+    /// wrapper hands every call straight to the backend (no clock read, no extra future).
+    recording: bool,
     backend: &'static str,
     operations: Vec<OperationHandles>,
     events: Counter,
@@ -83,6 +86,7 @@ impl Handles {
             })
             .collect();
         Handles {
+            recording: recorder_installed(),
             backend,
             operations,
             events: metrics::counter!(names::APPEND_EVENTS, "backend" => backend),
@@ -110,13 +114,26 @@ fn duration_seconds(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64()
 }
 
+/// Whether a recorder (global, or local to this thread) is installed. The facade answers with
+/// its no-op recorder, a zero-sized value, when there is none; every recorder that keeps
+/// figures has state, so a zero-sized one is taken for "none" (documented on [`Metered`]).
+fn recorder_installed() -> bool {
+    metrics::with_recorder(|recorder| std::mem::size_of_val(recorder) != 0)
+}
+
+/// A backend's boxed future, as `async_trait` shapes the trait's methods: the wrapper returns
+/// the backend's own future untouched when nothing is recorded.
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>>;
+
 /// A backend whose operations are counted and timed (feature `metrics`): calls, errors by
 /// kind and latency per operation; events, bytes, conflicts and idempotent duplicates of
 /// appends (the names are in [`metric_names`](crate::metric_names)).
 ///
 /// Install the recorder (for example the Prometheus exporter) before wrapping: the wrapper
-/// registers its metrics once, with the recorder installed then. Without a recorder every
-/// handle is a no-op.
+/// registers its metrics once, with the recorder installed then. Without a recorder it hands
+/// every call straight to the backend: no clock is read and no future is added, so the cost
+/// is one branch per call (measured in `docs/OPERATIONS.md`). A recorder is recognised by
+/// having state: a zero-sized recorder is taken for the facade's no-op one.
 ///
 /// ```
 /// use allframe_cqrs_core::{EventStore, Metered};
@@ -166,63 +183,132 @@ impl<B: EventStoreBackend> EventStoreBackend for Metered<B> {
         self.inner.capabilities()
     }
 
-    async fn append(&self, stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
-        let started = Instant::now();
-        let count = events.len() as u64;
-        let bytes: u64 = events.iter().map(|event| event.payload.len() as u64).sum();
-        let result = self.inner.append(stream, expected, events).await;
-        self.handles.finish(Op::Append, started, &result);
-        match &result {
-            Ok(appended) if appended.deduplicated => self.handles.duplicates.increment(1),
-            Ok(_) => {
-                self.handles.events.increment(count);
-                self.handles.bytes.increment(bytes);
-            }
-            Err(Error::Conflict { .. }) => self.handles.conflicts.increment(1),
-            Err(_) => {}
+    fn append<'a, 'b, 'c>(
+        &'a self,
+        stream: &'b str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Boxed<'c, AppendResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        if !self.handles.recording {
+            return self.inner.append(stream, expected, events);
         }
-        result
+        Box::pin(async move {
+            let started = Instant::now();
+            let count = events.len() as u64;
+            let bytes: u64 = events.iter().map(|event| event.payload.len() as u64).sum();
+            let result = self.inner.append(stream, expected, events).await;
+            self.handles.finish(Op::Append, started, &result);
+            match &result {
+                Ok(appended) if appended.deduplicated => self.handles.duplicates.increment(1),
+                Ok(_) => {
+                    self.handles.events.increment(count);
+                    self.handles.bytes.increment(bytes);
+                }
+                Err(Error::Conflict { .. }) => self.handles.conflicts.increment(1),
+                Err(_) => {}
+            }
+            result
+        })
     }
 
-    async fn read_stream(&self, stream: &str, after_version: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let started = Instant::now();
-        let result = self.inner.read_stream(stream, after_version, limit).await;
-        self.handles.finish(Op::ReadStream, started, &result);
-        result
-    }
-
-    async fn visit_stream(
-        &self,
-        stream: &str,
+    fn read_stream<'s, 'l0, 'f>(
+        &'s self,
+        stream: &'l0 str,
         after_version: u64,
         limit: usize,
-        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
-    ) -> Result<usize> {
-        let started = Instant::now();
-        let result = self.inner.visit_stream(stream, after_version, limit, visit).await;
-        self.handles.finish(Op::VisitStream, started, &result);
-        result
+    ) -> Boxed<'f, Vec<RecordedEvent>>
+    where
+        's: 'f,
+        'l0: 'f,
+        Self: 'f,
+    {
+        if !self.handles.recording {
+            return self.inner.read_stream(stream, after_version, limit);
+        }
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.read_stream(stream, after_version, limit).await;
+            self.handles.finish(Op::ReadStream, started, &result);
+            result
+        })
     }
 
-    async fn read_all(&self, after_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let started = Instant::now();
-        let result = self.inner.read_all(after_position, limit).await;
-        self.handles.finish(Op::ReadAll, started, &result);
-        result
+    fn visit_stream<'s, 'l0, 'l1, 'f>(
+        &'s self,
+        stream: &'l0 str,
+        after_version: u64,
+        limit: usize,
+        visit: &'l1 mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Boxed<'f, usize>
+    where
+        's: 'f,
+        'l0: 'f,
+        'l1: 'f,
+        Self: 'f,
+    {
+        if !self.handles.recording {
+            return self.inner.visit_stream(stream, after_version, limit, visit);
+        }
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.visit_stream(stream, after_version, limit, visit).await;
+            self.handles.finish(Op::VisitStream, started, &result);
+            result
+        })
     }
 
-    async fn stream_version(&self, stream: &str) -> Result<u64> {
-        let started = Instant::now();
-        let result = self.inner.stream_version(stream).await;
-        self.handles.finish(Op::StreamVersion, started, &result);
-        result
+    fn read_all<'s, 'f>(&'s self, after_position: u64, limit: usize) -> Boxed<'f, Vec<RecordedEvent>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        if !self.handles.recording {
+            return self.inner.read_all(after_position, limit);
+        }
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.read_all(after_position, limit).await;
+            self.handles.finish(Op::ReadAll, started, &result);
+            result
+        })
     }
 
-    async fn head_position(&self) -> Result<u64> {
-        let started = Instant::now();
-        let result = self.inner.head_position().await;
-        self.handles.finish(Op::HeadPosition, started, &result);
-        result
+    fn stream_version<'s, 'l0, 'f>(&'s self, stream: &'l0 str) -> Boxed<'f, u64>
+    where
+        's: 'f,
+        'l0: 'f,
+        Self: 'f,
+    {
+        if !self.handles.recording {
+            return self.inner.stream_version(stream);
+        }
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.stream_version(stream).await;
+            self.handles.finish(Op::StreamVersion, started, &result);
+            result
+        })
+    }
+
+    fn head_position<'s, 'f>(&'s self) -> Boxed<'f, u64>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        if !self.handles.recording {
+            return self.inner.head_position();
+        }
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.head_position().await;
+            self.handles.finish(Op::HeadPosition, started, &result);
+            result
+        })
     }
 
     async fn list_streams(&self, after: Option<&str>, limit: usize) -> Result<Vec<(StreamId, u64)>> {
@@ -239,11 +325,21 @@ impl<B: EventStoreBackend> EventStoreBackend for Metered<B> {
         result
     }
 
-    async fn get_latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
-        let started = Instant::now();
-        let result = self.inner.get_latest_snapshot(stream).await;
-        self.handles.finish(Op::GetLatestSnapshot, started, &result);
-        result
+    fn get_latest_snapshot<'s, 'l0, 'f>(&'s self, stream: &'l0 str) -> Boxed<'f, Option<Snapshot>>
+    where
+        's: 'f,
+        'l0: 'f,
+        Self: 'f,
+    {
+        if !self.handles.recording {
+            return self.inner.get_latest_snapshot(stream);
+        }
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.get_latest_snapshot(stream).await;
+            self.handles.finish(Op::GetLatestSnapshot, started, &result);
+            result
+        })
     }
 
     async fn flush(&self) -> Result<()> {
@@ -296,11 +392,20 @@ impl<B: EventStoreBackend> EventStoreBackend for Metered<B> {
         self.inner.wait_for_commit(after_position, max_wait).await
     }
 
-    async fn find_event(&self, id: EventId) -> Result<Option<StoredAt>> {
-        let started = Instant::now();
-        let result = self.inner.find_event(id).await;
-        self.handles.finish(Op::FindEvent, started, &result);
-        result
+    fn find_event<'s, 'f>(&'s self, id: EventId) -> Boxed<'f, Option<StoredAt>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        if !self.handles.recording {
+            return self.inner.find_event(id);
+        }
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.find_event(id).await;
+            self.handles.finish(Op::FindEvent, started, &result);
+            result
+        })
     }
 }
 
