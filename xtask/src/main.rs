@@ -13,6 +13,7 @@ mod backends;
 mod bench;
 mod ci;
 mod dashboard;
+mod dashboard_svg;
 mod json;
 mod rocksdb_lib;
 mod size_report;

@@ -429,16 +429,13 @@ async fn tail(inner: Arc<Inner>) {
         let status = RouterStatus { saga: saga.clone(), position: routed[saga], ..RouterStatus::default() };
         inner.routers.lock().unwrap_or_else(PoisonError::into_inner).insert(saga.clone(), status);
     }
-    // The unfinished instances, from the instances' streams rather than the whole log; the
-    // log is read from the head read before listing them (or from the routers' checkpoints, if
-    // lower), so that an instance begun meanwhile is seen in the log.
+    // The unfinished instances, from their streams rather than the whole log, which is read from
+    // the head read before listing them (or the routers' lower checkpoints): none begun is missed.
     let (mut open, mut after) = loop {
         match unfinished(&inner).await {
             Ok((open, after, ended)) => {
                 inner.census.reset();
-                for (saga, id, state) in ended {
-                    inner.census.seed(&saga, &id, state);
-                }
+                ended.into_iter().for_each(|(saga, id, state)| inner.census.seed(&saga, &id, state));
                 break (open, after);
             }
             Err(error) => tracing::warn!(%error, "listing the sagas' instances failed; retrying"),
