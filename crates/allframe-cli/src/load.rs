@@ -57,7 +57,7 @@ pub async fn run_load(backend: DynBackend, duration: Option<Duration>) -> Result
                     seed ^= seed << 17;
                     let account = format!("load-{}", seed % ACCOUNTS);
                     let amount = 1 + (seed >> 8) % 100;
-                    let result = if seed % 3 == 0 {
+                    let result = if seed.is_multiple_of(3) {
                         bus.dispatch(Withdraw { account, amount, teller: format!("T{worker}") }).await
                     } else {
                         bus.dispatch(Deposit { account, amount }).await
