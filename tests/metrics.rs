@@ -7,95 +7,20 @@
 #[path = "support/targets.rs"]
 mod targets;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
 
-use allframe::metric_names::{self, ALL, MetricKind};
+use allframe::metric_names::{self, ALL};
 use allframe::{EventStoreBackend, ExpectedVersion, Metered, NewEvent};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use allframe_cqrs_testkit::metrics::{install, take};
 use targets::targets;
-
-/// The one recorder of this test binary (a global one: the durable engines record from their
-/// own threads).
-fn snapshotter() -> &'static Snapshotter {
-    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder.install().expect("no other recorder in this test binary");
-        snapshotter
-    })
-}
-
-/// One recorded sample: its labels and value.
-#[derive(Debug)]
-struct Sample {
-    labels: BTreeMap<String, String>,
-    value: DebugValue,
-}
-
-/// Drains the recorder: every sample by metric name.
-fn drain() -> BTreeMap<String, Vec<Sample>> {
-    let mut out: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
-    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        let labels = key.key().labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-        out.entry(key.key().name().to_owned()).or_default().push(Sample { labels, value });
-    }
-    out
-}
-
-/// The counter `name` with exactly `labels`, 0 when never recorded.
-fn counter(samples: &BTreeMap<String, Vec<Sample>>, name: &str, labels: &[(&str, &str)]) -> u64 {
-    find(samples, name, labels)
-        .map(|sample| match &sample.value {
-            DebugValue::Counter(n) => *n,
-            other => panic!("{name} is a counter, recorded {other:?}"),
-        })
-        .unwrap_or(0)
-}
-
-/// How many observations the histogram `name` with exactly `labels` got.
-fn observations(samples: &BTreeMap<String, Vec<Sample>>, name: &str, labels: &[(&str, &str)]) -> usize {
-    find(samples, name, labels)
-        .map(|sample| match &sample.value {
-            DebugValue::Histogram(values) => values.len(),
-            other => panic!("{name} is a histogram, recorded {other:?}"),
-        })
-        .unwrap_or(0)
-}
-
-fn find<'a>(samples: &'a BTreeMap<String, Vec<Sample>>, name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
-    let wanted: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    samples.get(name)?.iter().find(|sample| sample.labels == wanted)
-}
-
-/// Every name recorded is documented in `metric_names::ALL`, as the kind it was recorded as,
-/// with exactly the documented label names.
-fn assert_documented(samples: &BTreeMap<String, Vec<Sample>>) {
-    for (name, recorded) in samples {
-        let doc =
-            ALL.iter().find(|doc| doc.name == name).unwrap_or_else(|| panic!("{name} is not in metric_names::ALL"));
-        for sample in recorded {
-            let kind = match sample.value {
-                DebugValue::Counter(_) => MetricKind::Counter,
-                DebugValue::Gauge(_) => MetricKind::Gauge,
-                DebugValue::Histogram(_) => MetricKind::Histogram,
-            };
-            assert_eq!(kind, doc.kind, "{name} is documented as a {:?}", doc.kind);
-            let labels: BTreeSet<&str> = sample.labels.keys().map(String::as_str).collect();
-            let documented: BTreeSet<&str> = doc.labels.iter().copied().collect();
-            assert_eq!(labels, documented, "{name}: recorded labels {labels:?}, documented {documented:?}");
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_backend_reports_its_operations_under_the_documented_names() {
-    snapshotter();
+    install();
     for target in targets("metrics").await {
         let backend = target.name;
         let store = Metered::new(target.open().await);
-        let _ = drain();
+        let _ = take();
 
         let events =
             vec![NewEvent::new("Opened", &b"{\"holder\":\"Ada\"}"[..]), NewEvent::new("Deposited", &b"{\"n\":5}"[..])];
@@ -118,8 +43,8 @@ async fn every_backend_reports_its_operations_under_the_documented_names() {
         store.stats().await.unwrap();
         assert!(store.health().await.is_ok(), "{backend}");
 
-        let samples = drain();
-        assert_documented(&samples);
+        // Every name recorded is in the table, as its kind, with exactly its labels.
+        let samples = take();
         let b = [("backend", backend)];
         for operation in [
             "append",
@@ -135,30 +60,30 @@ async fn every_backend_reports_its_operations_under_the_documented_names() {
             "stats",
         ] {
             let labels = [("backend", backend), ("operation", operation)];
-            let calls = counter(&samples, metric_names::STORE_OPERATIONS, &labels);
+            let calls = samples.counter(metric_names::STORE_OPERATIONS, &labels);
             assert_eq!(calls, if operation == "append" { 3 } else { 1 }, "{backend} {operation} calls");
-            let timed = observations(&samples, metric_names::STORE_OPERATION_DURATION, &labels);
+            let timed = samples.histogram(metric_names::STORE_OPERATION_DURATION, &labels).len();
             assert_eq!(timed as u64, calls, "{backend} {operation} latencies");
         }
         let conflict = [("backend", backend), ("operation", "append"), ("kind", "conflict")];
-        assert_eq!(counter(&samples, metric_names::STORE_ERRORS, &conflict), 1, "{backend}");
-        assert_eq!(counter(&samples, metric_names::APPEND_EVENTS, &b), 2, "{backend}");
-        assert_eq!(counter(&samples, metric_names::APPEND_BYTES, &b), bytes, "{backend}");
-        assert_eq!(counter(&samples, metric_names::APPEND_CONFLICTS, &b), 1, "{backend}");
-        assert_eq!(counter(&samples, metric_names::APPEND_DUPLICATES, &b), 1, "{backend}");
-        assert!(find(&samples, metric_names::STORE_EVENTS, &b).is_some(), "{backend}: stats() sets the store gauges");
-        assert!(find(&samples, metric_names::HEALTH_STATUS, &[]).is_some(), "{backend}: health() sets its gauge");
+        assert_eq!(samples.counter(metric_names::STORE_ERRORS, &conflict), 1, "{backend}");
+        assert_eq!(samples.counter(metric_names::APPEND_EVENTS, &b), 2, "{backend}");
+        assert_eq!(samples.counter(metric_names::APPEND_BYTES, &b), bytes, "{backend}");
+        assert_eq!(samples.counter(metric_names::APPEND_CONFLICTS, &b), 1, "{backend}");
+        assert_eq!(samples.counter(metric_names::APPEND_DUPLICATES, &b), 1, "{backend}");
+        assert!(samples.get(metric_names::STORE_EVENTS, &b).is_some(), "{backend}: stats() sets the store gauges");
+        assert!(samples.get(metric_names::HEALTH_STATUS, &[]).is_some(), "{backend}: health() sets its gauge");
         // What only the engines know: their group commits, syncs and pools.
         if backend != "memory" {
-            let groups = observations(&samples, metric_names::COMMIT_GROUP_APPENDS, &b);
+            let groups = samples.histogram(metric_names::COMMIT_GROUP_APPENDS, &b).len();
             assert!(groups >= 1, "{backend}: the stored append went through a group commit");
         }
         if matches!(backend, "allsource" | "rocksdb") {
-            assert!(observations(&samples, metric_names::SYNC_DURATION, &b) >= 1, "{backend}: a synced group");
+            assert!(!samples.histogram(metric_names::SYNC_DURATION, &b).is_empty(), "{backend}: a synced group");
         }
         if backend == "postgres" {
-            assert!(find(&samples, metric_names::POSTGRES_POOL_MAX_CONNECTIONS, &[]).is_some());
-            let timed = samples.get(metric_names::POSTGRES_STATEMENT_DURATION).map_or(0, Vec::len);
+            assert!(samples.get(metric_names::POSTGRES_POOL_MAX_CONNECTIONS, &[]).is_some());
+            let timed = samples.all(metric_names::POSTGRES_STATEMENT_DURATION).count();
             assert!(timed >= 5, "postgres: statements timed by name, {timed} names seen");
         }
         target.cleanup().await;

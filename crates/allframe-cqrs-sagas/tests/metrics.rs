@@ -4,7 +4,7 @@
 //! stopped router. One test: the recorder is global, and a snapshot resets what it reads.
 #![cfg(feature = "metrics")]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use allframe_backend_memory::InMemoryBackend;
@@ -12,7 +12,7 @@ use allframe_cqrs_commands::CommandBus;
 use allframe_cqrs_core::metric_names as names;
 use allframe_cqrs_core::{DynBackend, Envelope, Event, EventStore, EventStoreBackend, HealthStatus};
 use allframe_cqrs_sagas::{Retry, Saga, SagaDefinition, SagaOrchestrator, SagaState, Step, StepContext, StepError};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use allframe_cqrs_testkit::metrics::{install, take};
 use serde::{Deserialize, Serialize};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -23,51 +23,6 @@ enum Bank {
 }
 
 impl Event for Bank {}
-
-fn recorder() -> &'static Snapshotter {
-    static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-    SNAPSHOTTER.get_or_init(|| {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        recorder.install().expect("the only recorder of this test binary");
-        snapshotter
-    })
-}
-
-/// One metric: its name, labels and value.
-type Sample = (String, Vec<(String, String)>, DebugValue);
-
-/// The metrics at one moment.
-struct Seen(Vec<Sample>);
-
-impl Seen {
-    fn take() -> Self {
-        let values = recorder().snapshot().into_vec().into_iter().map(|(key, _, _, value)| {
-            let key = key.key();
-            let labels = key.labels().map(|label| (label.key().to_owned(), label.value().to_owned())).collect();
-            (key.name().to_owned(), labels, value)
-        });
-        Seen(values.collect())
-    }
-
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let value = self
-            .0
-            .iter()
-            .find(|(seen, seen_labels, _)| {
-                seen == name
-                    && seen_labels.len() == labels.len()
-                    && labels.iter().all(|(k, v)| seen_labels.iter().any(|(sk, sv)| sk == k && sv == v))
-            })
-            .map(|(_, _, value)| value)
-            .unwrap_or_else(|| panic!("no {name} {labels:?} among {:?}", self.0));
-        match value {
-            DebugValue::Counter(value) => *value as f64,
-            DebugValue::Gauge(value) => value.into_inner(),
-            DebugValue::Histogram(_) => panic!("{name} is a histogram"),
-        }
-    }
-}
 
 /// Reserves, then charges as its input says: `ok`, `fail` (for good), `flaky` (a transient
 /// failure, then it works), `hang` (past its timeout), `stuck` (fails, and undoing the
@@ -118,7 +73,7 @@ fn greet() -> SagaDefinition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sagas_report_instances_by_state_steps_by_outcome_and_router_lag_and_their_health() {
-    recorder();
+    install();
     let backend: DynBackend = Arc::new(InMemoryBackend::new());
     let bus = CommandBus::builder(Arc::clone(&backend)).build().unwrap();
     let sagas = SagaOrchestrator::builder(bus).saga(pay()).saga(greet()).build().unwrap();
@@ -166,8 +121,8 @@ async fn sagas_report_instances_by_state_steps_by_outcome_and_router_lag_and_the
     assert!(findings.iter().any(|(c, r)| *c == "saga:greet" && r.contains("router stopped")), "{health}");
     assert!(findings.iter().any(|(c, r)| *c == "saga:pay" && r.contains("1 instance(s) stuck")), "{health}");
 
-    let seen = Seen::take();
-    let instances = |saga, state| seen.get(names::SAGA_INSTANCES, &[("saga", saga), ("state", state)]);
+    let seen = take();
+    let instances = |saga, state| seen.gauge(names::SAGA_INSTANCES, &[("saga", saga), ("state", state)]).unwrap();
     assert_eq!(instances("pay", "completed"), 2.0);
     assert_eq!(instances("pay", "rolled_back"), 2.0);
     assert_eq!(instances("pay", "stuck"), 1.0);
@@ -176,7 +131,7 @@ async fn sagas_report_instances_by_state_steps_by_outcome_and_router_lag_and_the
     }
     assert_eq!(instances("greet", "completed"), 1.0);
 
-    let steps = |saga, outcome| seen.get(names::SAGA_STEPS, &[("saga", saga), ("outcome", outcome)]);
+    let steps = |saga, outcome| seen.counter(names::SAGA_STEPS, &[("saga", saga), ("outcome", outcome)]) as f64;
     // Reserve succeeds five times, charge twice (ok; flaky on its second attempt).
     assert_eq!(steps("pay", "succeeded"), 7.0);
     assert_eq!(steps("pay", "failed"), 3.0, "fail, stuck, and flaky's first attempt");
@@ -186,8 +141,8 @@ async fn sagas_report_instances_by_state_steps_by_outcome_and_router_lag_and_the
     assert_eq!(steps("greet", "succeeded"), 1.0);
 
     let head = backend.head_position().await.unwrap();
-    let position = seen.get(names::SAGA_ROUTER_POSITION, &[("saga", "greet")]);
+    let position = seen.gauge(names::SAGA_ROUTER_POSITION, &[("saga", "greet")]).unwrap();
     assert_eq!(position, (refused - 1) as f64);
-    let lag = seen.get(names::SAGA_ROUTER_LAG_EVENTS, &[("saga", "greet")]);
+    let lag = seen.gauge(names::SAGA_ROUTER_LAG_EVENTS, &[("saga", "greet")]).unwrap();
     assert!(lag >= (after - refused + 1) as f64 && lag <= (head - refused + 1) as f64, "lag {lag}, head {head}");
 }

@@ -27,6 +27,8 @@ pub mod cases;
 pub mod fixture;
 pub mod golden;
 pub mod history;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod reference;
