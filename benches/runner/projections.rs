@@ -79,16 +79,18 @@ async fn filled(target: &str, codec: Codec, events: u64) -> Result<Store, allfra
 /// Time for a fresh registry to bring a counting read model from position 0 to the head.
 async fn catch_up_once(store: &Store) -> Result<(f64, Vec<f64>), allframe::Error> {
     let head = store.backend().head_position().await?;
+    // Positions are sparse on PostgreSQL (they follow transaction ids): count the events.
+    let events = store.backend().stats().await?.events;
     let registry = ProjectionRegistry::new(store.clone());
     let count = registry.register(OrderCount::default).map_err(to_store)?;
     let start = Instant::now();
     registry.start_all().await.map_err(to_store)?;
     let model = count.read_at_least(head, Duration::from_secs(3_600)).await.map_err(to_store)?;
     let seconds = start.elapsed().as_secs_f64();
-    assert_eq!(model.orders, head, "every event counted once");
+    assert_eq!(model.orders, events, "every event counted once");
     drop(model);
     registry.stop_all().await;
-    Ok((head as f64 / seconds, Vec::new()))
+    Ok((events as f64 / seconds, Vec::new()))
 }
 
 fn to_store(error: allframe::cqrs::ProjectionError) -> allframe::Error {
