@@ -184,6 +184,18 @@ fn parent(args: &[String], quick: bool, scale: Scale) -> Result<(), String> {
     let text = report::write_all(&report, compare.as_ref(), &out_dir)?;
     println!("{text}");
     eprintln!("wrote {}/report.md, report.json, throughput.svg, latency.svg", out_dir.display());
+    // A target that could not be reached is skipped; one whose workloads failed fails the run
+    // (the smoke run in CI exists to find those), after the report of the others is written.
+    let failed: Vec<String> = report
+        .results
+        .iter()
+        .filter_map(|r| r.skipped.as_ref().map(|reason| (r, reason)))
+        .filter(|(_, reason)| reason.starts_with("failed") || reason.starts_with("the benchmark process failed"))
+        .map(|(r, reason)| format!("{}: {reason}", r.target))
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("workloads failed:\n  {}", failed.join("\n  ")));
+    }
     Ok(())
 }
 
