@@ -5,55 +5,15 @@
 //! Mounting needs root and a sandbox that allows `mount`; elsewhere the test prints that it
 //! skipped and passes.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
+
+use tmpfs::{fill, mount_tmpfs};
+
+use std::path::Path;
 
 use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
 use allframe_cqrs_core::{Error, EventStoreBackend, ExpectedVersion, NewEvent, Snapshot};
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).stderr(Stdio::null()).status();
-    }
-}
-
-fn mount_tmpfs(dir: &Path, bytes: u64) -> Option<Mount> {
-    std::fs::create_dir_all(dir).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match status {
-        Ok(status) if status.success() => Some(Mount(dir.to_path_buf())),
-        _ => {
-            eprintln!("full disk: SKIPPED, a tmpfs cannot be mounted here (needs root and permission to mount)");
-            None
-        }
-    }
-}
-
-/// Fills the filesystem with a ballast file, then gives back `leave` bytes of it.
-fn fill(ballast: &Path, leave: u64) {
-    let mut file = std::fs::File::create(ballast).unwrap();
-    let chunk = vec![0xa5u8; 64 << 10];
-    let mut written = 0u64;
-    // Bounded by the filesystem's size (the mounts here are a few MiB).
-    for _ in 0..4096 {
-        match file.write(&chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => written += n as u64,
-        }
-    }
-    let _ = file.sync_all();
-    file.set_len(written.saturating_sub(leave)).unwrap();
-    file.sync_all().unwrap();
-}
 
 /// One acknowledged append.
 #[derive(Debug)]
@@ -80,7 +40,7 @@ fn typed_write_error(error: &Error) -> bool {
 }
 
 async fn full_disk_round(root: &Path, label: &str, write_buffer_bytes: usize) -> Option<(usize, String)> {
-    let mount = mount_tmpfs(&root.join(label), 6 << 20)?;
+    let mount = mount_tmpfs("full disk", &root.join(label), 6 << 20)?;
     let path = mount.0.join("store");
     let config = RocksDbConfig::default().write_buffer_bytes(write_buffer_bytes).block_cache_bytes(1 << 20);
     let store = RocksDbBackend::open_with(&path, config).unwrap();
@@ -211,7 +171,7 @@ async fn full_disk_fails_typed_and_loses_nothing_acknowledged() {
 #[tokio::test]
 async fn first_open_on_a_full_disk_is_typed_and_redone_later() {
     let root = tempfile::tempdir().unwrap();
-    let Some(mount) = mount_tmpfs(&root.path().join("first-open"), 2 << 20) else { return };
+    let Some(mount) = mount_tmpfs("full disk", &root.path().join("first-open"), 2 << 20) else { return };
     let ballast = mount.0.join("ballast");
     let mut outcomes = Vec::new();
     // Less and less free space: each open is cut short at a different step (or succeeds).

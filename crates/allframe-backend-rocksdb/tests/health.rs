@@ -5,57 +5,13 @@
 //! The full disk is a small tmpfs: mounting needs root and a sandbox that allows `mount`;
 //! elsewhere the full-disk test prints that it skipped and passes.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
+
+use tmpfs::{fill, mount_tmpfs};
 
 use allframe_backend_rocksdb::{RocksDbBackend, RocksDbConfig};
 use allframe_cqrs_core::{EventStoreBackend, ExpectedVersion, HealthStatus, NewEvent};
-
-/// A tmpfs mounted for the test, unmounted when dropped.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).stderr(Stdio::null()).status();
-    }
-}
-
-fn mount_tmpfs(dir: &Path, bytes: u64) -> Option<Mount> {
-    std::fs::create_dir_all(dir).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match status {
-        Ok(status) if status.success() => Some(Mount(dir.to_path_buf())),
-        _ => {
-            eprintln!(
-                "health on a full disk: SKIPPED, a tmpfs cannot be mounted here (needs root and permission to mount)"
-            );
-            None
-        }
-    }
-}
-
-/// Fills the filesystem with a ballast file, then gives back `leave` bytes of it.
-fn fill(ballast: &Path, leave: u64) {
-    let mut file = std::fs::File::create(ballast).unwrap();
-    let chunk = vec![0xa5u8; 64 << 10];
-    let mut written = 0u64;
-    // Bounded by the filesystem's size (a few MiB).
-    for _ in 0..4096 {
-        match file.write(&chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => written += n as u64,
-        }
-    }
-    let _ = file.sync_all();
-    file.set_len(written.saturating_sub(leave)).unwrap();
-    file.sync_all().unwrap();
-}
 
 fn event(size: usize) -> Vec<NewEvent> {
     vec![NewEvent::new("Filled", vec![b'x'; size])]
@@ -73,7 +29,7 @@ async fn a_store_that_writes_is_healthy() {
 #[tokio::test]
 async fn a_failed_write_fails_health_until_reopened() {
     let root = tempfile::tempdir().unwrap();
-    let Some(mount) = mount_tmpfs(&root.path().join("disk"), 6 << 20) else { return };
+    let Some(mount) = mount_tmpfs("health on a full disk", &root.path().join("disk"), 6 << 20) else { return };
     let path = mount.0.join("store");
     // A large memtable: the write-ahead log fills the disk.
     let config = RocksDbConfig::default().write_buffer_bytes(4 << 20).block_cache_bytes(1 << 20);
