@@ -16,7 +16,7 @@ use allframe::{Codec, DynBackend, EventStoreBackend, RawSubscription, StartFrom,
 use allframe_benches::{Bump, counter_bus};
 use tokio::sync::oneshot;
 
-use crate::workloads::{median, step};
+use crate::workloads::{concurrently, median, step};
 use crate::{Measurement, Scale, targets};
 
 /// Instances in flight.
@@ -131,34 +131,20 @@ async fn measure(target: &str, backend: &DynBackend, scale: Scale) -> Result<Vec
 
 /// 64 tasks each send the three keyed commands of one order after another, for `duration`.
 async fn commands_alone(bus: &CommandBus, duration: Duration, run: u32) -> Result<(f64, Vec<f64>), allframe::Error> {
-    let deadline = Instant::now() + duration;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|task| {
-            let bus = bus.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut n = 0u32;
-                while Instant::now() < deadline {
-                    let begin = Instant::now();
-                    let order = 1_000_000 + run * 100_000 + task * 1_000 + n;
-                    for (offset, step) in [(0, "reserve"), (1, "charge"), (2, "ship")] {
-                        let key = format!("alone:{order}:{step}");
-                        let bump = Bump { counter: 3 * order + offset };
-                        bus.dispatch_with(bump, CommandOptions::new().idempotency_key(key)).await.map_err(error)?;
-                    }
-                    latencies.push(begin.elapsed().as_secs_f64() * 1e6);
-                    n += 1;
-                }
-                Ok::<_, allframe::Error>(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.map_err(error)??);
-    }
-    Ok((latencies.len() as f64 / start.elapsed().as_secs_f64(), latencies))
+    let bus = bus.clone();
+    concurrently(IN_FLIGHT, duration, move |task, n| {
+        let bus = bus.clone();
+        async move {
+            let order = 1_000_000 + run * 100_000 + task * 1_000 + n;
+            for (offset, step) in [(0, "reserve"), (1, "charge"), (2, "ship")] {
+                let key = format!("alone:{order}:{step}");
+                let bump = Bump { counter: 3 * order + offset };
+                bus.dispatch_with(bump, CommandOptions::new().idempotency_key(key)).await.map_err(error)?;
+            }
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// 64 tasks each begin an order's saga and wait for it to complete, for `duration`.
@@ -170,37 +156,21 @@ async fn completed(
 ) -> Result<(f64, Vec<f64>), allframe::Error> {
     let finished = Finished::default();
     let follower = finished.follow(Arc::clone(backend), backend.head_position().await?);
-    let deadline = Instant::now() + duration;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|task| {
-            let (sagas, finished, label) = (sagas.clone(), finished.clone(), label.to_owned());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut n = 0u32;
-                while Instant::now() < deadline {
-                    let id = format!("{label}-{task}-{n}");
-                    let done = finished.wait(&id);
-                    let begin = Instant::now();
-                    sagas.begin("order", &id, &(task * 10_000 + n)).await.map_err(error)?;
-                    tokio::time::timeout(Duration::from_secs(60), done)
-                        .await
-                        .map_err(|_| error(format!("saga {id} did not complete in 60 s")))?
-                        .map_err(error)?;
-                    latencies.push(begin.elapsed().as_secs_f64() * 1e6);
-                    n += 1;
-                }
-                Ok::<_, allframe::Error>(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.map_err(error)??);
-    }
-    let rate = latencies.len() as f64 / start.elapsed().as_secs_f64();
+    let (sagas, label) = (sagas.clone(), label.to_owned());
+    let measured = concurrently(IN_FLIGHT, duration, move |task, n| {
+        let (sagas, finished, id) = (sagas.clone(), finished.clone(), format!("{label}-{task}-{n}"));
+        async move {
+            let done = finished.wait(&id);
+            sagas.begin("order", &id, &(task * 10_000 + n)).await.map_err(error)?;
+            tokio::time::timeout(Duration::from_secs(60), done)
+                .await
+                .map_err(|_| error(format!("saga {id} did not complete in 60 s")))?
+                .map_err(error)
+        }
+    })
+    .await;
     follower.abort();
-    Ok((rate, latencies))
+    measured
 }
 
 /// Begins 64 sagas whose second step hangs past its timeout; for each, the time from the

@@ -219,20 +219,45 @@ async fn dispatchers(
     duration: Duration,
     first: u32,
 ) -> Result<(f64, Vec<f64>), allframe::Error> {
+    let bus = bus.clone();
+    concurrently(tasks, duration, move |task, _| {
+        let bus = bus.clone();
+        async move {
+            match bus.dispatch(Bump { counter: first + task }).await {
+                Ok(_) => Ok(()),
+                Err(DispatchError::Store(error)) => Err(error),
+                Err(other) => Err(allframe::Error::Configuration { reason: other.to_string() }),
+            }
+        }
+    })
+    .await
+}
+
+/// `tasks` tasks each run `operation(task, n)` for n = 0, 1, … one after another until
+/// `duration` ends. Returns operations/s and each operation's latency in microseconds.
+pub(crate) async fn concurrently<F, Fut>(
+    tasks: u32,
+    duration: Duration,
+    operation: F,
+) -> Result<(f64, Vec<f64>), allframe::Error>
+where
+    F: Fn(u32, u32) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), allframe::Error>> + Send + 'static,
+{
+    let operation = std::sync::Arc::new(operation);
     let deadline = Instant::now() + duration;
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
         .map(|task| {
-            let bus = bus.clone();
+            let operation = std::sync::Arc::clone(&operation);
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut n = 0;
                 while Instant::now() < deadline {
                     let begin = Instant::now();
-                    match bus.dispatch(Bump { counter: first + task }).await {
-                        Ok(_) => latencies.push(begin.elapsed().as_secs_f64() * 1e6),
-                        Err(DispatchError::Store(error)) => return Err(error),
-                        Err(other) => return Err(allframe::Error::Configuration { reason: other.to_string() }),
-                    }
+                    operation(task, n).await?;
+                    latencies.push(begin.elapsed().as_secs_f64() * 1e6);
+                    n += 1;
                 }
                 Ok::<_, allframe::Error>(latencies)
             })
@@ -240,7 +265,8 @@ async fn dispatchers(
         .collect();
     let mut latencies = Vec::new();
     for handle in handles {
-        latencies.extend(handle.await.expect("dispatcher task")?);
+        let task = handle.await.map_err(|e| allframe::Error::Configuration { reason: e.to_string() })?;
+        latencies.extend(task?);
     }
     Ok((latencies.len() as f64 / start.elapsed().as_secs_f64(), latencies))
 }
